@@ -1,0 +1,1 @@
+//! intake: takes files into a records platform safely and fast.

@@ -1,1 +1,17 @@
 //! intake: takes files into a records platform safely and fast.
+//!
+//! The modules follow the data's way through the system: `config` and `app` start
+//! it; `http` is the REST edge; `domain` holds the validated types; `db` and `store`
+//! are the adapters to the database and the object store.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod live;
+pub mod protocol;
+pub mod store;
+pub mod ws;

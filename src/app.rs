@@ -1,0 +1,187 @@
+//! Start-up: builds every part from `Settings` (data dir, secrets, embedded or
+//! external S3, database and migrations, the HTTP listener) and runs the server
+//! until a shutdown signal. `Application::build` binds before returning, so tests
+//! can ask for port 0 and read the real one.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::auth::JwtKeys;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::http::{self, AppState};
+use crate::live::{Hub, SocketLimiter};
+use tokio::sync::Notify;
+use crate::store::embedded::EmbeddedS3;
+use crate::store::{S3Config, S3Store};
+
+/// Secrets generated on first start and kept in the data dir (mode 0600).
+#[derive(Debug, Serialize, Deserialize)]
+struct Secrets {
+    jwt_secret: String,
+    s3_access_key_id: String,
+    s3_secret_access_key: String,
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::fill(&mut buf[..]);
+    hex::encode(buf)
+}
+
+fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
+    let path = data_dir.join("secrets.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+    }
+    let secrets = Secrets {
+        jwt_secret: random_hex(32),
+        s3_access_key_id: format!("INTAKE{}", random_hex(7).to_uppercase()),
+        s3_secret_access_key: random_hex(20),
+    };
+    let tmp = data_dir.join("secrets.json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&secrets)?)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok(secrets)
+}
+
+/// Connects to the configured database and applies migrations.
+pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let db = Db::connect(&settings.effective_database_url(), settings.database_max_connections)
+        .await
+        .context("connecting to the database (INTAKE_DATABASE_URL)")?;
+    db.migrate().await.context("applying database migrations")?;
+    Ok(db)
+}
+
+/// A built, bound application, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    embedded_s3: Option<EmbeddedS3>,
+}
+
+impl Application {
+    /// Builds every part and binds the HTTP listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let db = connect_database(&settings).await?;
+        let secrets = load_or_create_secrets(&settings.data_dir)?;
+
+        let (embedded_s3, endpoint, access_key, secret_key) = match &settings.s3_endpoint {
+            Some(endpoint) => (
+                None,
+                endpoint.clone(),
+                settings.s3_access_key_id.clone().unwrap_or_default(),
+                settings.s3_secret_access_key.clone().unwrap_or_default(),
+            ),
+            None => {
+                let access = settings.s3_access_key_id.clone().unwrap_or(secrets.s3_access_key_id.clone());
+                let secret = settings
+                    .s3_secret_access_key
+                    .clone()
+                    .unwrap_or(secrets.s3_secret_access_key.clone());
+                let root = settings.data_dir.join("s3");
+                std::fs::create_dir_all(&root)?;
+                let s3 = EmbeddedS3::start(root, settings.s3_embedded_addr, &access, &secret)
+                    .await
+                    .with_context(|| format!("starting the embedded S3 endpoint on {} (INTAKE_S3_EMBEDDED_ADDR)", settings.s3_embedded_addr))?;
+                let endpoint = s3.endpoint();
+                tracing::info!(%endpoint, "embedded S3 endpoint serving {}", settings.data_dir.join("s3").display());
+                (Some(s3), endpoint, access, secret)
+            }
+        };
+        let store = S3Store::connect(&S3Config {
+            endpoint: Some(endpoint),
+            region: settings.s3_region.clone(),
+            bucket: settings.s3_bucket.clone(),
+            access_key_id: access_key,
+            secret_access_key: secret_key,
+            force_path_style: settings.s3_force_path_style,
+            public_url: settings.public_s3_url.clone(),
+        })
+        .await
+        .context("connecting to the object store")?;
+
+        let jwt_secret = settings.jwt_secret.clone().unwrap_or(secrets.jwt_secret);
+        let jwt = JwtKeys::new(
+            jwt_secret.as_bytes(),
+            settings.access_token_ttl_secs,
+            settings.refresh_token_ttl_secs,
+        );
+        let listener = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("binding {} (INTAKE_HTTP_ADDR)", settings.http_addr))?;
+        let state = AppState {
+            settings: Arc::new(settings),
+            db,
+            store: Arc::new(store),
+            jwt: Arc::new(jwt),
+            hub: Arc::new(Hub::default()),
+            sockets: Arc::new(SocketLimiter::default()),
+            workers: Arc::new(Notify::new()),
+        };
+        Ok(Application { listener, state, embedded_s3 })
+    }
+
+    /// The address the HTTP API listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    /// The endpoint of the embedded S3 server, when one runs.
+    pub fn embedded_s3_endpoint(&self) -> Option<String> {
+        self.embedded_s3.as_ref().map(|s| s.endpoint())
+    }
+
+    /// The shared state (for tests and the admin CLI).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains connections.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let app = http::router(self.state.clone());
+        tracing::info!(addr = %self.local_addr(), "intake listening");
+        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        drop(self.embedded_s3);
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,231 @@
+//! Layered configuration: built-in defaults, then an optional `intake.toml`, then
+//! `INTAKE_*` environment variables. Every setting is flat so that its environment
+//! name is exactly `INTAKE_<FIELD>` (the names are part of the public contract).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of the service, with its default. See `docs/CONFIGURATION.md`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the embedded database, embedded S3 objects and generated secrets live.
+    pub data_dir: PathBuf,
+    /// Address of the HTTP/WebSocket API.
+    pub http_addr: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; default: `sqlite://<data_dir>/intake.db`.
+    pub database_url: Option<String>,
+    /// Maximum database connections in the pool.
+    pub database_max_connections: u32,
+
+    /// External S3 endpoint; when unset the process serves its own at `s3_embedded_addr`.
+    pub s3_endpoint: Option<String>,
+    /// S3 region used for signing.
+    pub s3_region: String,
+    /// Bucket holding every object (created at start-up when missing).
+    pub s3_bucket: String,
+    /// Access key id; default for the embedded endpoint: generated and kept in the data dir.
+    pub s3_access_key_id: Option<String>,
+    /// Secret access key; default for the embedded endpoint: generated and kept in the data dir.
+    pub s3_secret_access_key: Option<String>,
+    /// Path-style addressing (`http://host/bucket/key`); needed by most self-hosted S3 servers.
+    pub s3_force_path_style: bool,
+    /// Address of the embedded S3-compatible endpoint (used only without `s3_endpoint`).
+    pub s3_embedded_addr: SocketAddr,
+    /// Base URL put into presigned URLs when clients reach S3 at another address.
+    pub public_s3_url: Option<String>,
+
+    /// Secret for signing JWTs; default: generated and kept in the data dir.
+    /// Several nodes must share one.
+    pub jwt_secret: Option<String>,
+    /// Lifetime of an access token, seconds.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token, seconds.
+    pub refresh_token_ttl_secs: u64,
+    /// Lifetime of a one-time WebSocket ticket, seconds.
+    pub ws_ticket_ttl_secs: u64,
+
+    /// Largest accepted upload, in GB (10^9 bytes).
+    pub max_upload_gb: u64,
+    /// Uploads of at least this many bytes use multipart.
+    pub multipart_threshold_bytes: u64,
+    /// Fixed multipart chunk size; default: 16 MiB, grown so there are at most 10,000 parts.
+    pub multipart_chunk_bytes: Option<u64>,
+    /// Lifetime of presigned upload URLs, seconds.
+    pub presign_ttl_secs: u64,
+    /// Lifetime of presigned download URLs, seconds.
+    pub download_url_ttl_secs: u64,
+    /// How long an upload id stays usable after creation, seconds.
+    pub upload_ttl_secs: u64,
+
+    /// clamd address, `tcp://host:port` or `unix:///path`; unset: scanning is skipped.
+    pub clamd_addr: Option<String>,
+    /// Refuse to start without `clamd_addr`.
+    pub require_scan: bool,
+
+    /// Allowed `Origin` values for WebSocket upgrades; empty: any origin (and none).
+    pub allowed_origins: Vec<String>,
+    /// Maximum concurrent upload sockets per user.
+    pub max_sockets_per_user: u32,
+    /// Close a socket that has been silent (no pong or message) this long, seconds.
+    pub ws_idle_timeout_secs: u64,
+
+    /// Maximum number of entries in an archive.
+    pub max_archive_entries: u64,
+    /// Maximum inflated size of one entry, bytes.
+    pub max_entry_bytes: u64,
+    /// Maximum inflated size of a whole archive, bytes.
+    pub max_archive_bytes: u64,
+    /// Maximum compression ratio of one entry.
+    pub max_compression_ratio: u64,
+    /// Number of pipeline jobs one node runs at once.
+    pub worker_concurrency: u32,
+    /// Whether this node runs pipeline workers.
+    pub run_workers: bool,
+
+    /// Lifetime of Event History presigned upload URLs, seconds.
+    pub history_upload_url_ttl_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./intake-data"),
+            http_addr: "127.0.0.1:8080".parse().expect("valid default"),
+            database_url: None,
+            database_max_connections: 16,
+            s3_endpoint: None,
+            s3_region: "us-east-1".into(),
+            s3_bucket: "intake".into(),
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_force_path_style: true,
+            s3_embedded_addr: "127.0.0.1:9000".parse().expect("valid default"),
+            public_s3_url: None,
+            jwt_secret: None,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_secs: 7 * 24 * 3600,
+            ws_ticket_ttl_secs: 60,
+            max_upload_gb: 5,
+            multipart_threshold_bytes: 100 * 1024 * 1024,
+            multipart_chunk_bytes: None,
+            presign_ttl_secs: 3600,
+            download_url_ttl_secs: 300,
+            upload_ttl_secs: 24 * 3600,
+            clamd_addr: None,
+            require_scan: false,
+            allowed_origins: Vec::new(),
+            max_sockets_per_user: 16,
+            ws_idle_timeout_secs: 120,
+            max_archive_entries: 100_000,
+            max_entry_bytes: 5 * 1024 * 1024 * 1024,
+            max_archive_bytes: 20 * 1024 * 1024 * 1024,
+            max_compression_ratio: 200,
+            worker_concurrency: 2,
+            run_workers: true,
+            history_upload_url_ttl_secs: 15 * 60,
+        }
+    }
+}
+
+/// A configuration problem found before start-up; names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads defaults, then `file` (or `./intake.toml` when present), then `INTAKE_*`.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        match file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(ConfigError(format!(
+                        "config file {} does not exist",
+                        path.display()
+                    )));
+                }
+                figment = figment.merge(Toml::file(path));
+            }
+            None => figment = figment.merge(Toml::file("intake.toml")),
+        }
+        // `INTAKE_CONFIG` names the file and is not a setting itself.
+        figment = figment.merge(Env::prefixed("INTAKE_").ignore(&["CONFIG"]));
+        let settings: Settings = figment.extract().map_err(|e| {
+            let e = e.to_string();
+            ConfigError(e.replace("for key \"default.", "for setting \"").to_string())
+        })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |name: &str, why: &str| Err(ConfigError(format!("INTAKE_{name}: {why}")));
+        if self.max_upload_gb == 0 {
+            return bad("MAX_UPLOAD_GB", "must be at least 1");
+        }
+        if self.multipart_threshold_bytes < 5 * 1024 * 1024 {
+            return bad("MULTIPART_THRESHOLD_BYTES", "must be at least 5 MiB (S3's minimum part size)");
+        }
+        if let Some(chunk) = self.multipart_chunk_bytes {
+            if !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk) {
+                return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
+            }
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return bad("DATABASE_URL", "must start with sqlite:, postgres:// or postgresql://");
+            }
+        }
+        for (name, url) in [("S3_ENDPOINT", &self.s3_endpoint), ("PUBLIC_S3_URL", &self.public_s3_url)] {
+            if let Some(url) = url {
+                match url::Url::parse(url) {
+                    Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                    _ => return bad(name, "must be an http:// or https:// URL"),
+                }
+            }
+        }
+        if self.s3_endpoint.is_some()
+            && (self.s3_access_key_id.is_none() || self.s3_secret_access_key.is_none())
+        {
+            return bad("S3_ACCESS_KEY_ID", "an external S3 endpoint needs INTAKE_S3_ACCESS_KEY_ID and INTAKE_S3_SECRET_ACCESS_KEY");
+        }
+        if self.s3_bucket.len() < 3 || self.s3_bucket.len() > 63 || !self.s3_bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
+            return bad("S3_BUCKET", "must be a valid bucket name (3-63 lowercase letters, digits, '-', '.')");
+        }
+        if self.require_scan && self.clamd_addr.is_none() {
+            return bad("REQUIRE_SCAN", "is true but INTAKE_CLAMD_ADDR is not set");
+        }
+        if self.ws_ticket_ttl_secs == 0 || self.access_token_ttl_secs == 0 || self.presign_ttl_secs == 0 {
+            return bad("WS_TICKET_TTL_SECS", "lifetimes must be at least 1 second");
+        }
+        if self.presign_ttl_secs > 7 * 24 * 3600 || self.history_upload_url_ttl_secs > 7 * 24 * 3600 {
+            return bad("PRESIGN_TTL_SECS", "SigV4 presigned URLs live at most 7 days");
+        }
+        if self.max_compression_ratio == 0 || self.max_archive_entries == 0 {
+            return bad("MAX_COMPRESSION_RATIO", "archive limits must be at least 1");
+        }
+        if self.worker_concurrency == 0 {
+            return bad("WORKER_CONCURRENCY", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The database URL in force: the configured one or the embedded SQLite file.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}/intake.db?mode=rwc", self.data_dir.display()),
+        }
+    }
+
+    /// Largest accepted upload in bytes.
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_gb * 1_000_000_000
+    }
+}

@@ -1,0 +1,176 @@
+//! Object records.
+
+use serde_json::{Map, Value};
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Db, now_ms};
+
+/// A stored record; `field_values` maps field aliases to values.
+#[derive(Debug, Clone)]
+pub struct RecordRow {
+    pub id: i64,
+    pub object_class_id: i64,
+    pub object_name: String,
+    pub owner_id: i64,
+    pub field_values: Map<String, Value>,
+    pub created_at: i64,
+    pub modified_at: i64,
+}
+
+/// A record to insert from an upload: unique per (upload file, entry index).
+#[derive(Debug, Clone)]
+pub struct NewUploadRecord {
+    pub object_name: String,
+    pub field_values: Map<String, Value>,
+    pub entry_index: i64,
+}
+
+const RECORD_COLUMNS: &str =
+    "id, object_class_id, object_name, owner_id, field_values, created_at, modified_at";
+
+fn record_from_row(row: &sqlx::any::AnyRow) -> Result<RecordRow, sqlx::Error> {
+    let values: String = row.try_get("field_values")?;
+    Ok(RecordRow {
+        id: row.try_get("id")?,
+        object_class_id: row.try_get("object_class_id")?,
+        object_name: row.try_get("object_name")?,
+        owner_id: row.try_get("owner_id")?,
+        field_values: serde_json::from_str(&values)
+            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        created_at: row.try_get("created_at")?,
+        modified_at: row.try_get("modified_at")?,
+    })
+}
+
+impl Db {
+    /// Inserts one record.
+    pub async fn create_record(
+        &self,
+        class_id: i64,
+        object_name: &str,
+        owner_id: i64,
+        field_values: &Map<String, Value>,
+    ) -> Result<RecordRow, sqlx::Error> {
+        let now = now_ms();
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "INSERT INTO object_records (object_class_id, object_name, owner_id, field_values, created_at, modified_at)
+             VALUES ($1, $2, $3, $4, $5, $5) RETURNING {RECORD_COLUMNS}"
+        )))
+        .bind(class_id)
+        .bind(object_name)
+        .bind(owner_id)
+        .bind(Value::Object(field_values.clone()).to_string())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        record_from_row(&row)
+    }
+
+    /// Inserts records made from the entries of one uploaded file, in one statement.
+    /// Entries already inserted (a retried job) are skipped, never duplicated.
+    /// Returns how many rows were new.
+    pub async fn insert_upload_records(
+        &self,
+        class_id: i64,
+        owner_id: i64,
+        upload_file_id: &str,
+        records: &[NewUploadRecord],
+    ) -> Result<u64, sqlx::Error> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        let now = now_ms();
+        let mut sql = String::from(
+            "INSERT INTO object_records (object_class_id, object_name, owner_id, field_values, upload_file_id, upload_entry, created_at, modified_at) VALUES ",
+        );
+        // Shared values first: $1 class, $2 owner, $3 upload file, $4 now.
+        for (i, _) in records.iter().enumerate() {
+            let base = 5 + i * 3;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!(
+                "($1, ${}, $2, ${}, $3, ${}, $4, $4)",
+                base,
+                base + 1,
+                base + 2
+            ));
+        }
+        sql.push_str(" ON CONFLICT (upload_file_id, upload_entry) DO NOTHING");
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(class_id)
+            .bind(owner_id)
+            .bind(upload_file_id)
+            .bind(now);
+        for r in records {
+            query = query
+                .bind(r.object_name.clone())
+                .bind(Value::Object(r.field_values.clone()).to_string())
+                .bind(r.entry_index);
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected())
+    }
+
+    /// Counts the records made from one uploaded file.
+    pub async fn count_upload_records(&self, upload_file_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query("SELECT COUNT(*) AS n FROM object_records WHERE upload_file_id = $1")
+            .bind(upload_file_id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")
+    }
+
+    /// The ids of the records made from an upload's files, in entry order.
+    pub async fn upload_record_ids(&self, upload_id: &str) -> Result<Vec<i64>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT r.id FROM object_records r JOIN upload_files f ON f.id = r.upload_file_id
+             WHERE f.upload_id = $1 ORDER BY r.upload_file_id, r.upload_entry",
+        )
+        .bind(upload_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| r.try_get("id")).collect()
+    }
+
+    /// One record by id.
+    pub async fn record_by_id(&self, id: i64) -> Result<Option<RecordRow>, sqlx::Error> {
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM object_records WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(record_from_row).transpose()
+    }
+
+    /// A page of records (optionally of one class), by id, and the total count.
+    pub async fn list_records(
+        &self,
+        class_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<RecordRow>, i64), sqlx::Error> {
+        let (filter, total_sql) = match class_id {
+            Some(_) => (
+                "WHERE object_class_id = $3",
+                "SELECT COUNT(*) AS n FROM object_records WHERE object_class_id = $1",
+            ),
+            None => ("", "SELECT COUNT(*) AS n FROM object_records"),
+        };
+        let mut q = sqlx::query_scalar::<_, i64>(total_sql);
+        if let Some(c) = class_id {
+            q = q.bind(c);
+        }
+        let total = q.fetch_one(&self.pool).await?;
+        let mut q = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {RECORD_COLUMNS} FROM object_records {filter} ORDER BY id LIMIT $1 OFFSET $2"
+        )))
+        .bind(limit)
+        .bind(offset);
+        if let Some(c) = class_id {
+            q = q.bind(c);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        Ok((rows.iter().map(record_from_row).collect::<Result<_, _>>()?, total))
+    }
+}

@@ -1,0 +1,262 @@
+//! Upload transactions (one per `upload_id`) and the files uploaded in them.
+
+use sqlx::{AssertSqlSafe, Row};
+
+use super::{Db, now_ms};
+use crate::domain::UploadState;
+
+/// An upload transaction.
+#[derive(Debug, Clone)]
+pub struct UploadRow {
+    pub id: String,
+    pub creator_id: i64,
+    pub object_class_id: i64,
+    pub class_field_id: i64,
+    pub state: UploadState,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+impl UploadRow {
+    /// Finished, or past its expiry while still open: the id can no longer be used.
+    pub fn is_used_or_expired(&self, now: i64) -> bool {
+        self.state.is_finished() || (self.state == UploadState::Open && now > self.expires_at)
+    }
+}
+
+/// One file of an upload: the target of one `presigned_url_ready`.
+#[derive(Debug, Clone)]
+pub struct UploadFileRow {
+    pub id: String,
+    pub upload_id: String,
+    pub temp_upload_id: String,
+    pub file_name: String,
+    pub file_size: i64,
+    pub file_type: String,
+    pub s3_key: String,
+    pub is_multipart: bool,
+    pub s3_upload_id: Option<String>,
+    pub chunk_size: Option<i64>,
+    pub total_parts: i64,
+    pub state: String,
+}
+
+/// A new file session to record.
+#[derive(Debug, Clone)]
+pub struct NewUploadFile<'a> {
+    pub id: &'a str,
+    pub upload_id: &'a str,
+    pub temp_upload_id: &'a str,
+    pub file_name: &'a str,
+    pub file_size: i64,
+    pub file_type: &'a str,
+    pub s3_key: &'a str,
+    pub s3_upload_id: Option<&'a str>,
+    pub chunk_size: Option<i64>,
+    pub total_parts: i64,
+}
+
+fn upload_from_row(row: &sqlx::any::AnyRow) -> Result<UploadRow, sqlx::Error> {
+    let state: String = row.try_get("state")?;
+    Ok(UploadRow {
+        id: row.try_get("id")?,
+        creator_id: row.try_get("creator_id")?,
+        object_class_id: row.try_get("object_class_id")?,
+        class_field_id: row.try_get("class_field_id")?,
+        state: UploadState::parse(&state)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown upload state {state}").into()))?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+const FILE_COLUMNS: &str = "id, upload_id, temp_upload_id, file_name, file_size, file_type, s3_key,
+     is_multipart, s3_upload_id, chunk_size, total_parts, state";
+
+fn file_from_row(row: &sqlx::any::AnyRow) -> Result<UploadFileRow, sqlx::Error> {
+    Ok(UploadFileRow {
+        id: row.try_get("id")?,
+        upload_id: row.try_get("upload_id")?,
+        temp_upload_id: row.try_get("temp_upload_id")?,
+        file_name: row.try_get("file_name")?,
+        file_size: row.try_get("file_size")?,
+        file_type: row.try_get("file_type")?,
+        s3_key: row.try_get("s3_key")?,
+        is_multipart: row.try_get::<i64, _>("is_multipart")? != 0,
+        s3_upload_id: row.try_get("s3_upload_id")?,
+        chunk_size: row.try_get("chunk_size")?,
+        total_parts: row.try_get("total_parts")?,
+        state: row.try_get("state")?,
+    })
+}
+
+impl Db {
+    /// Creates an open upload transaction.
+    pub async fn create_upload(
+        &self,
+        id: &str,
+        creator_id: i64,
+        class_id: i64,
+        field_id: i64,
+        ttl_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        sqlx::query(
+            "INSERT INTO uploads (id, creator_id, object_class_id, class_field_id, state, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(creator_id)
+        .bind(class_id)
+        .bind(field_id)
+        .bind(UploadState::Open.as_str())
+        .bind(now)
+        .bind(now + ttl_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One upload transaction.
+    pub async fn upload_by_id(&self, id: &str) -> Result<Option<UploadRow>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, creator_id, object_class_id, class_field_id, state, created_at, expires_at
+             FROM uploads WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(upload_from_row).transpose()
+    }
+
+    /// Moves an upload to a finished state (only from open or processing).
+    pub async fn finish_upload(&self, id: &str, state: UploadState) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE uploads SET state = $1, finished_at = $2
+             WHERE id = $3 AND state IN ('open', 'processing')",
+        )
+        .bind(state.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a file session of an upload.
+    pub async fn create_upload_file(&self, f: &NewUploadFile<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO upload_files (id, upload_id, temp_upload_id, file_name, file_size, file_type, s3_key,
+                 is_multipart, s3_upload_id, chunk_size, total_parts, state, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'pending', $12)",
+        )
+        .bind(f.id)
+        .bind(f.upload_id)
+        .bind(f.temp_upload_id)
+        .bind(f.file_name)
+        .bind(f.file_size)
+        .bind(f.file_type)
+        .bind(f.s3_key)
+        .bind(i64::from(f.s3_upload_id.is_some()))
+        .bind(f.s3_upload_id)
+        .bind(f.chunk_size)
+        .bind(f.total_parts)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// One file session.
+    pub async fn upload_file_by_id(&self, id: &str) -> Result<Option<UploadFileRow>, sqlx::Error> {
+        let row = sqlx::query(AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM upload_files WHERE id = $1")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(file_from_row).transpose()
+    }
+
+    /// The file sessions of an upload, oldest first.
+    pub async fn upload_files(&self, upload_id: &str) -> Result<Vec<UploadFileRow>, sqlx::Error> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {FILE_COLUMNS} FROM upload_files WHERE upload_id = $1 ORDER BY created_at, id"
+        )))
+        .bind(upload_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_from_row).collect()
+    }
+
+    /// Marks a file session as uploaded and enqueues its processing job in the same
+    /// transaction, so a completed file is never without a job. Returns false when
+    /// the file was already completed (a repeated `upload_complete`).
+    pub async fn complete_upload_file(
+        &self,
+        file_id: &str,
+        upload_id: &str,
+        job_payload: &str,
+        max_attempts: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE upload_files SET state = 'completed', completed_at = $1
+             WHERE id = $2 AND state = 'pending'",
+        )
+        .bind(now)
+        .bind(file_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query("UPDATE uploads SET state = 'processing' WHERE id = $1 AND state = 'open'")
+            .bind(upload_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO jobs (kind, dedupe_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES ('process_upload_file', $1, $2, 'queued', 0, $3, $4, $4, $4)
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(format!("process_upload_file:{file_id}"))
+        .bind(job_payload)
+        .bind(max_attempts)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Marks a file session as failed (e.g. finalisation refused by S3).
+    pub async fn fail_upload_file(&self, file_id: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE upload_files SET state = 'failed' WHERE id = $1 AND state = 'pending'")
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Counts the file sessions of an upload that are still pending or processing.
+    pub async fn count_unfinished_files(&self, upload_id: &str) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT COUNT(*) FROM upload_files WHERE upload_id = $1 AND state IN ('pending', 'completed')",
+        )
+        .bind(upload_id)
+        .fetch_one(&self.pool)
+        .await
+    }
+
+    /// Sets a file session's state (`processed`, `failed`, …).
+    pub async fn set_upload_file_state(&self, file_id: &str, state: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("UPDATE upload_files SET state = $1 WHERE id = $2")
+            .bind(state)
+            .bind(file_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,147 @@
+//! Users and one-time WebSocket tickets.
+
+use sqlx::Row;
+
+use super::{Db, now_ms};
+use crate::domain::{AccountType, User};
+
+/// A user row with its password hash, for logging in.
+pub struct UserWithHash {
+    /// The user.
+    pub user: User,
+    /// The argon2 PHC string.
+    pub password_hash: String,
+    /// Whether the account may log in.
+    pub is_active: bool,
+}
+
+fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+    let account: String = row.try_get("account_type")?;
+    Ok(User {
+        id: row.try_get("id")?,
+        email: row.try_get("email")?,
+        account_type: AccountType::parse(&account).ok_or_else(|| {
+            sqlx::Error::Decode(format!("unknown account type {account}").into())
+        })?,
+    })
+}
+
+impl Db {
+    /// Inserts a user; a taken e-mail is a unique violation.
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        account_type: AccountType,
+    ) -> Result<User, sqlx::Error> {
+        let row = sqlx::query(
+            "INSERT INTO users (email, password_hash, account_type, is_active, created_at)
+             VALUES ($1, $2, $3, 1, $4) RETURNING id, email, account_type",
+        )
+        .bind(email)
+        .bind(password_hash)
+        .bind(account_type.as_str())
+        .bind(now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        user_from_row(&row)
+    }
+
+    /// Looks a user up by e-mail (case-insensitive), with the password hash.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserWithHash>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, email, account_type, password_hash, is_active FROM users WHERE lower(email) = lower($1)",
+        )
+        .bind(email)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(UserWithHash {
+                user: user_from_row(&row)?,
+                password_hash: row.try_get("password_hash")?,
+                is_active: row.try_get::<i64, _>("is_active")? != 0,
+            })
+        })
+        .transpose()
+    }
+
+    /// Looks an active user up by id.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT id, email, account_type FROM users WHERE id = $1 AND is_active = 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    /// Stores a one-time ticket by its hash.
+    pub async fn create_ticket(
+        &self,
+        ticket_hash: &str,
+        user_id: i64,
+        ttl_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        let now = now_ms();
+        // Expired tickets are useless; sweep them while we are here.
+        sqlx::query("DELETE FROM ws_tickets WHERE expires_at < $1")
+            .bind(now - 3_600_000)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("INSERT INTO ws_tickets (ticket_hash, user_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(ticket_hash)
+            .bind(user_id)
+            .bind(now + ttl_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Spends a ticket: returns its user when it exists, is unexpired and unused, and
+    /// marks it used in the same statement, so two sockets can never share one.
+    pub async fn consume_ticket(&self, ticket_hash: &str) -> Result<Option<User>, sqlx::Error> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "UPDATE ws_tickets SET used_at = $1
+             WHERE ticket_hash = $2 AND used_at IS NULL AND expires_at >= $1
+             RETURNING user_id",
+        )
+        .bind(now)
+        .bind(ticket_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => self.user_by_id(row.try_get("user_id")?).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Grants `user_id` the right to create records in `class_id`.
+    pub async fn grant_class(&self, class_id: i64, user_id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO class_permissions (object_class_id, user_id) VALUES ($1, $2)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(class_id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `user` may create records in `class_id`.
+    pub async fn may_create_in(&self, user: &User, class_id: i64) -> Result<bool, sqlx::Error> {
+        if user.account_type.creates_anywhere() {
+            return Ok(true);
+        }
+        let row = sqlx::query(
+            "SELECT 1 AS ok FROM class_permissions WHERE object_class_id = $1 AND user_id = $2",
+        )
+        .bind(class_id)
+        .bind(user.id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+}

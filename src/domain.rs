@@ -1,0 +1,207 @@
+//! Domain types shared by the edge, the pipeline and the database: account types,
+//! field types, and the validated shapes of users, classes, fields and uploads.
+
+use serde::{Deserialize, Serialize};
+
+/// The platform's account types (see `shared/CATALYST.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum AccountType {
+    /// Everything, including user management.
+    SuperAdmin,
+    /// Configures classes and fields; creates records anywhere.
+    ConfigAdmin,
+    /// Staff: creates records in any class.
+    Internal,
+    /// Outside users: create records only in classes they were granted.
+    External,
+    /// Single-task users: like external.
+    OneTimeCompletion,
+}
+
+impl AccountType {
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountType::SuperAdmin => "super_admin",
+            AccountType::ConfigAdmin => "config_admin",
+            AccountType::Internal => "internal",
+            AccountType::External => "external",
+            AccountType::OneTimeCompletion => "one_time_completion",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<AccountType> {
+        Some(match s {
+            "super_admin" => AccountType::SuperAdmin,
+            "config_admin" => AccountType::ConfigAdmin,
+            "internal" => AccountType::Internal,
+            "external" => AccountType::External,
+            "one_time_completion" => AccountType::OneTimeCompletion,
+            _ => return None,
+        })
+    }
+
+    /// May create and change object classes, fields and grants.
+    pub fn can_configure(self) -> bool {
+        matches!(self, AccountType::SuperAdmin | AccountType::ConfigAdmin)
+    }
+
+    /// May create records in every class without a grant.
+    pub fn creates_anywhere(self) -> bool {
+        matches!(
+            self,
+            AccountType::SuperAdmin | AccountType::ConfigAdmin | AccountType::Internal
+        )
+    }
+}
+
+/// The type of a class field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    Text,
+    Integer,
+    Decimal,
+    Checkbox,
+    SingleSelect,
+    MultiSelect,
+    Phone,
+    Email,
+    Date,
+    Time,
+    Datetime,
+    User,
+    /// A file held in the object store.
+    Document,
+}
+
+impl FieldType {
+    /// Every type, in documentation order.
+    pub const ALL: [FieldType; 13] = [
+        FieldType::Text,
+        FieldType::Integer,
+        FieldType::Decimal,
+        FieldType::Checkbox,
+        FieldType::SingleSelect,
+        FieldType::MultiSelect,
+        FieldType::Phone,
+        FieldType::Email,
+        FieldType::Date,
+        FieldType::Time,
+        FieldType::Datetime,
+        FieldType::User,
+        FieldType::Document,
+    ];
+
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::Text => "text",
+            FieldType::Integer => "integer",
+            FieldType::Decimal => "decimal",
+            FieldType::Checkbox => "checkbox",
+            FieldType::SingleSelect => "single_select",
+            FieldType::MultiSelect => "multi_select",
+            FieldType::Phone => "phone",
+            FieldType::Email => "email",
+            FieldType::Date => "date",
+            FieldType::Time => "time",
+            FieldType::Datetime => "datetime",
+            FieldType::User => "user",
+            FieldType::Document => "document",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<FieldType> {
+        FieldType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// A user as the rest of the system sees it.
+#[derive(Debug, Clone)]
+pub struct User {
+    /// Primary key.
+    pub id: i64,
+    /// Login e-mail, unique.
+    pub email: String,
+    /// What the user may do.
+    pub account_type: AccountType,
+}
+
+/// An object class.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectClass {
+    pub id: i64,
+    pub name: String,
+    pub identifier: String,
+    pub description: String,
+    pub created_at: String,
+    pub created_by: i64,
+    pub modified_at: String,
+    pub modified_by: i64,
+    pub record_count: i64,
+}
+
+/// A field of an object class.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassField {
+    pub id: i64,
+    pub object_class: i64,
+    pub label: String,
+    pub alias: String,
+    #[serde(rename = "type")]
+    pub field_type: FieldType,
+    pub created_at: String,
+}
+
+/// The life of an upload transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UploadState {
+    /// Created; files may be requested and uploaded.
+    Open,
+    /// A completed file is being processed.
+    Processing,
+    /// Processing finished with records created; the upload id is used.
+    Succeeded,
+    /// Processing failed for good; the upload id is used.
+    Failed,
+}
+
+impl UploadState {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadState::Open => "open",
+            UploadState::Processing => "processing",
+            UploadState::Succeeded => "succeeded",
+            UploadState::Failed => "failed",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<UploadState> {
+        Some(match s {
+            "open" => UploadState::Open,
+            "processing" => UploadState::Processing,
+            "succeeded" => UploadState::Succeeded,
+            "failed" => UploadState::Failed,
+            _ => return None,
+        })
+    }
+
+    /// The upload is finished and its id can no longer be used.
+    pub fn is_finished(self) -> bool {
+        matches!(self, UploadState::Succeeded | UploadState::Failed)
+    }
+}
+
+/// Formats epoch milliseconds as an ISO 8601 UTC timestamp with microseconds.
+pub fn iso_ms(ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}

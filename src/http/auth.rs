@@ -1,0 +1,79 @@
+//! `POST /api/auth/token/`, `POST /api/auth/token/refresh/`, `GET /api/users/ws-auth/`,
+//! `GET /api/users/me/`.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::json::{Fields, JsonObject};
+use crate::auth::{self, AuthUser, TokenType};
+use crate::error::{ApiError, ApiResult};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/token/", post(obtain_token))
+        .route("/api/auth/token/refresh/", post(refresh_token))
+        .route("/api/users/ws-auth/", get(ws_ticket))
+        .route("/api/users/me/", get(me))
+}
+
+async fn obtain_token(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+    let mut fields = Fields::new(&body);
+    let email = fields.string("email", true, 254);
+    let password = fields.string("password", true, 1024);
+    fields.finish()?;
+    let (email, password) = (email.unwrap_or_default(), password.unwrap_or_default());
+    let found = state.db.user_by_email(&email).await?;
+    // Argon2 is slow on purpose: run it off the executor.
+    let user = tokio::task::spawn_blocking(move || match found {
+        Some(u) if u.is_active && auth::verify_password(&password, &u.password_hash) => Some(u.user),
+        Some(_) => None,
+        None => {
+            auth::verify_password(&password, auth::dummy_hash());
+            None
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))?
+    .ok_or(ApiError::InvalidCredentials)?;
+    Ok(Json(json!({
+        "access": state.jwt.issue(user.id, TokenType::Access)?,
+        "refresh": state.jwt.issue(user.id, TokenType::Refresh)?,
+    })))
+}
+
+async fn refresh_token(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+    let mut fields = Fields::new(&body);
+    let refresh = fields.string("refresh", true, 4096);
+    fields.finish()?;
+    let user_id = state
+        .jwt
+        .verify(&refresh.unwrap_or_default(), TokenType::Refresh)
+        .ok_or(ApiError::InvalidToken)?;
+    let user = state.db.user_by_id(user_id).await?.ok_or(ApiError::InvalidToken)?;
+    Ok(Json(json!({ "access": state.jwt.issue(user.id, TokenType::Access)? })))
+}
+
+async fn ws_ticket(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Json<Value>> {
+    let ticket = auth::new_ticket();
+    state
+        .db
+        .create_ticket(
+            &auth::ticket_hash(&ticket),
+            user.id,
+            (state.settings.ws_ticket_ttl_secs * 1000) as i64,
+        )
+        .await?;
+    Ok(Json(json!({ "uuid": ticket })))
+}
+
+async fn me(AuthUser(user): AuthUser) -> Json<Value> {
+    Json(json!({
+        "id": user.id,
+        "email": user.email,
+        "account_type": user.account_type.as_str(),
+    }))
+}

@@ -1,0 +1,170 @@
+//! Object classes, their fields and grants:
+//! `POST|GET /api/object-classes/`, `GET /api/object-classes/{id}/`,
+//! `POST|GET /api/object-classes/{id}/fields/`, `POST /api/object-classes/{id}/permissions/`.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::json::{Fields, JsonObject};
+use super::pagination::{Page, absolute_url};
+use crate::auth::AuthUser;
+use crate::db::is_unique_violation;
+use crate::domain::{FieldType, ObjectClass};
+use crate::error::{ApiError, ApiResult};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/object-classes/", post(create_class).get(list_classes))
+        .route("/api/object-classes/{id}/", get(get_class))
+        .route("/api/object-classes/{id}/fields/", post(create_field).get(list_fields))
+        .route("/api/object-classes/{id}/permissions/", post(grant))
+}
+
+/// Parses a path id; anything that is not a positive integer is simply not found.
+pub fn path_id(raw: &str) -> ApiResult<i64> {
+    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or(ApiError::NotFound)
+}
+
+async fn existing_class(state: &AppState, raw: &str) -> ApiResult<ObjectClass> {
+    state.db.class_by_id(path_id(raw)?).await?.ok_or(ApiError::NotFound)
+}
+
+async fn create_class(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<ObjectClass>)> {
+    if !user.account_type.can_configure() {
+        return Err(ApiError::PermissionDenied);
+    }
+    let mut fields = Fields::new(&body);
+    let name = fields.string("name", true, 100);
+    let description = fields.string("description", false, 500);
+    if let Some(n) = &name {
+        if !n.chars().next().is_some_and(|c| c.is_alphabetic()) {
+            fields.error("name", "Name must start with a letter.");
+        }
+    }
+    fields.finish()?;
+    let (name, description) = (name.unwrap_or_default(), description.unwrap_or_default());
+    match state.db.create_class(&name, &description, user.id).await {
+        Ok(class) => Ok((StatusCode::CREATED, Json(class))),
+        Err(e) if is_unique_violation(&e) => Err(ApiError::field(
+            "name",
+            "object class with this name already exists.",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list_classes(
+    State(state): State<AppState>,
+    AuthUser(_): AuthUser,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let page = Page::from_query(q.get("limit").map(String::as_str), q.get("offset").map(String::as_str));
+    let (classes, total) = state.db.list_classes(page.limit, page.offset).await?;
+    Ok(Json(page.envelope(&absolute_url(&headers, "/api/object-classes/"), "", total, classes)))
+}
+
+async fn get_class(
+    State(state): State<AppState>,
+    AuthUser(_): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<ObjectClass>> {
+    Ok(Json(existing_class(&state, &id).await?))
+}
+
+async fn create_field(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let class = existing_class(&state, &id).await?;
+    if !user.account_type.can_configure() {
+        return Err(ApiError::PermissionDenied);
+    }
+    let mut fields = Fields::new(&body);
+    let label = fields.string("label", true, 100);
+    let alias = fields.string("alias", true, 100);
+    let type_name = fields.string("type", true, 50);
+    if let Some(a) = &alias {
+        let ok = a.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        if !ok {
+            fields.error(
+                "alias",
+                "Alias must start with a lowercase letter and contain only lowercase letters, digits and underscores.",
+            );
+        }
+    }
+    let field_type = type_name.as_deref().and_then(|t| {
+        let parsed = FieldType::parse(t);
+        if parsed.is_none() {
+            fields.error("type", format!("\"{t}\" is not a valid choice."));
+        }
+        parsed
+    });
+    fields.finish()?;
+    let (label, alias) = (label.unwrap_or_default(), alias.unwrap_or_default());
+    let Some(field_type) = field_type else {
+        return Err(ApiError::field("type", "This field is required."));
+    };
+    match state.db.create_field(class.id, &label, &alias, field_type).await {
+        Ok(field) => Ok((StatusCode::CREATED, Json(json!(field)))),
+        Err(e) if is_unique_violation(&e) => {
+            // Which constraint: look, rather than parse backend-specific messages.
+            let taken_alias = state
+                .db
+                .list_fields(class.id)
+                .await?
+                .iter()
+                .all(|f| f.label != label);
+            Err(if taken_alias {
+                ApiError::field("alias", "A field with this alias already exists.")
+            } else {
+                ApiError::field("label", "A field with this label already exists in the object class.")
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list_fields(
+    State(state): State<AppState>,
+    AuthUser(_): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let class = existing_class(&state, &id).await?;
+    Ok(Json(json!(state.db.list_fields(class.id).await?)))
+}
+
+async fn grant(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let class = existing_class(&state, &id).await?;
+    if !user.account_type.can_configure() {
+        return Err(ApiError::PermissionDenied);
+    }
+    let mut fields = Fields::new(&body);
+    let grantee = fields.pk("user");
+    fields.finish()?;
+    let grantee = grantee.unwrap_or_default();
+    if state.db.user_by_id(grantee).await?.is_none() {
+        return Err(ApiError::field("user", format!("Invalid pk \"{grantee}\" - object does not exist.")));
+    }
+    state.db.grant_class(class.id, grantee).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "object_class": class.id, "user": grantee }))))
+}

@@ -1,0 +1,65 @@
+//! Limit/offset pagination shaped like the platform's:
+//! `{limit, offset, total_count, next, previous, results}`.
+
+use axum::http::HeaderMap;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Default and largest page sizes.
+pub const DEFAULT_LIMIT: i64 = 50;
+/// The largest page a client may ask for.
+pub const MAX_LIMIT: i64 = 1000;
+
+/// A validated page request. Bad values fall back to the defaults, as DRF does.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Page {
+    /// Reads `limit` and `offset` from raw query values.
+    pub fn from_query(limit: Option<&str>, offset: Option<&str>) -> Page {
+        let limit = limit
+            .and_then(|l| l.parse::<i64>().ok())
+            .filter(|l| *l > 0)
+            .map_or(DEFAULT_LIMIT, |l| l.min(MAX_LIMIT));
+        let offset = offset
+            .and_then(|o| o.parse::<i64>().ok())
+            .filter(|o| *o >= 0)
+            .unwrap_or(0);
+        Page { limit, offset }
+    }
+
+    /// The response body; `base` is the absolute URL of the list without paging
+    /// parameters but with any filters (`extra`, already encoded).
+    pub fn envelope<T: Serialize>(&self, base: &str, extra: &str, total: i64, results: Vec<T>) -> Value {
+        let link = |offset: i64| {
+            let sep = if extra.is_empty() { "" } else { "&" };
+            format!("{base}?{extra}{sep}limit={}&offset={offset}", self.limit)
+        };
+        let next = (self.offset + self.limit < total).then(|| link(self.offset + self.limit));
+        let previous = (self.offset > 0).then(|| link((self.offset - self.limit).max(0)));
+        json!({
+            "limit": self.limit,
+            "offset": self.offset,
+            "total_count": total,
+            "next": next,
+            "previous": previous,
+            "results": results,
+        })
+    }
+}
+
+/// `http://host/path` of the current request, for pagination links.
+pub fn absolute_url(headers: &HeaderMap, path: &str) -> String {
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("http");
+    format!("{scheme}://{host}{path}")
+}

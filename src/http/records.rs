@@ -1,0 +1,176 @@
+//! Object records: `POST /api/object-records/`, `GET /api/object-records/`,
+//! `GET /api/object-records/{id}/`. A document field's value shows the stored file
+//! with a short-lived presigned download URL.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::classes::path_id;
+use super::json::{Fields, JsonObject, json_type_name};
+use super::pagination::{Page, absolute_url};
+use crate::auth::AuthUser;
+use crate::db::records::RecordRow;
+use crate::domain::{ClassField, FieldType, User, iso_ms};
+use crate::error::{ApiError, ApiResult};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/object-records/", post(create_record).get(list_records))
+        .route("/api/object-records/{id}/", get(get_record))
+}
+
+/// Checks a REST-supplied value against the field's type.
+fn check_value(field: &ClassField, value: &Value) -> Result<(), String> {
+    if value.is_null() {
+        return Ok(());
+    }
+    let ok = match field.field_type {
+        FieldType::Integer | FieldType::User => value.as_i64().is_some(),
+        FieldType::Decimal => {
+            value.is_number() || value.as_str().is_some_and(|s| s.parse::<f64>().is_ok())
+        }
+        FieldType::Checkbox => value.is_boolean(),
+        FieldType::MultiSelect => value
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string)),
+        FieldType::Document => {
+            return Err("Documents are attached through uploads (POST /api/object-records/uploads/).".into());
+        }
+        _ => value.is_string(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "Incorrect type for a {} field, received {}.",
+            field.field_type.as_str(),
+            json_type_name(value)
+        ))
+    }
+}
+
+/// Renders a record for the wire: `field_<alias>` keys, documents with a download URL.
+pub async fn render_record(state: &AppState, row: &RecordRow) -> ApiResult<Value> {
+    let mut out = Map::new();
+    out.insert("id".into(), json!(row.id));
+    out.insert("object_name".into(), json!(row.object_name));
+    out.insert("object_class".into(), json!(row.object_class_id));
+    out.insert("owner".into(), json!(row.owner_id));
+    out.insert("created_at".into(), json!(iso_ms(row.created_at)));
+    out.insert("modified_at".into(), json!(iso_ms(row.modified_at)));
+    let ttl = Duration::from_secs(state.settings.download_url_ttl_secs);
+    for (alias, value) in &row.field_values {
+        let mut value = value.clone();
+        if let Some(doc) = value.as_object_mut() {
+            if let Some(key) = doc.remove("key").and_then(|k| k.as_str().map(str::to_string)) {
+                let name = doc.get("name").and_then(Value::as_str).map(str::to_string);
+                let url = state
+                    .store
+                    .presign_get(&key, ttl, name.as_deref())
+                    .await
+                    .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("presigning download")))?;
+                doc.insert("url".into(), json!(url));
+            }
+        }
+        out.insert(format!("field_{alias}"), value);
+    }
+    Ok(Value::Object(out))
+}
+
+async fn may_read(state: &AppState, user: &User, row: &RecordRow) -> ApiResult<bool> {
+    Ok(row.owner_id == user.id || state.db.may_create_in(user, row.object_class_id).await?)
+}
+
+async fn create_record(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let mut fields = Fields::new(&body);
+    let name = fields.string("object_name", true, 255);
+    let class_id = fields.pk("object_class");
+    let mut class_fields = Vec::new();
+    if let Some(id) = class_id {
+        if state.db.class_by_id(id).await?.is_none() {
+            fields.error("object_class", format!("Invalid pk \"{id}\" - object does not exist."));
+        } else if !state.db.may_create_in(&user, id).await? {
+            fields.error("object_class", "You do not have permission to use this object class.");
+        } else {
+            class_fields = state.db.list_fields(id).await?;
+        }
+    }
+    let mut values = Map::new();
+    for (key, value) in &body {
+        let Some(alias) = key.strip_prefix("field_") else { continue };
+        match class_fields.iter().find(|f| f.alias == alias) {
+            None if class_id.is_some() && !fields.has_error("object_class") => {
+                fields.error(key, "No such field in the object class.")
+            }
+            None => {}
+            Some(f) => match check_value(f, value) {
+                Ok(()) => {
+                    values.insert(alias.to_string(), value.clone());
+                }
+                Err(msg) => fields.error(key, msg),
+            },
+        }
+    }
+    fields.finish()?;
+    let row = state
+        .db
+        .create_record(class_id.unwrap_or_default(), &name.unwrap_or_default(), user.id, &values)
+        .await?;
+    Ok((StatusCode::CREATED, Json(render_record(&state, &row).await?)))
+}
+
+async fn list_records(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let page = Page::from_query(q.get("limit").map(String::as_str), q.get("offset").map(String::as_str));
+    let class_id = match q.get("object_class").filter(|s| !s.is_empty()) {
+        Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
+            ApiError::field("object_class", "Select a valid choice. That choice is not one of the available choices.")
+        })?),
+        None => None,
+    };
+    // Users who may not create in a class see only their own records: filter the
+    // page after the fact would break counts, so such users must name a class they
+    // were granted, or see nothing beyond their own rows.
+    if let Some(c) = class_id {
+        if !state.db.may_create_in(&user, c).await? {
+            return Err(ApiError::PermissionDenied);
+        }
+    } else if !user.account_type.creates_anywhere() {
+        return Err(ApiError::field("object_class", "This filter is required for your account type."));
+    }
+    let (rows, total) = state.db.list_records(class_id, page.limit, page.offset).await?;
+    let mut results = Vec::with_capacity(rows.len());
+    for row in &rows {
+        results.push(render_record(&state, row).await?);
+    }
+    let extra = class_id.map(|c| format!("object_class={c}")).unwrap_or_default();
+    Ok(Json(page.envelope(&absolute_url(&headers, "/api/object-records/"), &extra, total, results)))
+}
+
+async fn get_record(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let row = state.db.record_by_id(path_id(&id)?).await?.ok_or(ApiError::NotFound)?;
+    if !may_read(&state, &user, &row).await? {
+        return Err(ApiError::NotFound);
+    }
+    Ok(Json(render_record(&state, &row).await?))
+}

@@ -1,0 +1,104 @@
+//! `POST /api/object-records/uploads/` creates an upload transaction (its id is the
+//! `<upload_id>` of the upload WebSocket); `GET /api/object-records/uploads/{id}/`
+//! reports its state and the records it created.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::json::{Fields, JsonObject};
+use crate::auth::AuthUser;
+use crate::domain::FieldType;
+use crate::error::{ApiError, ApiResult};
+
+/// The routes of this module.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/object-records/uploads/", post(create_upload))
+        .route("/api/object-records/uploads/{id}/", get(get_upload))
+}
+
+async fn create_upload(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    JsonObject(body): JsonObject,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let mut fields = Fields::new(&body);
+    let class_id = fields.pk("object_class");
+    let field_id = fields.pk("object_class_field");
+    let class = match class_id {
+        Some(id) => {
+            let class = state.db.class_by_id(id).await?;
+            match &class {
+                None => fields.error("object_class", format!("Invalid pk \"{id}\" - object does not exist.")),
+                Some(c) if !state.db.may_create_in(&user, c.id).await? => {
+                    fields.error("object_class", "You do not have permission to use this object class.")
+                }
+                Some(_) => {}
+            }
+            class
+        }
+        None => None,
+    };
+    if let Some(id) = field_id {
+        match state.db.field_by_id(id).await? {
+            None => fields.error("object_class_field", format!("Invalid pk \"{id}\" - object does not exist.")),
+            Some(f) => {
+                if class.as_ref().is_some_and(|c| c.id != f.object_class) {
+                    fields.error("object_class_field", "The field does not belong to the object class.");
+                } else if f.field_type != FieldType::Document {
+                    fields.error("object_class_field", "The field must be of type document.");
+                }
+            }
+        }
+    }
+    fields.finish()?;
+    let (class_id, field_id) = (class_id.unwrap_or_default(), field_id.unwrap_or_default());
+    let upload_id = uuid::Uuid::new_v4().to_string();
+    state
+        .db
+        .create_upload(
+            &upload_id,
+            user.id,
+            class_id,
+            field_id,
+            (state.settings.upload_ttl_secs * 1000) as i64,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "upload_id": upload_id }))))
+}
+
+async fn get_upload(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let upload = match uuid::Uuid::parse_str(&id) {
+        Ok(u) => state.db.upload_by_id(&u.to_string()).await?,
+        Err(_) => None,
+    }
+    .filter(|u| u.creator_id == user.id)
+    .ok_or(ApiError::NotFound)?;
+    let files = state.db.upload_files(&upload.id).await?;
+    let records = state.db.upload_record_ids(&upload.id).await?;
+    Ok(Json(json!({
+        "upload_id": upload.id,
+        "state": upload.state.as_str(),
+        "object_class": upload.object_class_id,
+        "object_class_field": upload.class_field_id,
+        "files": files.iter().map(|f| json!({
+            "upload_id": f.id,
+            "temp_upload_id": f.temp_upload_id,
+            "file_name": f.file_name,
+            "file_size": f.file_size,
+            "s3_key": f.s3_key,
+            "is_multipart": f.is_multipart,
+            "state": f.state,
+        })).collect::<Vec<_>>(),
+        "record_count": records.len(),
+        "records": records,
+    })))
+}

@@ -1,0 +1,236 @@
+//! The upload WebSocket's wire contract (`shared/seeds/000_42432367509e1fbe.txt`):
+//! server message shapes and the error table, in one place. Every error code,
+//! detail text (typographic quotes included) and close code lives here.
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+/// The client message types the socket accepts, in the order of the page.
+pub const CLIENT_TYPES: [&str; 3] = [
+    "request_presigned_url",
+    "upload_complete",
+    "complete_multipart_upload",
+];
+
+/// The detail of `ERR_INVALID_PAYLOAD`, verbatim from the page.
+pub const INVALID_PAYLOAD_DETAIL: &str =
+    "Required fields: type, temp_upload_id, file_name, file_size, file_type, object_class, class_field";
+
+/// Close code sent after every error row of the page.
+pub const CLOSE_NORMAL: u16 = 1000;
+/// Close code for a message over the size limit (RFC 6455).
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code for an idle connection (RFC 6455 "going away").
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+/// Close code for a refused connection beyond the per-user cap (RFC 6455 "policy violation").
+pub const CLOSE_POLICY: u16 = 1008;
+
+/// Every error the socket reports. The first fifteen are the page's table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WsError {
+    /// Any path under `/ws/` other than the upload socket.
+    #[error("incorrect url")]
+    IncorrectUrl,
+    /// `upload_id` not a UUID, or the upload is used or expired; also a missing,
+    /// unknown, used or expired ticket (`?uuid=`).
+    #[error("invalid uuid")]
+    InvalidUuid,
+    /// The upload does not exist, is not the ticket user's, or a message names a
+    /// file session, class or field that is not this upload's.
+    #[error("does not exist")]
+    DoesNotExist,
+    /// `file_type` is not an accepted ZIP type.
+    #[error("unsupported file type {file_type}")]
+    UnsupportedFileType { file_type: String, allowed: String },
+    /// Not JSON, or required fields missing or of the wrong type.
+    #[error("invalid payload")]
+    InvalidPayload,
+    /// `file_size` over the limit.
+    #[error("file too large")]
+    FileTooLarge { limit_gb: u64 },
+    /// `file_size` ≤ 0.
+    #[error("file empty")]
+    FileEmpty,
+    /// `file_name`, `file_size` or `file_type` is null.
+    #[error("null field {0}")]
+    NullField(String),
+    /// `file_name` or `file_type` is an empty string.
+    #[error("empty field {0}")]
+    EmptyField(String),
+    /// Anything unexpected while initialising an upload.
+    #[error("server error")]
+    ServerError,
+    /// S3 refused to create a presigned URL or multipart upload.
+    #[error("presigned URL generation failed")]
+    GenerationError,
+    /// An unknown `type`.
+    #[error("type {0} not allowed")]
+    TypeNotAllowed(String),
+    /// JSON that is not an object.
+    #[error("not an object")]
+    NotAnObject,
+    /// CompleteMultipartUpload failed.
+    #[error("multipart finalisation failed")]
+    S3FinalizeFailed,
+    /// Completion announced but the object is missing or of the wrong size.
+    #[error("file incomplete")]
+    FileIncomplete,
+    /// More sockets than `INTAKE_MAX_SOCKETS_PER_USER` (not on the page; documented).
+    #[error("too many connections")]
+    TooManyConnections,
+}
+
+impl WsError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WsError::IncorrectUrl => "ERR_INCORRECT_URL",
+            WsError::InvalidUuid => "ERR_INVALID_UUID",
+            WsError::DoesNotExist => "ERR_DOES_NOT_EXIST",
+            WsError::UnsupportedFileType { .. } => "ERR_UNSUPPORTED_FILE_TYPE",
+            WsError::InvalidPayload => "ERR_INVALID_PAYLOAD",
+            WsError::FileTooLarge { .. } => "ERR_FILE_TOO_LARGE",
+            WsError::FileEmpty => "ERR_FILE_EMPTY",
+            WsError::NullField(_) | WsError::EmptyField(_) => "ERR_NULL_FIELD",
+            WsError::ServerError => "ERR_SERVER_ERROR",
+            WsError::GenerationError => "ERR_GENERATION_ERROR",
+            WsError::TypeNotAllowed(_) | WsError::NotAnObject => "ERR_INVALID_TYPE",
+            WsError::S3FinalizeFailed => "ERR_S3_FINALIZE_FAILED",
+            WsError::FileIncomplete => "ERR_FILE_INCOMPLETE",
+            WsError::TooManyConnections => "ERR_TOO_MANY_CONNECTIONS",
+        }
+    }
+
+    /// The human-readable detail, exactly as the page writes it.
+    pub fn detail(&self) -> String {
+        match self {
+            WsError::IncorrectUrl => "Incorrect WebSocket URL.".into(),
+            WsError::InvalidUuid => "A valid UUID is required.".into(),
+            WsError::DoesNotExist => "Not found.".into(),
+            WsError::UnsupportedFileType { file_type, allowed } => format!(
+                "File extension \u{201c}{file_type}\u{201d} is not allowed. Allowed extensions are: {allowed}."
+            ),
+            WsError::InvalidPayload => INVALID_PAYLOAD_DETAIL.into(),
+            WsError::FileTooLarge { limit_gb } => format!("Max file size is {limit_gb} GB."),
+            WsError::FileEmpty => "File size must be larger than 0.".into(),
+            WsError::NullField(f) => format!("Field \u{201c}{f}\u{201d} may not be null."),
+            WsError::EmptyField(f) => format!("Field \u{201c}{f}\u{201d} may not be empty."),
+            WsError::ServerError => "Upload could not be initialized. Please try again later.".into(),
+            WsError::GenerationError => "Failed to generate presigned URL".into(),
+            WsError::TypeNotAllowed(t) => format!(
+                "Type \u{201c}{t}\u{201d} is not allowed. Allowed types are: [{}].",
+                CLIENT_TYPES.join(", ")
+            ),
+            WsError::NotAnObject => "Invalid message type. Expected a JSON object.".into(),
+            WsError::S3FinalizeFailed => {
+                "Could not finalize multipart upload. Please try again later.".into()
+            }
+            WsError::FileIncomplete => "Upload has not yet completed or file is not available.".into(),
+            WsError::TooManyConnections => "Too many open upload connections.".into(),
+        }
+    }
+
+    /// The close code that follows the error message.
+    pub fn close_code(&self) -> u16 {
+        match self {
+            WsError::TooManyConnections => CLOSE_POLICY,
+            _ => CLOSE_NORMAL,
+        }
+    }
+
+    /// The error message: `{"type": "error", "error_code": …, "detail": …}`.
+    pub fn to_message(&self) -> Value {
+        json!({ "type": "error", "error_code": self.code(), "detail": self.detail() })
+    }
+}
+
+/// `connection_established`.
+pub fn connection_established() -> Value {
+    json!({ "type": "connection_established", "message": "WebSocket connected successfully" })
+}
+
+/// One presigned part URL of a multipart upload.
+#[derive(Debug, Clone, Serialize)]
+pub struct PartUrl {
+    pub url: String,
+    pub part: i32,
+}
+
+/// The `message` of `presigned_url_ready`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PresignedUrlReady {
+    pub upload_id: String,
+    pub temp_upload_id: String,
+    pub presigned_url: Option<String>,
+    pub fields: Map<String, Value>,
+    pub s3_key: String,
+    pub is_multipart: bool,
+    pub part_urls: Vec<PartUrl>,
+    pub s3_upload_id: Option<String>,
+    pub chunk_size: Option<u64>,
+    pub total_parts: u64,
+}
+
+impl PresignedUrlReady {
+    /// The whole server message.
+    pub fn to_message(&self) -> Value {
+        json!({ "type": "presigned_url_ready", "message": self })
+    }
+}
+
+/// The current time as the page's ISO 8601 timestamps (`…T06:18:51.325683+00:00`).
+pub fn timestamp() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
+}
+
+/// A `progress_update` message.
+pub fn progress_update(
+    step_name: &str,
+    upload_id: &str,
+    is_complete: bool,
+    total_count: u64,
+    progress_count: u64,
+) -> Value {
+    json!({
+        "type": "progress_update",
+        "message": {
+            "step_name": step_name,
+            "upload_id": upload_id,
+            "is_complete": is_complete,
+            "total_count": total_count,
+            "progress_count": progress_count,
+            "timestamp": timestamp(),
+        }
+    })
+}
+
+/// A `monitoring_update` message from its fields (`attempt` and `timestamp` added).
+pub fn monitoring_update(mut fields: Map<String, Value>, attempt: u64) -> Value {
+    fields.insert("attempt".into(), json!(attempt));
+    fields.insert("timestamp".into(), json!(timestamp()));
+    json!({ "type": "monitoring_update", "message": fields })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn details_match_the_page() {
+        assert_eq!(
+            WsError::UnsupportedFileType {
+                file_type: "text/plain".into(),
+                allowed: "application/zip".into()
+            }
+            .detail(),
+            "File extension “text/plain” is not allowed. Allowed extensions are: application/zip."
+        );
+        assert_eq!(WsError::NullField("file_name".into()).detail(), "Field “file_name” may not be null.");
+        assert_eq!(WsError::EmptyField("file_type".into()).detail(), "Field “file_type” may not be empty.");
+        assert_eq!(
+            WsError::TypeNotAllowed("x".into()).detail(),
+            "Type “x” is not allowed. Allowed types are: [request_presigned_url, upload_complete, complete_multipart_upload]."
+        );
+        assert_eq!(WsError::FileTooLarge { limit_gb: 5 }.detail(), "Max file size is 5 GB.");
+    }
+}

@@ -1,0 +1,169 @@
+//! Spawning the app and talking to it.
+
+use intake::app::Application;
+use intake::config::Settings;
+use intake::domain::AccountType;
+use intake::http::AppState;
+use reqwest::{Client, Response};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// Which database the tests run against.
+pub fn test_backend() -> String {
+    std::env::var("INTAKE_TEST_DB").unwrap_or_else(|_| "sqlite".into())
+}
+
+/// A fresh PostgreSQL database for one test; its URL.
+async fn fresh_postgres_database() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("INTAKE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("intake_test_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("PostgreSQL for tests (INTAKE_TEST_POSTGRES_URL)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    format!("{base}/{name}")
+}
+
+/// Settings for a test app in `dir`.
+pub async fn test_settings(dir: &std::path::Path) -> Settings {
+    let mut s = Settings::default();
+    s.data_dir = dir.to_path_buf();
+    s.http_addr = "127.0.0.1:0".parse().unwrap();
+    s.s3_embedded_addr = "127.0.0.1:0".parse().unwrap();
+    s.database_url = match test_backend().as_str() {
+        "postgres" => Some(fresh_postgres_database().await),
+        _ => None,
+    };
+    s.database_max_connections = 4;
+    s
+}
+
+/// A running application.
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub state: AppState,
+    pub s3_endpoint: String,
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    /// Spawns the app on default test settings.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns the app with settings adjusted by `tweak`.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = test_settings(dir.path()).await;
+        tweak(&mut settings);
+        let app = Application::build(settings).await.expect("app builds");
+        let base = format!("http://{}", app.local_addr());
+        let state = app.state().clone();
+        let s3_endpoint = app.embedded_s3_endpoint().unwrap_or_default();
+        tokio::spawn(app.run_until(std::future::pending()));
+        TestApp {
+            base,
+            client: Client::new(),
+            state,
+            s3_endpoint,
+            dir,
+        }
+    }
+
+    /// `ws://host:port` of the app.
+    pub fn ws_base(&self) -> String {
+        self.base.replacen("http://", "ws://", 1)
+    }
+
+    /// Creates a user directly; returns its id.
+    pub async fn create_user(&self, email: &str, password: &str, account: AccountType) -> i64 {
+        let hash = intake::auth::hash_password(password).unwrap();
+        self.state.db.create_user(email, &hash, account).await.unwrap().id
+    }
+
+    /// Logs in over HTTP; returns the access token.
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let r = self
+            .post("/api/auth/token/", None, json!({ "email": email, "password": password }))
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["access"].as_str().unwrap().to_string()
+    }
+
+    /// A user of `account` type, logged in: (id, token).
+    pub async fn user(&self, account: AccountType) -> (i64, String) {
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let id = self.create_user(&email, "correct horse battery", account).await;
+        (id, self.login(&email, "correct horse battery").await)
+    }
+
+    /// POSTs JSON with an optional JWT.
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
+        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("JWT {t}"));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// GETs with an optional JWT.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("JWT {t}"));
+        }
+        req.send().await.unwrap()
+    }
+
+    /// A class with one document field (alias `file`) and one text field; (class, field).
+    pub async fn class_with_document_field(&self, token: &str) -> (i64, i64) {
+        let name = format!("Docs{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let r = self.post("/api/object-classes/", Some(token), json!({ "name": name })).await;
+        assert_eq!(r.status(), 201);
+        let class = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        let alias = format!("file_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let r = self
+            .post(
+                &format!("/api/object-classes/{class}/fields/"),
+                Some(token),
+                json!({ "label": "File", "alias": alias, "type": "document" }),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        let field = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+        (class, field)
+    }
+
+    /// Creates an upload; its id.
+    pub async fn create_upload(&self, token: &str, class: i64, field: i64) -> String {
+        let r = self
+            .post(
+                "/api/object-records/uploads/",
+                Some(token),
+                json!({ "object_class": class, "object_class_field": field }),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["upload_id"].as_str().unwrap().to_string()
+    }
+
+    /// Gets a one-time WebSocket ticket.
+    pub async fn ticket(&self, token: &str) -> String {
+        let r = self.get("/api/users/ws-auth/", Some(token)).await;
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["uuid"].as_str().unwrap().to_string()
+    }
+}
+
+/// Asserts status and JSON body.
+pub async fn assert_json(r: Response, status: u16, body: Value) {
+    assert_eq!(r.status().as_u16(), status);
+    assert_eq!(r.json::<Value>().await.unwrap(), body);
+}

@@ -1,0 +1,12 @@
+//! Integration tests: each test spawns the real application on port 0 with its own
+//! data dir, embedded S3 endpoint and database (SQLite by default; PostgreSQL when
+//! `INTAKE_TEST_DB=postgres`).
+
+mod helpers;
+
+mod auth;
+mod classes;
+mod health;
+mod records;
+mod uploads;
+mod walkthrough;

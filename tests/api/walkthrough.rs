@@ -1,0 +1,53 @@
+//! The README's curl walk-through, step by step: create a user with the admin
+//! command, get a token, create a class with a document field, create an upload,
+//! get a ticket.
+
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn readme_walkthrough() {
+    let app = TestApp::spawn().await;
+    // `intake admin create-user` against the same database and data dir.
+    let settings = app.state.settings.clone();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(["admin", "create-user", "--email", "admin@example.com", "--password", "s3cret-pass", "--account-type", "super_admin"])
+        .env("INTAKE_DATA_DIR", &settings.data_dir)
+        .envs(settings.database_url.as_ref().map(|u| ("INTAKE_DATABASE_URL", u.clone())))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(created["email"], "admin@example.com");
+    assert!(created["id"].as_i64().is_some());
+
+    let token = app.login("admin@example.com", "s3cret-pass").await;
+    let class: Value = app.post("/api/object-classes/", Some(&token), json!({ "name": "Contracts" })).await.json().await.unwrap();
+    let class_id = class["id"].as_i64().unwrap();
+    let field: Value = app
+        .post(&format!("/api/object-classes/{class_id}/fields/"), Some(&token), json!({ "label": "Scan", "alias": "scan", "type": "document" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let upload: Value = app
+        .post("/api/object-records/uploads/", Some(&token), json!({ "object_class": class_id, "object_class_field": field["id"] }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(upload["upload_id"].as_str().is_some());
+    let ticket = app.ticket(&token).await;
+    assert!(uuid::Uuid::parse_str(&ticket).is_ok());
+
+    // The same user again is refused with a clear message.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .args(["admin", "create-user", "--email", "admin@example.com", "--password", "s3cret-pass"])
+        .env("INTAKE_DATA_DIR", &settings.data_dir)
+        .envs(settings.database_url.as_ref().map(|u| ("INTAKE_DATABASE_URL", u.clone())))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}

@@ -1,8 +1,9 @@
 //! intake: takes files into a records platform safely and fast.
 //!
 //! The modules follow the data's way through the system: `config` and `app` start
-//! it; `http` is the REST edge; `domain` holds the validated types; `db` and `store`
-//! are the adapters to the database and the object store.
+//! it; `http` is the REST edge and `ws` the upload socket, speaking `protocol`;
+//! `domain` holds the validated types; `live` carries messages to sockets; `db`,
+//! `store` and `scan` are the adapters to the database, the object store and clamd.
 
 pub mod app;
 pub mod auth;

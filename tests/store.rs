@@ -1,0 +1,442 @@
+//! The object store against a real embedded S3 endpoint: presigned URLs are
+//! exercised with a plain HTTP client, as a browser would.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use intake::store::{EmbeddedS3, ObjectStore, S3Config, S3Store};
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, ETAG};
+use tempfile::TempDir;
+
+const ACCESS_KEY: &str = "test-access";
+const SECRET_KEY: &str = "test-secret-key";
+const MIB: usize = 1024 * 1024;
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// One test's own store: data directory, endpoint and bucket.
+struct Harness {
+    store: S3Store,
+    http: reqwest::Client,
+    dir: TempDir,
+    s3: EmbeddedS3,
+}
+
+impl Harness {
+    async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let s3 = EmbeddedS3::start(
+            dir.path().join("s3"),
+            "127.0.0.1:0".parse()?,
+            ACCESS_KEY,
+            SECRET_KEY,
+        )
+        .await?;
+        let store = S3Store::connect(&config(&s3, "uploads")).await?;
+        Ok(Self {
+            store,
+            http: reqwest::Client::new(),
+            dir,
+            s3,
+        })
+    }
+}
+
+fn config(s3: &EmbeddedS3, bucket: &str) -> S3Config {
+    S3Config {
+        endpoint: Some(s3.endpoint()),
+        region: "us-east-1".into(),
+        bucket: bucket.into(),
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        force_path_style: true,
+        public_url: None,
+    }
+}
+
+/// Deterministic, non-repeating-looking test data.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ ((i >> 8) as u8))
+        .collect()
+}
+
+#[tokio::test]
+async fn presigned_put_binds_length_and_type() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let body = pattern(1000, 1);
+    let url = h
+        .store
+        .presign_put("in/a.zip", body.len() as u64, "application/zip", HOUR)
+        .await?;
+    let signed = url::Url::parse(&url)?
+        .query_pairs()
+        .find(|(k, _)| k == "X-Amz-SignedHeaders")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    assert!(
+        signed.contains("content-length") && signed.contains("content-type"),
+        "signed headers: {signed}"
+    );
+
+    let put = |body: Vec<u8>, content_type: &'static str| {
+        h.http
+            .put(&url)
+            .header(CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+    };
+
+    let longer = put(pattern(1001, 1), "application/zip").await?;
+    assert_eq!(longer.status(), StatusCode::FORBIDDEN);
+    let shorter = put(pattern(999, 1), "application/zip").await?;
+    assert_eq!(shorter.status(), StatusCode::FORBIDDEN);
+    let wrong_type = put(body.clone(), "text/html").await?;
+    assert_eq!(wrong_type.status(), StatusCode::FORBIDDEN);
+    let wrong_method = h.http.post(&url).body(body.clone()).send().await?;
+    assert_eq!(wrong_method.status(), StatusCode::FORBIDDEN);
+    assert_eq!(h.store.head("in/a.zip").await?, None);
+
+    let ok = put(body.clone(), "application/zip").await?;
+    assert_eq!(ok.status(), StatusCode::OK, "{}", ok.text().await?);
+
+    let meta = h.store.head("in/a.zip").await?.expect("object exists");
+    assert_eq!(meta.size, 1000);
+    assert_eq!(meta.content_type.as_deref(), Some("application/zip"));
+    assert!(meta.etag.is_some());
+    assert_eq!(
+        h.store.get_bytes("in/a.zip").await?,
+        Bytes::from(body.clone())
+    );
+    let file = h.dir.path().join("a.zip");
+    assert_eq!(h.store.get_to_file("in/a.zip", &file).await?, 1000);
+    assert_eq!(tokio::fs::read(&file).await?, body);
+    Ok(())
+}
+
+#[tokio::test]
+async fn presigned_put_expires() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let url = h
+        .store
+        .presign_put("in/late.zip", 3, "application/zip", Duration::from_secs(1))
+        .await?;
+    // Expiry is about the wall clock; nothing to wait for but time itself.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let resp = h
+        .http
+        .put(&url)
+        .header(CONTENT_TYPE, "application/zip")
+        .body(vec![1, 2, 3])
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(h.store.head("in/late.zip").await?, None);
+    Ok(())
+}
+
+#[tokio::test]
+async fn multipart_upload_through_presigned_parts() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let key = "in/big.zip";
+    let upload_id = h.store.create_multipart(key, "application/zip").await?;
+    let chunks: Vec<Vec<u8>> = (1..=3).map(|seed| pattern(5 * MIB, seed)).collect();
+
+    let mut parts = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let number = i as i32 + 1;
+        let url = h
+            .store
+            .presign_part(key, &upload_id, number, chunk.len() as u64, HOUR)
+            .await?;
+        // A part of another length is refused too.
+        let wrong = h.http.put(&url).body(chunk[1..].to_vec()).send().await?;
+        assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+        let resp = h.http.put(&url).body(chunk.clone()).send().await?;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let etag = resp
+            .headers()
+            .get(ETAG)
+            .expect("part ETag")
+            .to_str()?
+            .to_owned();
+        parts.push((number, etag));
+    }
+
+    let listed = h.store.list_parts(key, &upload_id).await?;
+    let expected: Vec<(i32, String, u64)> = parts
+        .iter()
+        .map(|(n, etag)| (*n, etag.clone(), 5 * MIB as u64))
+        .collect();
+    assert_eq!(listed, expected);
+
+    // Any order is fine; the store sorts.
+    let mut shuffled = parts.clone();
+    shuffled.reverse();
+    h.store
+        .complete_multipart(key, &upload_id, &shuffled)
+        .await?;
+
+    let meta = h.store.head(key).await?.expect("assembled object");
+    assert_eq!(meta.size, 15 * MIB as u64);
+    assert_eq!(meta.content_type.as_deref(), Some("application/zip"));
+    let file = h.dir.path().join("big.zip");
+    assert_eq!(h.store.get_to_file(key, &file).await?, 15 * MIB as u64);
+    assert!(tokio::fs::read(&file).await? == chunks.concat());
+
+    // The upload is gone once completed.
+    assert!(
+        h.store
+            .list_parts(key, &upload_id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn completing_with_a_wrong_etag_fails() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let key = "in/bad.zip";
+    let upload_id = h.store.create_multipart(key, "application/zip").await?;
+    let data = pattern(5 * MIB, 7);
+    let url = h
+        .store
+        .presign_part(key, &upload_id, 1, data.len() as u64, HOUR)
+        .await?;
+    let resp = h.http.put(&url).body(data.clone()).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let good = resp.headers().get(ETAG).expect("ETag").to_str()?.to_owned();
+
+    let err = h
+        .store
+        .complete_multipart(
+            key,
+            &upload_id,
+            &[(1, "\"0123456789abcdef0123456789abcdef\"".into())],
+        )
+        .await
+        .expect_err("wrong ETag must fail");
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(err.code(), Some("InvalidPart"), "{err}");
+    let err = h
+        .store
+        .complete_multipart(key, &upload_id, &[(1, good.clone()), (2, good.clone())])
+        .await
+        .expect_err("missing part must fail");
+    assert!(!err.is_transient(), "{err}");
+    assert_eq!(h.store.head(key).await?, None);
+
+    // The failed attempts left the upload intact.
+    h.store
+        .complete_multipart(key, &upload_id, &[(1, good)])
+        .await?;
+    assert_eq!(h.store.get_bytes(key).await?, Bytes::from(data));
+    Ok(())
+}
+
+#[tokio::test]
+async fn aborted_upload_is_gone() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let key = "in/aborted.zip";
+    let upload_id = h.store.create_multipart(key, "application/zip").await?;
+    let url = h.store.presign_part(key, &upload_id, 1, 4, HOUR).await?;
+    let resp = h.http.put(&url).body(vec![1, 2, 3, 4]).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    h.store.abort_multipart(key, &upload_id).await?;
+    assert!(
+        h.store
+            .list_parts(key, &upload_id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        h.store
+            .complete_multipart(key, &upload_id, &[(1, "\"x\"".into())])
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_copy_delete_and_prefixes() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    for key in ["job/1/a", "job/1/b/c", "job/2/a", "other"] {
+        h.store
+            .put_bytes(key, Bytes::from(key.as_bytes().to_vec()), "text/plain")
+            .await?;
+    }
+    assert_eq!(h.store.list("job/1/").await?, ["job/1/a", "job/1/b/c"]);
+    assert_eq!(h.store.list("job/").await?.len(), 3);
+    assert!(h.store.list("nothing/").await?.is_empty());
+
+    h.store.copy("job/1/a", "copied/a").await?;
+    assert_eq!(
+        h.store.get_bytes("copied/a").await?,
+        Bytes::from_static(b"job/1/a")
+    );
+    let meta = h.store.head("copied/a").await?.expect("copy exists");
+    assert_eq!(meta.content_type.as_deref(), Some("text/plain"));
+    assert!(
+        h.store
+            .copy("missing", "x")
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+
+    h.store.delete("other").await?;
+    assert_eq!(h.store.head("other").await?, None);
+    h.store.delete("other").await?; // missing keys delete fine
+
+    assert_eq!(h.store.delete_prefix("job/1/").await?, 2);
+    assert_eq!(h.store.list("job/").await?, ["job/2/a"]);
+    assert!(h.store.delete_prefix("").await.is_err());
+
+    assert_eq!(h.store.head("never/was").await?, None);
+    let err = h.store.get_bytes("never/was").await.unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    let err = h
+        .store
+        .get_to_file("never/was", &h.dir.path().join("x"))
+        .await
+        .unwrap_err();
+    assert!(err.is_not_found(), "{err}");
+    assert!(!h.dir.path().join("x").exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn list_paginates() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    // One more than a ListObjectsV2 page.
+    let keys: Vec<String> = (0..1001).map(|i| format!("many/{i:04}")).collect();
+    let store = &h.store;
+    futures::future::try_join_all(
+        keys.iter()
+            .map(|k| store.put_bytes(k, Bytes::from_static(b"x"), "text/plain")),
+    )
+    .await?;
+    assert_eq!(h.store.list("many/").await?, keys);
+    assert_eq!(h.store.delete_prefix("many/").await?, 1001);
+    assert!(h.store.list("many/").await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn put_file_and_presigned_get() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let data = pattern(3 * MIB + 17, 9);
+    let src = h.dir.path().join("src.bin");
+    tokio::fs::write(&src, &data).await?;
+    h.store
+        .put_file("files/report ä.pdf", &src, "application/pdf")
+        .await?;
+
+    let url = h
+        .store
+        .presign_get("files/report ä.pdf", HOUR, Some("Report ä.pdf"))
+        .await?;
+    let resp = h.http.get(&url).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let disposition = resp
+        .headers()
+        .get("content-disposition")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    assert!(disposition.starts_with("attachment;"), "{disposition}");
+    assert!(
+        disposition.contains("filename*=UTF-8''Report%20%C3%A4.pdf"),
+        "{disposition}"
+    );
+    assert!(resp.bytes().await? == data);
+
+    let plain = h
+        .store
+        .presign_get("files/report ä.pdf", HOUR, None)
+        .await?;
+    assert_eq!(
+        h.http.get(&plain).send().await?.bytes().await?,
+        Bytes::from(data)
+    );
+
+    // Unsigned or tampered requests are refused.
+    let tampered = plain.replace("report%20%C3%A4.pdf", "other.pdf");
+    assert_eq!(
+        h.http.get(&tampered).send().await?.status(),
+        StatusCode::FORBIDDEN
+    );
+    let anonymous = format!("{}/uploads/files/report%20%C3%A4.pdf", h.s3.endpoint());
+    assert_eq!(
+        h.http.get(&anonymous).send().await?.status(),
+        StatusCode::FORBIDDEN
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn public_url_is_used_for_presigning_only() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let mut cfg = config(&h.s3, "uploads");
+    cfg.public_url = Some("https://files.example.org".into());
+    let store = S3Store::connect(&cfg).await?;
+    store
+        .put_bytes("k", Bytes::from_static(b"v"), "text/plain")
+        .await?;
+    let url = store.presign_get("k", HOUR, None).await?;
+    assert!(
+        url.starts_with("https://files.example.org/uploads/k?"),
+        "{url}"
+    );
+    let url = store.presign_put("k2", 1, "text/plain", HOUR).await?;
+    assert!(
+        url.starts_with("https://files.example.org/uploads/k2?"),
+        "{url}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn connect_creates_the_bucket_once_and_ping_checks_it() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    h.store.ping().await?;
+    // Connecting again to the existing bucket is fine.
+    S3Store::connect(&config(&h.s3, "uploads"))
+        .await?
+        .ping()
+        .await?;
+
+    let mut bad = config(&h.s3, "uploads");
+    bad.secret_access_key = "wrong".into();
+    let err = S3Store::connect(&bad).await.unwrap_err();
+    assert!(!err.is_transient(), "{err}");
+
+    // A store that is not there is a transient failure.
+    let addr = h.s3.local_addr();
+    let h_dir = h.dir;
+    h.s3.shutdown().await;
+    let err = h.store.ping().await.unwrap_err();
+    assert!(err.is_transient(), "{addr}: {err}");
+    drop(h_dir);
+
+    let mut invalid = config_for("not a url");
+    invalid.bucket = "b".into();
+    assert!(S3Store::new(&invalid).is_err());
+    Ok(())
+}
+
+fn config_for(endpoint: &str) -> S3Config {
+    S3Config {
+        endpoint: Some(endpoint.into()),
+        region: "us-east-1".into(),
+        bucket: "b".into(),
+        access_key_id: ACCESS_KEY.into(),
+        secret_access_key: SECRET_KEY.into(),
+        force_path_style: true,
+        public_url: None,
+    }
+}

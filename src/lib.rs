@@ -1,1 +1,3 @@
 //! intake: takes files into a records platform safely and fast.
+
+pub mod scan;

@@ -14,5 +14,6 @@ pub mod error;
 pub mod http;
 pub mod live;
 pub mod protocol;
+pub mod scan;
 pub mod store;
 pub mod ws;

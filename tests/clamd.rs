@@ -1,0 +1,523 @@
+//! Tests of `ClamdScanner`: against the real clamd that `.ci/clamd.sh` starts
+//! (address from `INTAKE_TEST_CLAMD_ADDR`, default `tcp://127.0.0.1:3310`), and
+//! against fake servers in this process for the replies a healthy clamd never gives.
+//!
+//! When the real clamd cannot be reached, its tests fail if `CI=true` (CI must
+//! provide clamd) and otherwise print a "skipping" line and pass.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use intake::scan::{ClamdAddr, ClamdScanner, ClamdTimeouts, ScanError, Scanner, Verdict};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use zip::CompressionMethod;
+use zip::write::SimpleFileOptions;
+
+/// The name `.ci/clamd.sh` gives its EICAR signature; clamd appends `.UNOFFICIAL`
+/// because the database is not one of ClamAV's own.
+const SIGNATURE_PREFIX: &str = "Eicar-Test-Signature-intake";
+
+const MIB: usize = 1 << 20;
+
+/// The 68-byte EICAR test string, put together at run time so that neither this
+/// source file nor the test binary contains it whole.
+fn eicar() -> Vec<u8> {
+    [
+        "X5O!P%@AP[4\\PZX54(P^)7CC)7}$",
+        "EICAR-STANDARD-ANTIVIRUS-",
+        "TEST-FILE!$H+H*",
+    ]
+    .concat()
+    .into_bytes()
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+fn clamd_addr() -> String {
+    std::env::var("INTAKE_TEST_CLAMD_ADDR").unwrap_or_else(|_| "tcp://127.0.0.1:3310".to_owned())
+}
+
+/// The real clamd, if it answers PING; see the module docs for what happens if not.
+async fn live_clamd() -> Option<ClamdScanner> {
+    let addr = clamd_addr();
+    let scanner = ClamdScanner::from_addr(&addr)
+        .unwrap_or_else(|e| panic!("INTAKE_TEST_CLAMD_ADDR is not a valid address: {e}"));
+    reachable_or_skip(scanner, &addr).await
+}
+
+async fn reachable_or_skip(scanner: ClamdScanner, addr: &str) -> Option<ClamdScanner> {
+    match scanner.ping().await {
+        Ok(()) => Some(scanner),
+        Err(e) if ci() => panic!(
+            "clamd not reachable at {addr} ({e}); CI=true requires it: run `bash .ci/clamd.sh` first"
+        ),
+        Err(e) => {
+            eprintln!(
+                "skipping: clamd not reachable at {addr} ({e}); run `bash .ci/clamd.sh` to start one"
+            );
+            None
+        }
+    }
+}
+
+fn write_file(dir: &Path, name: &str, content: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn write_zip(dir: &Path, name: &str, members: &[(&str, &[u8], CompressionMethod)]) -> PathBuf {
+    let path = dir.join(name);
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+    for (member, content, method) in members {
+        zip.start_file(
+            *member,
+            SimpleFileOptions::default().compression_method(*method),
+        )
+        .unwrap();
+        zip.write_all(content).unwrap();
+    }
+    zip.finish().unwrap();
+    path
+}
+
+fn assert_infected(verdict: Verdict) {
+    match verdict {
+        Verdict::Infected { signature } => assert!(
+            signature.starts_with(SIGNATURE_PREFIX),
+            "unexpected signature {signature:?}"
+        ),
+        Verdict::Clean => panic!("EICAR was reported clean"),
+    }
+}
+
+/// Zeros followed by the EICAR string: the match lies beyond the first stream chunk.
+fn zeros_then_eicar(zeros: usize) -> Vec<u8> {
+    let mut content = vec![0u8; zeros];
+    content.extend_from_slice(&eicar());
+    content
+}
+
+#[tokio::test]
+async fn ping_answers() {
+    let Some(clamd) = live_clamd().await else {
+        return;
+    };
+    clamd.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn clean_file_is_clean() {
+    let Some(clamd) = live_clamd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "notes.txt", b"Minutes of the meeting.\n");
+    assert_eq!(clamd.scan_file(&path).await.unwrap(), Verdict::Clean);
+}
+
+#[tokio::test]
+async fn empty_file_is_clean() {
+    let Some(clamd) = live_clamd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "empty", b"");
+    assert_eq!(clamd.scan_file(&path).await.unwrap(), Verdict::Clean);
+}
+
+#[tokio::test]
+async fn clean_zip_of_several_chunks_is_clean() {
+    let Some(clamd) = live_clamd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Stored, so the upload itself spans several 1 MiB chunks.
+    let data: Vec<u8> = (0..3 * MIB + 12345).map(|i| (i % 251) as u8).collect();
+    let path = write_zip(
+        dir.path(),
+        "clean.zip",
+        &[
+            ("a.bin", &data, CompressionMethod::Stored),
+            ("b.txt", b"hello", CompressionMethod::Deflated),
+        ],
+    );
+    assert!(std::fs::metadata(&path).unwrap().len() > 3 * MIB as u64);
+    assert_eq!(clamd.scan_file(&path).await.unwrap(), Verdict::Clean);
+}
+
+#[tokio::test]
+async fn eicar_is_infected() {
+    let Some(clamd) = live_clamd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "eicar.com", &eicar());
+    assert_infected(clamd.scan_file(&path).await.unwrap());
+}
+
+#[tokio::test]
+async fn eicar_after_3_mib_of_zeros_is_infected() {
+    let Some(clamd) = live_clamd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "padded.bin", &zeros_then_eicar(3 * MIB));
+    assert_infected(clamd.scan_file(&path).await.unwrap());
+}
+
+#[tokio::test]
+async fn eicar_zipped_is_infected() {
+    let Some(clamd) = live_clamd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_zip(
+        dir.path(),
+        "eicar.zip",
+        &[
+            ("readme.txt", b"nothing to see", CompressionMethod::Deflated),
+            ("eicar.com", &eicar(), CompressionMethod::Deflated),
+        ],
+    );
+    assert_infected(clamd.scan_file(&path).await.unwrap());
+}
+
+#[tokio::test]
+async fn eicar_in_zip_member_after_3_mib_of_zeros_is_infected() {
+    let Some(clamd) = live_clamd().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let content = zeros_then_eicar(3 * MIB);
+    for method in [CompressionMethod::Deflated, CompressionMethod::Stored] {
+        let path = write_zip(
+            dir.path(),
+            &format!("padded-{method:?}.zip"),
+            &[("data/padded.bin", &content, method)],
+        );
+        match clamd.scan_file(&path).await.unwrap() {
+            Verdict::Infected { signature } => assert!(
+                signature.starts_with(SIGNATURE_PREFIX),
+                "{method:?}: unexpected signature {signature:?}"
+            ),
+            Verdict::Clean => panic!("{method:?}: EICAR after 3 MiB in a ZIP member was clean"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn eicar_over_unix_socket_is_infected() {
+    // `.ci/clamd.sh` also opens this socket; a clamd it did not start may not have it.
+    let addr = std::env::var("INTAKE_TEST_CLAMD_UNIX_ADDR")
+        .unwrap_or_else(|_| "unix:///run/intake-clamav/clamd.sock".to_owned());
+    let scanner = ClamdScanner::from_addr(&addr).unwrap();
+    let ClamdAddr::Unix(socket) = scanner.addr() else {
+        panic!("INTAKE_TEST_CLAMD_UNIX_ADDR must be a unix:// address");
+    };
+    if !socket.exists() {
+        eprintln!("skipping: no clamd unix socket at {}", socket.display());
+        return;
+    }
+    let Some(clamd) = reachable_or_skip(scanner, &addr).await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "eicar.com", &eicar());
+    assert_infected(clamd.scan_file(&path).await.unwrap());
+    let path = write_file(dir.path(), "clean.txt", b"clean");
+    assert_eq!(clamd.scan_file(&path).await.unwrap(), Verdict::Clean);
+}
+
+#[tokio::test]
+async fn unreachable_address_is_unavailable_and_transient() {
+    // A port that was just free: bind, note it, release it.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let scanner = ClamdScanner::from_addr(&format!("tcp://127.0.0.1:{port}")).unwrap();
+    let err = scanner.ping().await.unwrap_err();
+    assert!(matches!(err, ScanError::Unavailable { .. }), "{err:?}");
+    assert!(err.is_transient());
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "f", b"data");
+    let err = scanner.scan_file(&path).await.unwrap_err();
+    assert!(matches!(err, ScanError::Unavailable { .. }), "{err:?}");
+    assert!(err.is_transient());
+
+    let missing = ClamdScanner::from_addr("unix:///nonexistent/intake/clamd.sock").unwrap();
+    let err = missing.ping().await.unwrap_err();
+    assert!(matches!(err, ScanError::Unavailable { .. }), "{err:?}");
+}
+
+#[test]
+fn malformed_addresses_are_rejected() {
+    for addr in [
+        "",
+        "localhost:3310",
+        "tcp://",
+        "tcp://127.0.0.1",
+        "tcp://127.0.0.1:notaport",
+        "tcp://127.0.0.1:70000",
+        "udp://127.0.0.1:3310",
+        "unix://clamd.sock",
+    ] {
+        let err = ClamdScanner::from_addr(addr).expect_err(addr);
+        let message = err.to_string();
+        assert!(
+            message.contains("invalid clamd address") && message.contains("tcp://host:port"),
+            "{addr:?}: unclear error {message:?}"
+        );
+    }
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let scanner = ClamdScanner::from_addr("tcp://127.0.0.1:9").unwrap();
+    let err = rt
+        .block_on(scanner.scan_file(Path::new("/nonexistent/intake/upload.zip")))
+        .unwrap_err();
+    assert!(matches!(err, ScanError::Io { .. }), "{err:?}");
+}
+
+// ---- fake clamd servers -------------------------------------------------------
+
+/// Short deadlines so that the fake servers that hang make the tests fail fast.
+fn short_timeouts() -> ClamdTimeouts {
+    ClamdTimeouts {
+        connect: Duration::from_secs(2),
+        ping: Duration::from_millis(500),
+        scan_base: Duration::from_millis(700),
+        scan_per_mib: Duration::ZERO,
+    }
+}
+
+/// Serves one connection on a fresh port with `serve` and returns a scanner for it.
+async fn fake_clamd<F, Fut>(serve: F) -> (ClamdScanner, tokio::task::JoinHandle<()>)
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        serve(stream).await;
+    });
+    let scanner = ClamdScanner::from_addr(&format!("tcp://127.0.0.1:{port}"))
+        .unwrap()
+        .with_timeouts(short_timeouts());
+    (scanner, server)
+}
+
+/// Reads the command up to its NUL.
+async fn read_command(stream: &mut TcpStream) -> Vec<u8> {
+    let mut command = Vec::new();
+    loop {
+        let byte = stream.read_u8().await.unwrap();
+        if byte == 0 {
+            return command;
+        }
+        command.push(byte);
+    }
+}
+
+/// Reads a whole `zINSTREAM` request as clamd does, checking its framing, and
+/// returns the streamed bytes.
+async fn read_instream(stream: &mut TcpStream) -> Vec<u8> {
+    assert_eq!(read_command(stream).await, b"zINSTREAM");
+    let mut data = Vec::new();
+    loop {
+        let len = stream.read_u32().await.unwrap() as usize;
+        if len == 0 {
+            return data;
+        }
+        assert!(len <= MIB, "chunk of {len} bytes is over 1 MiB");
+        let start = data.len();
+        data.resize(start + len, 0);
+        stream.read_exact(&mut data[start..]).await.unwrap();
+    }
+}
+
+async fn scan_with_fake<F, Fut>(content: &[u8], serve: F) -> Result<Verdict, ScanError>
+where
+    F: FnOnce(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "upload.bin", content);
+    let (scanner, server) = fake_clamd(serve).await;
+    let result = scanner.scan_file(&path).await;
+    server.abort();
+    result
+}
+
+#[tokio::test]
+async fn stream_framing_matches_the_protocol() {
+    let content: Vec<u8> = (0..2 * MIB + 777).map(|i| (i % 253) as u8).collect();
+    let expected = content.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let verdict = scan_with_fake(&content, |mut s| async move {
+        let data = read_instream(&mut s).await;
+        s.write_all(b"stream: OK\0").await.unwrap();
+        tx.send(data).unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(verdict, Verdict::Clean);
+    assert!(rx.await.unwrap() == expected, "streamed bytes differ");
+}
+
+#[tokio::test]
+async fn found_reply_is_infected_with_its_name() {
+    let verdict = scan_with_fake(b"x", |mut s| async move {
+        read_instream(&mut s).await;
+        s.write_all(b"stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0")
+            .await
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        verdict,
+        Verdict::Infected {
+            signature: "Heuristics.Limits.Exceeded.MaxScanSize".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn error_reply_is_a_protocol_error() {
+    let err = scan_with_fake(b"x", |mut s| async move {
+        read_instream(&mut s).await;
+        s.write_all(b"stream: ERROR\0").await.unwrap();
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ScanError::Protocol(r) if r == "stream: ERROR"),
+        "{err:?}"
+    );
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn ok_without_terminator_is_not_clean() {
+    let err = scan_with_fake(b"x", |mut s| async move {
+        read_instream(&mut s).await;
+        s.write_all(b"stream: OK").await.unwrap();
+        // Dropping the stream closes it before the NUL.
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ScanError::Protocol(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn early_close_is_an_error() {
+    let err = scan_with_fake(&vec![7u8; 3 * MIB], |mut s| async move {
+        read_command(&mut s).await;
+        // Hang up without reading the stream or replying.
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ScanError::Protocol(_) | ScanError::Io { .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn size_limit_reply_mid_stream_is_size_limit_exceeded() {
+    let err = scan_with_fake(&vec![7u8; 4 * MIB], |mut s| async move {
+        // Like clamd over StreamMaxLength: read part of the stream, explain, hang up.
+        assert_eq!(read_command(&mut s).await, b"zINSTREAM");
+        let mut part = vec![0u8; 64 * 1024];
+        s.read_exact(&mut part).await.unwrap();
+        s.write_all(b"INSTREAM size limit exceeded. ERROR\0")
+            .await
+            .unwrap();
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(err, ScanError::SizeLimitExceeded), "{err:?}");
+    assert!(!err.is_transient());
+}
+
+#[tokio::test]
+async fn no_reply_times_out() {
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    let started = std::time::Instant::now();
+    let err = scan_with_fake(b"x", |mut s| async move {
+        read_instream(&mut s).await;
+        // Keep the connection open and silent until the test is done.
+        let _ = hold_rx.await;
+    })
+    .await
+    .unwrap_err();
+    drop(hold_tx);
+    assert!(
+        matches!(err, ScanError::Timeout { stage: "scan", .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn server_that_never_reads_times_out() {
+    // The socket buffers fill up and writes block: the scan deadline still holds.
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    let err = scan_with_fake(&vec![1u8; 16 * MIB], |s| async move {
+        let _keep_open = s;
+        let _ = hold_rx.await;
+    })
+    .await
+    .unwrap_err();
+    drop(hold_tx);
+    assert!(
+        matches!(err, ScanError::Timeout { stage: "scan", .. }),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn ping_needs_exact_pong() {
+    let (scanner, server) = fake_clamd(|mut s| async move {
+        assert_eq!(read_command(&mut s).await, b"zPING");
+        s.write_all(b"PONG\0").await.unwrap();
+    })
+    .await;
+    scanner.ping().await.unwrap();
+    server.await.unwrap();
+
+    let (scanner, server) = fake_clamd(|mut s| async move {
+        read_command(&mut s).await;
+        s.write_all(b"UNKNOWN COMMAND\0").await.unwrap();
+    })
+    .await;
+    let err = scanner.ping().await.unwrap_err();
+    assert!(matches!(err, ScanError::Protocol(_)), "{err:?}");
+    server.await.unwrap();
+
+    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
+    let (scanner, server) = fake_clamd(|s| async move {
+        let _keep_open = s;
+        let _ = hold_rx.await;
+    })
+    .await;
+    let err = scanner.ping().await.unwrap_err();
+    assert!(
+        matches!(err, ScanError::Timeout { stage: "ping", .. }),
+        "{err:?}"
+    );
+    drop(hold_tx);
+    server.abort();
+}

@@ -17,7 +17,7 @@ use crate::db::Db;
 use crate::http::{self, AppState};
 use crate::live::{Hub, SocketLimiter};
 use tokio::sync::Notify;
-use crate::store::embedded::EmbeddedS3;
+use crate::store::EmbeddedS3;
 use crate::store::{S3Config, S3Store};
 
 /// Secrets generated on first start and kept in the data dir (mode 0600).

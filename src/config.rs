@@ -153,8 +153,15 @@ impl Settings {
             }
             None => figment = figment.merge(Toml::file("intake.toml")),
         }
-        // `INTAKE_CONFIG` names the file and is not a setting itself.
-        figment = figment.merge(Env::prefixed("INTAKE_").ignore(&["CONFIG"]));
+        // Only variables that name a setting: others share the prefix (INTAKE_LOG,
+        // INTAKE_CONFIG, the CLI's INTAKE_EMAIL, tests' INTAKE_TEST_*).
+        let known: Vec<String> = match serde_json::to_value(Settings::default()) {
+            Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+            _ => Vec::new(),
+        };
+        figment = figment.merge(
+            Env::prefixed("INTAKE_").filter(move |k| known.iter().any(|f| k.as_str().eq_ignore_ascii_case(f))),
+        );
         let settings: Settings = figment.extract().map_err(|e| {
             let e = e.to_string();
             ConfigError(e.replace("for key \"default.", "for setting \"").to_string())

@@ -13,6 +13,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod live;
+pub mod pipeline;
 pub mod protocol;
 pub mod scan;
 pub mod store;

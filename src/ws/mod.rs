@@ -13,7 +13,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::SinkExt;
 
 use crate::auth::ticket_hash;
 use crate::db::now_ms;

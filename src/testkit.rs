@@ -14,7 +14,7 @@
 
 use std::io::{Cursor, Write};
 
-use zip::write::SimpleFileOptions;
+use zip::write::{FullFileOptions, SimpleFileOptions};
 use zip::{CompressionMethod, ZipWriter};
 
 /// Signature of a local file header (`PK\x03\x04`).
@@ -52,6 +52,26 @@ pub fn zip_backslash() -> Vec<u8> {
 /// An entry named `C:/Windows/evil.txt`: a drive-letter path.
 pub fn zip_drive_letter() -> Vec<u8> {
     zip_with_name("C:/Windows/evil.txt")
+}
+
+/// An entry whose header name is the harmless `safe.txt` but whose Info-ZIP Unicode
+/// Path extra field (0x7075), which readers prefer when its CRC matches, says
+/// `../evil.txt`.
+pub fn zip_unicode_path_traversal() -> Vec<u8> {
+    // Field layout: version 1, CRC-32 of the header name, then the UTF-8 name.
+    let mut field = vec![1u8];
+    field.extend_from_slice(&crc32(b"safe.txt").to_le_bytes());
+    field.extend_from_slice(b"../evil.txt");
+    let mut options = FullFileOptions::default()
+        .compression_method(CompressionMethod::Stored)
+        .unix_permissions(0o644);
+    options
+        .add_extra_field(0x7075, field, false)
+        .expect("add extra field");
+    let mut w = ZipWriter::new(Cursor::new(Vec::new()));
+    w.start_file("safe.txt", options).expect("start file");
+    w.write_all(b"payload").expect("write");
+    w.finish().expect("finish").into_inner()
 }
 
 /// A harmless file next to a symbolic link `link` pointing at `/etc/passwd`.

@@ -1469,8 +1469,30 @@ mod tests {
 
     #[test]
     fn refuses_more_than_the_default_entry_limit_via_zip64() {
-        let e = refusal(&testkit::zip_too_many_entries(100_001));
+        let zip = testkit::zip_too_many_entries(100_001);
+        let e = refusal(&zip);
         assert_eq!(e.code(), "ERR_ARCHIVE_TOO_MANY_ENTRIES", "{e}");
+
+        // Refused from the ZIP64 end record, before the zip crate lists the entries.
+        let (_dir, path) = upload(&zip);
+        let file = File::open(&path).expect("open");
+        let limits = ExtractLimits::default();
+        let e = check_declared_entry_count(&file, zip.len() as u64, &limits).unwrap_err();
+        assert_eq!(e.code(), "ERR_ARCHIVE_TOO_MANY_ENTRIES", "{e}");
+    }
+
+    #[test]
+    fn accepts_zip64_archives_within_the_entry_limit() {
+        let (_dir, archive) = open_ok(&testkit::zip_too_many_entries(70_000));
+        assert_eq!(archive.entries().len(), 70_000);
+        assert_eq!(archive.entries()[69_999].name, "f69999");
+    }
+
+    #[test]
+    fn checks_names_from_unicode_path_fields_too() {
+        let e = refusal(&testkit::zip_unicode_path_traversal());
+        assert_eq!(e.code(), "ERR_ARCHIVE_UNSAFE_PATH", "{e}");
+        assert!(e.to_string().contains("../evil.txt"), "{e}");
     }
 
     #[test]

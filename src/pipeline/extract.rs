@@ -37,6 +37,9 @@ use zip::ZipArchive;
 pub const RATIO_FLOOR_BYTES: u64 = 1 << 20;
 
 const GIB: u64 = 1 << 30;
+/// Longest accepted entry name. Real names are far shorter (file systems stop at
+/// 4096-byte paths); the cap also bounds the memory the names of 100,000 entries take.
+pub const MAX_NAME_BYTES: usize = 4096;
 /// Size of the single copy buffer per archive; also the archive reader's buffer.
 const COPY_BUFFER_BYTES: usize = 64 * 1024;
 /// How much of the start of each file is kept for content sniffing; `infer` looks at
@@ -707,13 +710,12 @@ fn check_entry(
 fn check_duplicates(scanned: &[Scanned]) -> Result<(), ExtractError> {
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(scanned.len());
     for (at, s) in scanned.iter().enumerate() {
-        if let Some(&first) = seen.get(&dedupe_key(&s.name)) {
+        if let Some(first) = seen.insert(dedupe_key(&s.name), at) {
             return Err(ExtractError::DuplicateName {
                 first: scanned[first].name.clone(),
                 second: s.name.clone(),
             });
         }
-        seen.insert(dedupe_key(&s.name), at);
     }
     Ok(())
 }
@@ -976,6 +978,9 @@ fn zip64_declared_entries(file: &File, eocd_at: u64) -> Result<Option<u64>, Extr
 fn check_path(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("the name is empty");
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err("it is longer than 4096 bytes");
     }
     if name.chars().any(char::is_control) {
         return Err("it contains control characters");
@@ -1330,6 +1335,8 @@ mod tests {
         ] {
             assert_eq!(check_path(ok), Ok(()), "{ok}");
         }
+        assert!(check_path(&"a".repeat(MAX_NAME_BYTES)).is_ok());
+        assert!(check_path(&"a".repeat(MAX_NAME_BYTES + 1)).is_err());
         for bad in [
             "", "/a", "../a", "a/../b", "a/..", "C:a", "c:/a", "a\\b", "a\0b", "a/.", ".",
         ] {

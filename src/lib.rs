@@ -17,4 +17,5 @@ pub mod pipeline;
 pub mod protocol;
 pub mod scan;
 pub mod store;
+pub mod testkit;
 pub mod ws;

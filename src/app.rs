@@ -10,6 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::worker::Worker;
 
 use crate::auth::JwtKeys;
 use crate::config::Settings;
@@ -17,6 +20,7 @@ use crate::db::Db;
 use crate::http::{self, AppState};
 use crate::live::{Hub, SocketLimiter};
 use tokio::sync::Notify;
+use crate::scan::{ClamdScanner, Scanner};
 use crate::store::EmbeddedS3;
 use crate::store::{S3Config, S3Store};
 
@@ -121,6 +125,20 @@ impl Application {
             settings.access_token_ttl_secs,
             settings.refresh_token_ttl_secs,
         );
+        let scanner: Option<Arc<dyn Scanner>> = match &settings.clamd_addr {
+            Some(addr) => {
+                let scanner = ClamdScanner::from_addr(addr).map_err(|e| anyhow::anyhow!("INTAKE_CLAMD_ADDR: {e}"))?;
+                if let Err(e) = scanner.ping().await {
+                    // Not fatal: jobs wait and retry until clamd answers.
+                    tracing::warn!(error = %e, "clamd does not answer yet");
+                }
+                Some(Arc::new(scanner))
+            }
+            None => {
+                tracing::warn!("no INTAKE_CLAMD_ADDR: uploads are NOT scanned for viruses (av-status \"skipped\")");
+                None
+            }
+        };
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {} (INTAKE_HTTP_ADDR)", settings.http_addr))?;
@@ -129,6 +147,7 @@ impl Application {
             db,
             store: Arc::new(store),
             jwt: Arc::new(jwt),
+            scanner,
             hub: Arc::new(Hub::default()),
             sockets: Arc::new(SocketLimiter::default()),
             workers: Arc::new(Notify::new()),
@@ -155,10 +174,24 @@ impl Application {
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let app = http::router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "intake listening");
-        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        let stop_workers = CancellationToken::new();
+        let mut workers = Vec::new();
+        if self.state.settings.run_workers {
+            for _ in 0..self.state.settings.worker_concurrency {
+                let worker = Worker::new(self.state.clone());
+                workers.push(tokio::spawn(worker.run(stop_workers.clone())));
+            }
+        }
+        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(shutdown)
-            .await?;
+            .await;
+        // Workers stop claiming; a job still running is given a grace period, and
+        // if the process ends first its heartbeat goes stale and another node
+        // rescues it.
+        stop_workers.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), futures::future::join_all(workers)).await;
         drop(self.embedded_s3);
+        served?;
         Ok(())
     }
 }

@@ -86,6 +86,16 @@ pub struct Settings {
     pub worker_concurrency: u32,
     /// Whether this node runs pipeline workers.
     pub run_workers: bool,
+    /// First retry delay of a job after a transient failure, ms (doubles per attempt, with jitter, capped at 5 min).
+    pub job_retry_base_ms: u64,
+    /// How often a running job refreshes its heartbeat, seconds.
+    pub job_heartbeat_secs: u64,
+    /// A running job whose heartbeat is older than this is rescued, seconds.
+    pub job_stale_secs: u64,
+    /// How often idle workers look for jobs enqueued by other nodes, ms.
+    pub job_poll_ms: u64,
+    /// Uploads to the object store run at most this many at once per job.
+    pub save_concurrency: u32,
 
     /// Lifetime of Event History presigned upload URLs, seconds.
     pub history_upload_url_ttl_secs: u64,
@@ -127,6 +137,11 @@ impl Default for Settings {
             max_compression_ratio: 200,
             worker_concurrency: 2,
             run_workers: true,
+            job_retry_base_ms: 1000,
+            job_heartbeat_secs: 5,
+            job_stale_secs: 60,
+            job_poll_ms: 1000,
+            save_concurrency: 8,
             history_upload_url_ttl_secs: 15 * 60,
         }
     }
@@ -216,6 +231,12 @@ impl Settings {
         }
         if self.max_compression_ratio == 0 || self.max_archive_entries == 0 {
             return bad("MAX_COMPRESSION_RATIO", "archive limits must be at least 1");
+        }
+        if self.job_heartbeat_secs == 0 || self.job_stale_secs <= self.job_heartbeat_secs * 2 {
+            return bad("JOB_STALE_SECS", "must be more than twice INTAKE_JOB_HEARTBEAT_SECS (which must be at least 1)");
+        }
+        if self.save_concurrency == 0 || self.job_poll_ms == 0 {
+            return bad("SAVE_CONCURRENCY", "must be at least 1");
         }
         if self.worker_concurrency == 0 {
             return bad("WORKER_CONCURRENCY", "must be at least 1");

@@ -21,6 +21,7 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::live::{Hub, SocketLimiter};
 use tokio::sync::Notify;
+use crate::scan::Scanner;
 use crate::store::ObjectStore;
 
 /// Everything a handler may need; cheap to clone.
@@ -34,6 +35,8 @@ pub struct AppState {
     pub store: Arc<dyn ObjectStore>,
     /// JWT keys.
     pub jwt: Arc<JwtKeys>,
+    /// The antivirus scanner; `None` when no clamd is configured (scans skipped).
+    pub scanner: Option<Arc<dyn Scanner>>,
     /// Wakes local upload sockets when an upload's log grows.
     pub hub: Arc<Hub>,
     /// Per-user cap on open upload sockets (per node).

@@ -263,8 +263,8 @@ impl S3 for Backend {
         if disposition.is_some() {
             resp.output.content_disposition = disposition;
         }
-        if let Some(content_type) = content_type {
-            resp.output.content_type = content_type.parse().ok();
+        if content_type.is_some() {
+            resp.output.content_type = content_type;
         }
         Ok(resp)
     }

@@ -10,7 +10,7 @@
 
 mod backend;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -88,9 +88,15 @@ impl EmbeddedS3 {
         })
     }
 
-    /// Base URL for clients, e.g. `http://127.0.0.1:9000`.
+    /// Base URL for clients on this machine, e.g. `http://127.0.0.1:9000`
+    /// (loopback when listening on all interfaces).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.local_addr)
+        let ip = match self.local_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.local_addr.port()))
     }
 
     /// Address the endpoint listens on.

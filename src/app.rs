@@ -19,10 +19,10 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::http::{self, AppState};
 use crate::live::{Hub, SocketLimiter};
-use tokio::sync::Notify;
 use crate::scan::{ClamdScanner, Scanner};
 use crate::store::EmbeddedS3;
 use crate::store::{S3Config, S3Store};
+use tokio::sync::Notify;
 
 /// Secrets generated on first start and kept in the data dir (mode 0600).
 #[derive(Debug, Serialize, Deserialize)]
@@ -41,7 +41,8 @@ fn random_hex(bytes: usize) -> String {
 fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
     let path = data_dir.join("secrets.json");
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
     }
     let secrets = Secrets {
@@ -64,9 +65,12 @@ fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let db = Db::connect(&settings.effective_database_url(), settings.database_max_connections)
-        .await
-        .context("connecting to the database (INTAKE_DATABASE_URL)")?;
+    let db = Db::connect(
+        &settings.effective_database_url(),
+        settings.database_max_connections,
+    )
+    .await
+    .context("connecting to the database (INTAKE_DATABASE_URL)")?;
     db.migrate().await.context("applying database migrations")?;
     Ok(db)
 }
@@ -92,7 +96,10 @@ impl Application {
                 settings.s3_secret_access_key.clone().unwrap_or_default(),
             ),
             None => {
-                let access = settings.s3_access_key_id.clone().unwrap_or(secrets.s3_access_key_id.clone());
+                let access = settings
+                    .s3_access_key_id
+                    .clone()
+                    .unwrap_or(secrets.s3_access_key_id.clone());
                 let secret = settings
                     .s3_secret_access_key
                     .clone()
@@ -101,7 +108,12 @@ impl Application {
                 std::fs::create_dir_all(&root)?;
                 let s3 = EmbeddedS3::start(root, settings.s3_embedded_addr, &access, &secret)
                     .await
-                    .with_context(|| format!("starting the embedded S3 endpoint on {} (INTAKE_S3_EMBEDDED_ADDR)", settings.s3_embedded_addr))?;
+                    .with_context(|| {
+                        format!(
+                            "starting the embedded S3 endpoint on {} (INTAKE_S3_EMBEDDED_ADDR)",
+                            settings.s3_embedded_addr
+                        )
+                    })?;
                 let endpoint = s3.endpoint();
                 tracing::info!(%endpoint, "embedded S3 endpoint serving {}", settings.data_dir.join("s3").display());
                 (Some(s3), endpoint, access, secret)
@@ -127,7 +139,8 @@ impl Application {
         );
         let scanner: Option<Arc<dyn Scanner>> = match &settings.clamd_addr {
             Some(addr) => {
-                let scanner = ClamdScanner::from_addr(addr).map_err(|e| anyhow::anyhow!("INTAKE_CLAMD_ADDR: {e}"))?;
+                let scanner = ClamdScanner::from_addr(addr)
+                    .map_err(|e| anyhow::anyhow!("INTAKE_CLAMD_ADDR: {e}"))?;
                 if let Err(e) = scanner.ping().await {
                     // Not fatal: jobs wait and retry until clamd answers.
                     tracing::warn!(error = %e, "clamd does not answer yet");
@@ -135,7 +148,9 @@ impl Application {
                 Some(Arc::new(scanner))
             }
             None => {
-                tracing::warn!("no INTAKE_CLAMD_ADDR: uploads are NOT scanned for viruses (av-status \"skipped\")");
+                tracing::warn!(
+                    "no INTAKE_CLAMD_ADDR: uploads are NOT scanned for viruses (av-status \"skipped\")"
+                );
                 None
             }
         };
@@ -152,12 +167,18 @@ impl Application {
             sockets: Arc::new(SocketLimiter::default()),
             workers: Arc::new(Notify::new()),
         };
-        Ok(Application { listener, state, embedded_s3 })
+        Ok(Application {
+            listener,
+            state,
+            embedded_s3,
+        })
     }
 
     /// The address the HTTP API listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// The endpoint of the embedded S3 server, when one runs.
@@ -171,7 +192,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains connections.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let app = http::router(self.state.clone());
         tracing::info!(addr = %self.local_addr(), "intake listening");
         let stop_workers = CancellationToken::new();
@@ -182,14 +206,21 @@ impl Application {
                 workers.push(tokio::spawn(worker.run(stop_workers.clone())));
             }
         }
-        let served = axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         // Workers stop claiming; a job still running is given a grace period, and
         // if the process ends first its heartbeat goes stale and another node
         // rescues it.
         stop_workers.cancel();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(30), futures::future::join_all(workers)).await;
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures::future::join_all(workers),
+        )
+        .await;
         drop(self.embedded_s3);
         served?;
         Ok(())

@@ -175,11 +175,15 @@ impl Settings {
             _ => Vec::new(),
         };
         figment = figment.merge(
-            Env::prefixed("INTAKE_").filter(move |k| known.iter().any(|f| k.as_str().eq_ignore_ascii_case(f))),
+            Env::prefixed("INTAKE_")
+                .filter(move |k| known.iter().any(|f| k.as_str().eq_ignore_ascii_case(f))),
         );
         let settings: Settings = figment.extract().map_err(|e| {
             let e = e.to_string();
-            ConfigError(e.replace("for key \"default.", "for setting \"").to_string())
+            ConfigError(
+                e.replace("for key \"default.", "for setting \"")
+                    .to_string(),
+            )
         })?;
         settings.validate()?;
         Ok(settings)
@@ -192,19 +196,30 @@ impl Settings {
             return bad("MAX_UPLOAD_GB", "must be at least 1");
         }
         if self.multipart_threshold_bytes < 5 * 1024 * 1024 {
-            return bad("MULTIPART_THRESHOLD_BYTES", "must be at least 5 MiB (S3's minimum part size)");
+            return bad(
+                "MULTIPART_THRESHOLD_BYTES",
+                "must be at least 5 MiB (S3's minimum part size)",
+            );
         }
-        if let Some(chunk) = self.multipart_chunk_bytes {
-            if !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk) {
-                return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
-            }
+        if let Some(chunk) = self.multipart_chunk_bytes
+            && !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk)
+        {
+            return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
         }
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return bad("DATABASE_URL", "must start with sqlite:, postgres:// or postgresql://");
-            }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            return bad(
+                "DATABASE_URL",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
         }
-        for (name, url) in [("S3_ENDPOINT", &self.s3_endpoint), ("PUBLIC_S3_URL", &self.public_s3_url)] {
+        for (name, url) in [
+            ("S3_ENDPOINT", &self.s3_endpoint),
+            ("PUBLIC_S3_URL", &self.public_s3_url),
+        ] {
             if let Some(url) = url {
                 match url::Url::parse(url) {
                     Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -215,25 +230,47 @@ impl Settings {
         if self.s3_endpoint.is_some()
             && (self.s3_access_key_id.is_none() || self.s3_secret_access_key.is_none())
         {
-            return bad("S3_ACCESS_KEY_ID", "an external S3 endpoint needs INTAKE_S3_ACCESS_KEY_ID and INTAKE_S3_SECRET_ACCESS_KEY");
+            return bad(
+                "S3_ACCESS_KEY_ID",
+                "an external S3 endpoint needs INTAKE_S3_ACCESS_KEY_ID and INTAKE_S3_SECRET_ACCESS_KEY",
+            );
         }
-        if self.s3_bucket.len() < 3 || self.s3_bucket.len() > 63 || !self.s3_bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
-            return bad("S3_BUCKET", "must be a valid bucket name (3-63 lowercase letters, digits, '-', '.')");
+        if self.s3_bucket.len() < 3
+            || self.s3_bucket.len() > 63
+            || !self
+                .s3_bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return bad(
+                "S3_BUCKET",
+                "must be a valid bucket name (3-63 lowercase letters, digits, '-', '.')",
+            );
         }
         if self.require_scan && self.clamd_addr.is_none() {
             return bad("REQUIRE_SCAN", "is true but INTAKE_CLAMD_ADDR is not set");
         }
-        if self.ws_ticket_ttl_secs == 0 || self.access_token_ttl_secs == 0 || self.presign_ttl_secs == 0 {
+        if self.ws_ticket_ttl_secs == 0
+            || self.access_token_ttl_secs == 0
+            || self.presign_ttl_secs == 0
+        {
             return bad("WS_TICKET_TTL_SECS", "lifetimes must be at least 1 second");
         }
-        if self.presign_ttl_secs > 7 * 24 * 3600 || self.history_upload_url_ttl_secs > 7 * 24 * 3600 {
-            return bad("PRESIGN_TTL_SECS", "SigV4 presigned URLs live at most 7 days");
+        if self.presign_ttl_secs > 7 * 24 * 3600 || self.history_upload_url_ttl_secs > 7 * 24 * 3600
+        {
+            return bad(
+                "PRESIGN_TTL_SECS",
+                "SigV4 presigned URLs live at most 7 days",
+            );
         }
         if self.max_compression_ratio == 0 || self.max_archive_entries == 0 {
             return bad("MAX_COMPRESSION_RATIO", "archive limits must be at least 1");
         }
         if self.job_heartbeat_secs == 0 || self.job_stale_secs <= self.job_heartbeat_secs * 2 {
-            return bad("JOB_STALE_SECS", "must be more than twice INTAKE_JOB_HEARTBEAT_SECS (which must be at least 1)");
+            return bad(
+                "JOB_STALE_SECS",
+                "must be more than twice INTAKE_JOB_HEARTBEAT_SECS (which must be at least 1)",
+            );
         }
         if self.save_concurrency == 0 || self.job_poll_ms == 0 {
             return bad("SAVE_CONCURRENCY", "must be at least 1");

@@ -10,7 +10,11 @@ use intake::config::Settings;
 use intake::domain::AccountType;
 
 #[derive(Parser)]
-#[command(name = "intake", version, about = "Takes files into a records platform safely and fast.")]
+#[command(
+    name = "intake",
+    version,
+    about = "Takes files into a records platform safely and fast."
+)]
 struct Cli {
     /// Configuration file (default: ./intake.toml when present).
     #[arg(long, global = true, env = "INTAKE_CONFIG")]
@@ -47,10 +51,13 @@ enum AdminCommand {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("INTAKE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,aws_config=warn,aws_smithy_runtime=warn"));
+    let filter = EnvFilter::try_from_env("INTAKE_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,aws_config=warn,aws_smithy_runtime=warn")
+    });
     let json = std::env::var("INTAKE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -74,7 +81,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { command } => match command {
-            AdminCommand::CreateUser { email, password, account_type } => {
+            AdminCommand::CreateUser {
+                email,
+                password,
+                account_type,
+            } => {
                 let email = email.trim().to_string();
                 if email.is_empty() || !email.contains('@') {
                     anyhow::bail!("--email must be an e-mail address");
@@ -95,7 +106,10 @@ async fn main() -> anyhow::Result<()> {
                         }
                     })
                     .context("creating the user")?;
-                println!("{}", serde_json::json!({ "id": user.id, "email": user.email }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": user.id, "email": user.email })
+                );
                 Ok(())
             }
         },

@@ -20,9 +20,9 @@ use crate::config::Settings;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::live::{Hub, SocketLimiter};
-use tokio::sync::Notify;
 use crate::scan::Scanner;
 use crate::store::ObjectStore;
+use tokio::sync::Notify;
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone)]

@@ -43,7 +43,11 @@ impl<'a> Monitor<'a> {
             .filter_map(|(_, text)| serde_json::from_str::<Value>(text).ok())
             .filter(|v| v["type"] == "monitoring_update" && v["message"]["upload_id"] == session_id)
             .collect();
-        let attempt = mine.iter().filter_map(|v| v["message"]["attempt"].as_u64()).max().unwrap_or(0);
+        let attempt = mine
+            .iter()
+            .filter_map(|v| v["message"]["attempt"].as_u64())
+            .max()
+            .unwrap_or(0);
         let av_status = mine
             .iter()
             .rev()
@@ -63,7 +67,9 @@ impl<'a> Monitor<'a> {
     }
 
     async fn publish(&self, message: &Value) -> Result<(), sqlx::Error> {
-        live::publish(self.db, self.hub, &self.upload_id, message).await.map(|_| ())
+        live::publish(self.db, self.hub, &self.upload_id, message)
+            .await
+            .map(|_| ())
     }
 
     /// A `monitoring_update` for `step_name` with the given extra fields.
@@ -94,17 +100,28 @@ impl<'a> Monitor<'a> {
 
     /// A `progress_update`, unless one for this step went out too recently.
     /// `progress == total` always goes out (with `is_complete: true`).
-    pub async fn progress(&mut self, step: &'static str, progress: u64, total: u64) -> Result<(), sqlx::Error> {
+    pub async fn progress(
+        &mut self,
+        step: &'static str,
+        progress: u64,
+        total: u64,
+    ) -> Result<(), sqlx::Error> {
         let complete = progress >= total;
         let now = Instant::now();
-        if !complete {
-            if let Some(last) = self.last_progress.get(step) {
-                if now.duration_since(*last) < PROGRESS_INTERVAL {
-                    return Ok(());
-                }
-            }
+        if !complete
+            && let Some(last) = self.last_progress.get(step)
+            && now.duration_since(*last) < PROGRESS_INTERVAL
+        {
+            return Ok(());
         }
         self.last_progress.insert(step, now);
-        self.publish(&progress_update(step, &self.session_id, complete, total, progress)).await
+        self.publish(&progress_update(
+            step,
+            &self.session_id,
+            complete,
+            total,
+            progress,
+        ))
+        .await
     }
 }

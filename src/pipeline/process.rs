@@ -46,21 +46,36 @@ pub enum JobError {
 
 impl JobError {
     fn final_(step: &'static str, code: &'static str, message: impl Into<String>) -> JobError {
-        JobError::Final { step, code, message: message.into(), extra: Map::new() }
+        JobError::Final {
+            step,
+            code,
+            message: message.into(),
+            extra: Map::new(),
+        }
     }
 }
 
 impl From<sqlx::Error> for JobError {
     fn from(e: sqlx::Error) -> Self {
-        JobError::Transient { code: "ERR_DATABASE_UNAVAILABLE", message: format!("database: {e}") }
+        JobError::Transient {
+            code: "ERR_DATABASE_UNAVAILABLE",
+            message: format!("database: {e}"),
+        }
     }
 }
 
 fn store_err(e: StoreError) -> JobError {
     if e.is_not_found() {
-        JobError::final_("antivirus_scan", "ERR_FILE_MISSING", "The uploaded file is no longer in the object store.")
+        JobError::final_(
+            "antivirus_scan",
+            "ERR_FILE_MISSING",
+            "The uploaded file is no longer in the object store.",
+        )
     } else {
-        JobError::Transient { code: "ERR_STORAGE_UNAVAILABLE", message: format!("object store: {e}") }
+        JobError::Transient {
+            code: "ERR_STORAGE_UNAVAILABLE",
+            message: format!("object store: {e}"),
+        }
     }
 }
 
@@ -69,9 +84,14 @@ fn scan_err(e: ScanError, step: &'static str, what: &str) -> JobError {
         ScanError::SizeLimitExceeded => JobError::final_(
             step,
             "ERR_SCAN_TOO_LARGE",
-            format!("{what} is larger than the antivirus scanner accepts, so it cannot be verified."),
+            format!(
+                "{what} is larger than the antivirus scanner accepts, so it cannot be verified."
+            ),
         ),
-        e => JobError::Transient { code: "ERR_SCANNER_UNAVAILABLE", message: format!("antivirus: {e}") },
+        e => JobError::Transient {
+            code: "ERR_SCANNER_UNAVAILABLE",
+            message: format!("antivirus: {e}"),
+        },
     }
 }
 
@@ -79,7 +99,10 @@ fn extract_err(e: ExtractError) -> JobError {
     if e.is_final() {
         JobError::final_("extracting_file", e.code(), e.to_string())
     } else {
-        JobError::Transient { code: "ERR_LOCAL_IO", message: e.to_string() }
+        JobError::Transient {
+            code: "ERR_LOCAL_IO",
+            message: e.to_string(),
+        }
     }
 }
 
@@ -102,22 +125,41 @@ pub fn files_prefix(file: &UploadFileRow) -> String {
 }
 
 /// Runs the job for `file`. Returns the number of records the file produced.
-pub async fn process(state: &AppState, file: &UploadFileRow, monitor: &mut Monitor<'_>) -> Result<u64, JobError> {
+pub async fn process(
+    state: &AppState,
+    file: &UploadFileRow,
+    monitor: &mut Monitor<'_>,
+) -> Result<u64, JobError> {
     let db = &state.db;
     let settings = &state.settings;
-    let upload = db
-        .upload_by_id(&file.upload_id)
-        .await?
-        .ok_or_else(|| JobError::final_("upload_complete", "ERR_UPLOAD_GONE", "The upload no longer exists."))?;
+    let upload = db.upload_by_id(&file.upload_id).await?.ok_or_else(|| {
+        JobError::final_(
+            "upload_complete",
+            "ERR_UPLOAD_GONE",
+            "The upload no longer exists.",
+        )
+    })?;
     let field = db
         .field_by_id(upload.class_field_id)
         .await?
-        .ok_or_else(|| JobError::final_("creating_records", "ERR_FIELD_GONE", "The document field no longer exists."))?;
+        .ok_or_else(|| {
+            JobError::final_(
+                "creating_records",
+                "ERR_FIELD_GONE",
+                "The document field no longer exists.",
+            )
+        })?;
 
     let tmp_root = settings.data_dir.join("tmp");
-    std::fs::create_dir_all(&tmp_root).map_err(|e| JobError::Transient { code: "ERR_LOCAL_IO", message: e.to_string() })?;
-    let tmp = tempfile::TempDir::with_prefix_in("job-", &tmp_root)
-        .map_err(|e| JobError::Transient { code: "ERR_LOCAL_IO", message: e.to_string() })?;
+    std::fs::create_dir_all(&tmp_root).map_err(|e| JobError::Transient {
+        code: "ERR_LOCAL_IO",
+        message: e.to_string(),
+    })?;
+    let tmp =
+        tempfile::TempDir::with_prefix_in("job-", &tmp_root).map_err(|e| JobError::Transient {
+            code: "ERR_LOCAL_IO",
+            message: e.to_string(),
+        })?;
     let archive_path = tmp.path().join("archive.zip");
 
     // 1. Antivirus on the archive as uploaded.
@@ -132,7 +174,11 @@ pub async fn process(state: &AppState, file: &UploadFileRow, monitor: &mut Monit
             }),
         )
         .await?;
-    state.store.get_to_file(&file.s3_key, &archive_path).await.map_err(store_err)?;
+    state
+        .store
+        .get_to_file(&file.s3_key, &archive_path)
+        .await
+        .map_err(store_err)?;
     let mut av_status = "skipped";
     if let Some(scanner) = &scanner {
         let verdict = match scanner.scan_file(&archive_path).await {
@@ -150,7 +196,8 @@ pub async fn process(state: &AppState, file: &UploadFileRow, monitor: &mut Monit
                 monitor
                     .monitoring(
                         "antivirus_scan",
-                        json!({ "av-status": "clean", "status": "success", "message": "No threats found" }),
+                        // Not "success": clients take that status as the end of processing.
+                        json!({ "av-status": "clean", "status": "in_progress", "message": "No threats found in the archive" }),
                     )
                     .await?;
             }
@@ -180,7 +227,10 @@ pub async fn process(state: &AppState, file: &UploadFileRow, monitor: &mut Monit
     let path = archive_path.clone();
     let archive = tokio::task::spawn_blocking(move || SafeArchive::open(&path, limits))
         .await
-        .map_err(|e| JobError::Transient { code: "ERR_INTERNAL", message: e.to_string() })?
+        .map_err(|e| JobError::Transient {
+            code: "ERR_INTERNAL",
+            message: e.to_string(),
+        })?
         .map_err(extract_err)?;
     let entries: Vec<EntryInfo> = archive.entries().to_vec();
     let total = entries.len() as u64;
@@ -198,7 +248,16 @@ pub async fn process(state: &AppState, file: &UploadFileRow, monitor: &mut Monit
         .await?;
 
     // 3. Extract (one blocking thread, streaming), scan and save (concurrently).
-    let saved = match save_all(state, file, archive, tmp.path().to_path_buf(), monitor, total).await {
+    let saved = match save_all(
+        state,
+        file,
+        archive,
+        tmp.path().to_path_buf(),
+        monitor,
+        total,
+    )
+    .await
+    {
         Ok(saved) => saved,
         Err(e) => {
             // Nothing of a refused archive stays in the store.
@@ -239,7 +298,8 @@ pub async fn process(state: &AppState, file: &UploadFileRow, monitor: &mut Monit
                 }
             })
             .collect();
-        db.insert_upload_records(upload.object_class_id, upload.creator_id, &file.id, &batch).await?;
+        db.insert_upload_records(upload.object_class_id, upload.creator_id, &file.id, &batch)
+            .await?;
         done += chunk.len() as u64;
         monitor.progress("creating_records", done, total).await?;
     }
@@ -258,7 +318,8 @@ async fn save_all(
     total: u64,
 ) -> Result<Vec<Saved>, JobError> {
     let concurrency = state.settings.save_concurrency as usize;
-    let (tx, mut rx) = mpsc::channel::<Result<(EntryInfo, ExtractedFile, PathBuf), ExtractError>>(concurrency);
+    let (tx, mut rx) =
+        mpsc::channel::<Result<(EntryInfo, ExtractedFile, PathBuf), ExtractError>>(concurrency);
     let entries = archive.entries().to_vec();
     let extractor = tokio::task::spawn_blocking(move || {
         for entry in entries {
@@ -281,7 +342,11 @@ async fn save_all(
                 let (entry, extracted, path) = item.map_err(extract_err)?;
                 let result = save_one(state, scanner, &prefix, &entry, &extracted, &path).await;
                 let _ = tokio::fs::remove_file(&path).await;
-                result.map(|key| Saved { entry, file: extracted, key })
+                result.map(|key| Saved {
+                    entry,
+                    file: extracted,
+                    key,
+                })
             }
         })
         .buffer_unordered(concurrency);
@@ -291,7 +356,9 @@ async fn save_all(
         match result {
             Ok(s) => {
                 saved.push(s);
-                monitor.progress("saving_files", saved.len() as u64, total).await?;
+                monitor
+                    .progress("saving_files", saved.len() as u64, total)
+                    .await?;
             }
             Err(SaveError::Job(e)) => return Err(e),
             Err(SaveError::Infected { name, signature }) => {
@@ -303,7 +370,10 @@ async fn save_all(
     drop(saving);
     let _ = extractor.await;
     if (saved.len() as u64) < total {
-        return Err(JobError::Transient { code: "ERR_INTERNAL", message: "extraction stopped early".into() });
+        return Err(JobError::Transient {
+            code: "ERR_INTERNAL",
+            message: "extraction stopped early".into(),
+        });
     }
     saved.sort_by_key(|s| s.entry.index);
     Ok(saved)
@@ -332,9 +402,19 @@ async fn save_one(
         match scanner.scan_file(path).await {
             Ok(Verdict::Clean) => {}
             Ok(Verdict::Infected { signature }) => {
-                return Err(SaveError::Infected { name: entry.name.clone(), signature });
+                return Err(SaveError::Infected {
+                    name: entry.name.clone(),
+                    signature,
+                });
             }
-            Err(e) => return Err(scan_err(e, "extracting_file", &format!("File \u{201c}{}\u{201d}", entry.name)).into()),
+            Err(e) => {
+                return Err(scan_err(
+                    e,
+                    "extracting_file",
+                    &format!("File \u{201c}{}\u{201d}", entry.name),
+                )
+                .into());
+            }
         }
     }
     let key = format!("{prefix}{:06}", entry.index);
@@ -342,23 +422,38 @@ async fn save_one(
         .store
         .put_file(&key, path, &extracted.content_type)
         .await
-        .map_err(|e| JobError::Transient { code: "ERR_STORAGE_UNAVAILABLE", message: format!("object store: {e}") })?;
+        .map_err(|e| JobError::Transient {
+            code: "ERR_STORAGE_UNAVAILABLE",
+            message: format!("object store: {e}"),
+        })?;
     Ok(key)
 }
 
 /// Quarantines an infected upload: the archive moves under `quarantine/`, any
 /// file already saved from it is deleted. Returns the final error to report.
-async fn infected(state: &AppState, file: &UploadFileRow, signature: &str, member: Option<&str>) -> JobError {
+async fn infected(
+    state: &AppState,
+    file: &UploadFileRow,
+    signature: &str,
+    member: Option<&str>,
+) -> JobError {
     let quarantine_key = format!("quarantine/{}", file.s3_key);
     let moved = async {
         state.store.copy(&file.s3_key, &quarantine_key).await?;
         state.store.delete(&file.s3_key).await?;
-        state.store.delete_prefix(&files_prefix(file)).await.map(|_| ())
+        state
+            .store
+            .delete_prefix(&files_prefix(file))
+            .await
+            .map(|_| ())
     }
     .await;
     if let Err(e) = moved {
         // Not final yet: the quarantine must happen, so try again later.
-        return JobError::Transient { code: "ERR_STORAGE_UNAVAILABLE", message: format!("quarantining: {e}") };
+        return JobError::Transient {
+            code: "ERR_STORAGE_UNAVAILABLE",
+            message: format!("quarantining: {e}"),
+        };
     }
     tracing::warn!(upload_file = %file.id, signature, member, "infected upload quarantined");
     let mut extra = Map::new();
@@ -371,8 +466,12 @@ async fn infected(state: &AppState, file: &UploadFileRow, signature: &str, membe
         step: "antivirus_scan",
         code: "ERR_INFECTED",
         message: match member {
-            Some(m) => format!("Threat \u{201c}{signature}\u{201d} found in \u{201c}{m}\u{201d}. No records were created."),
-            None => format!("Threat \u{201c}{signature}\u{201d} found in the uploaded file. No records were created."),
+            Some(m) => format!(
+                "Threat \u{201c}{signature}\u{201d} found in \u{201c}{m}\u{201d}. No records were created."
+            ),
+            None => format!(
+                "Threat \u{201c}{signature}\u{201d} found in the uploaded file. No records were created."
+            ),
         },
         extra,
     }

@@ -35,7 +35,11 @@ pub struct Worker {
 impl Worker {
     /// A worker with a unique id (shown in the jobs table as `locked_by`).
     pub fn new(state: AppState) -> Worker {
-        let id = format!("{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
         Worker { state, id }
     }
 
@@ -88,7 +92,12 @@ impl Worker {
         };
         tracing::info!(job = job.id, kind = %job.kind, attempt = job.attempts, "job claimed");
         let lost = CancellationToken::new();
-        let heartbeat = tokio::spawn(heartbeat(self.state.clone(), job.id, self.id.clone(), lost.clone()));
+        let heartbeat = tokio::spawn(heartbeat(
+            self.state.clone(),
+            job.id,
+            self.id.clone(),
+            lost.clone(),
+        ));
         let result = tokio::select! {
             r = self.execute(&job) => Some(r),
             () = lost.cancelled() => None,
@@ -97,7 +106,10 @@ impl Worker {
         match result {
             None => tracing::warn!(job = job.id, "job lost to a rescue; stopped"),
             Some(Ok(n)) => {
-                self.state.db.finish_job(job.id, &self.id, true, None).await?;
+                self.state
+                    .db
+                    .finish_job(job.id, &self.id, true, None)
+                    .await?;
                 tracing::info!(job = job.id, records = n, "job done");
             }
             Some(Err(e)) => self.settle_failure(&job, e).await?,
@@ -114,17 +126,25 @@ impl Worker {
                 extra: Default::default(),
             });
         }
-        let payload: JobPayload = serde_json::from_str(&job.payload).map_err(|e| JobError::Final {
-            step: "upload_complete",
-            code: "ERR_BAD_JOB",
-            message: e.to_string(),
-            extra: Default::default(),
-        })?;
+        let payload: JobPayload =
+            serde_json::from_str(&job.payload).map_err(|e| JobError::Final {
+                step: "upload_complete",
+                code: "ERR_BAD_JOB",
+                message: e.to_string(),
+                extra: Default::default(),
+            })?;
         let db = &self.state.db;
         let Some(file) = db.upload_file_by_id(&payload.upload_file_id).await? else {
             return Ok(0);
         };
-        let mut monitor = Monitor::resume(db, &self.state.hub, &file.upload_id, &file.id, &file.temp_upload_id).await?;
+        let mut monitor = Monitor::resume(
+            db,
+            &self.state.hub,
+            &file.upload_id,
+            &file.id,
+            &file.temp_upload_id,
+        )
+        .await?;
         if file.state == "processed" {
             // A rescued job whose work was done: make sure the end was reported.
             let n = db.count_upload_records(&file.id).await? as u64;
@@ -153,18 +173,28 @@ impl Worker {
                     "retry_in_ms": delay,
                 });
                 self.report(job, "upload_complete", fields).await;
-                db.retry_job(job.id, &self.id, now_ms() + delay as i64, &message).await?;
+                db.retry_job(job.id, &self.id, now_ms() + delay as i64, &message)
+                    .await?;
                 return Ok(());
             }
             JobError::Transient { code, message } => JobError::Final {
                 step: "upload_complete",
                 code: "ERR_PROCESSING_FAILED",
-                message: format!("Processing failed after {} attempts ({code}: {message}).", job.attempts),
+                message: format!(
+                    "Processing failed after {} attempts ({code}: {message}).",
+                    job.attempts
+                ),
                 extra: Default::default(),
             },
             e => e,
         };
-        let JobError::Final { step, code, message, extra } = error else {
+        let JobError::Final {
+            step,
+            code,
+            message,
+            extra,
+        } = error
+        else {
             unreachable!("transient errors are settled above")
         };
         tracing::warn!(job = job.id, code, %message, "job failed for good");
@@ -172,14 +202,17 @@ impl Worker {
         fields.insert("status".into(), json!("error"));
         fields.insert("error_code".into(), json!(code));
         fields.insert("message".into(), json!(message));
-        self.report(job, step, Value::Object(fields)).await;
-        if let Ok(payload) = serde_json::from_str::<JobPayload>(&job.payload) {
-            if let Some(file) = db.upload_file_by_id(&payload.upload_file_id).await? {
-                db.set_upload_file_state(&file.id, "failed").await?;
-                db.settle_upload(&file.upload_id).await?;
-            }
+        // State first, then the message: a client that acts on the message sees
+        // the upload settled.
+        if let Ok(payload) = serde_json::from_str::<JobPayload>(&job.payload)
+            && let Some(file) = db.upload_file_by_id(&payload.upload_file_id).await?
+        {
+            db.set_upload_file_state(&file.id, "failed").await?;
+            db.settle_upload(&file.upload_id).await?;
         }
-        db.finish_job(job.id, &self.id, false, Some(&format!("{code}: {message}"))).await?;
+        db.finish_job(job.id, &self.id, false, Some(&format!("{code}: {message}")))
+            .await?;
+        self.report(job, step, Value::Object(fields)).await;
         Ok(())
     }
 
@@ -192,7 +225,15 @@ impl Worker {
             Err(_) => None,
         };
         let Some(file) = file else { return };
-        match Monitor::resume(db, &self.state.hub, &file.upload_id, &file.id, &file.temp_upload_id).await {
+        match Monitor::resume(
+            db,
+            &self.state.hub,
+            &file.upload_id,
+            &file.id,
+            &file.temp_upload_id,
+        )
+        .await
+        {
             Ok(mut m) => {
                 if let Err(e) = m.monitoring(step, fields).await {
                     tracing::warn!(error = %e, "publishing a job update");
@@ -233,9 +274,18 @@ async fn report_success(monitor: &mut Monitor<'_>, n: u64) -> Result<(), sqlx::E
         .await
 }
 
-async fn success_reported(db: &crate::db::Db, upload_id: &str, session: &str) -> Result<bool, sqlx::Error> {
+async fn success_reported(
+    db: &crate::db::Db,
+    upload_id: &str,
+    session: &str,
+) -> Result<bool, sqlx::Error> {
     let log = db.messages_after(upload_id, 0, 1_000_000).await?;
-    Ok(log.iter().filter_map(|(_, t)| serde_json::from_str::<Value>(t).ok()).any(|v| {
-        v["type"] == "monitoring_update" && v["message"]["upload_id"] == session && v["message"]["status"] == "success"
-    }))
+    Ok(log
+        .iter()
+        .filter_map(|(_, t)| serde_json::from_str::<Value>(t).ok())
+        .any(|v| {
+            v["type"] == "monitoring_update"
+                && v["message"]["upload_id"] == session
+                && v["message"]["status"] == "success"
+        }))
 }

@@ -9,7 +9,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::TestApp;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A connected upload socket.
 pub struct Socket {
@@ -20,17 +21,28 @@ impl Socket {
     /// Connects to `upload_id` with a fresh ticket; reads `connection_established`.
     pub async fn connect(app: &TestApp, token: &str, upload_id: &str) -> Socket {
         let ticket = app.ticket(token).await;
-        let url = format!("{}/ws/object-records/uploads/{upload_id}/?uuid={ticket}", app.ws_base());
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("socket connects");
+        let url = format!(
+            "{}/ws/object-records/uploads/{upload_id}/?uuid={ticket}",
+            app.ws_base()
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("socket connects");
         let mut s = Socket { ws };
         let first = s.recv().await;
-        assert_eq!(first, json!({ "type": "connection_established", "message": "WebSocket connected successfully" }));
+        assert_eq!(
+            first,
+            json!({ "type": "connection_established", "message": "WebSocket connected successfully" })
+        );
         s
     }
 
     /// Sends a JSON message.
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::Text(v.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
     }
 
     /// The next JSON message (pings are skipped); panics after 60 s or on close.
@@ -66,7 +78,14 @@ impl Socket {
 
     /// Requests URLs for `bytes`, PUTs them, and announces completion. Returns the
     /// `presigned_url_ready` message.
-    pub async fn upload(&mut self, app: &TestApp, class: i64, field: i64, name: &str, bytes: &[u8]) -> Value {
+    pub async fn upload(
+        &mut self,
+        app: &TestApp,
+        class: i64,
+        field: i64,
+        name: &str,
+        bytes: &[u8],
+    ) -> Value {
         self.send(json!({
             "type": "request_presigned_url",
             "temp_upload_id": format!("temp_{name}"),
@@ -86,7 +105,13 @@ impl Socket {
             for p in m["part_urls"].as_array().unwrap() {
                 let n = p["part"].as_u64().unwrap() as usize;
                 let body = bytes[(n - 1) * chunk..(n * chunk).min(bytes.len())].to_vec();
-                let r = app.client.put(p["url"].as_str().unwrap()).body(body).send().await.unwrap();
+                let r = app
+                    .client
+                    .put(p["url"].as_str().unwrap())
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
                 assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
                 let etag = r.headers()["etag"].to_str().unwrap().to_string();
                 parts.push(json!({ "part_number": n, "e_tag": etag }));
@@ -112,7 +137,8 @@ impl Socket {
 
 /// The clamd address for tests, if one answers; in CI a missing clamd is a failure.
 pub async fn clamd_addr() -> Option<String> {
-    let addr = std::env::var("INTAKE_TEST_CLAMD_ADDR").unwrap_or_else(|_| "tcp://127.0.0.1:3310".into());
+    let addr =
+        std::env::var("INTAKE_TEST_CLAMD_ADDR").unwrap_or_else(|_| "tcp://127.0.0.1:3310".into());
     let scanner = intake::scan::ClamdScanner::from_addr(&addr).ok()?;
     use intake::scan::Scanner;
     match scanner.ping().await {

@@ -6,7 +6,9 @@ mod helpers;
 
 mod auth;
 mod classes;
+mod flow;
 mod health;
+mod pipeline;
 mod records;
 mod uploads;
 mod walkthrough;

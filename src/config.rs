@@ -294,3 +294,57 @@ impl Settings {
         self.max_upload_gb * 1_000_000_000
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load(Some(&path))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+        let s = load_toml("").unwrap();
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.max_upload_gb, 5);
+    }
+
+    #[test]
+    fn file_values_apply() {
+        let s = load_toml("http_addr = \"0.0.0.0:9999\"\nmax_upload_gb = 2\nallowed_origins = [\"https://a.example\"]").unwrap();
+        assert_eq!(s.http_addr.port(), 9999);
+        assert_eq!(s.max_upload_bytes(), 2_000_000_000);
+        assert_eq!(s.allowed_origins, vec!["https://a.example".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = load_toml("http_addr = \"not an address\"").unwrap_err().to_string();
+        assert!(e.contains("http_addr"), "{e}");
+        let e = load_toml("max_upload_gb = \"lots\"").unwrap_err().to_string();
+        assert!(e.contains("max_upload_gb"), "{e}");
+        let e = load_toml("max_upload_gb = 0").unwrap_err().to_string();
+        assert!(e.contains("INTAKE_MAX_UPLOAD_GB"), "{e}");
+        let e = load_toml("databse_url = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("databse_url"), "{e}");
+        let e = load_toml("database_url = \"mysql://x\"").unwrap_err().to_string();
+        assert!(e.contains("INTAKE_DATABASE_URL"), "{e}");
+        let e = load_toml("require_scan = true").unwrap_err().to_string();
+        assert!(e.contains("INTAKE_REQUIRE_SCAN"), "{e}");
+        let e = load_toml("s3_endpoint = \"http://s3.example\"").unwrap_err().to_string();
+        assert!(e.contains("INTAKE_S3_ACCESS_KEY_ID"), "{e}");
+        let e = load_toml("multipart_chunk_bytes = 1024").unwrap_err().to_string();
+        assert!(e.contains("INTAKE_MULTIPART_CHUNK_BYTES"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = Settings::load(Some(Path::new("/nonexistent/intake.toml"))).unwrap_err();
+        assert!(e.to_string().contains("does not exist"));
+    }
+}

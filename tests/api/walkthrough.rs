@@ -98,3 +98,17 @@ async fn readme_walkthrough() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
+
+#[test]
+fn bad_environment_values_stop_start_up_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+        .arg("migrate")
+        .env("INTAKE_DATA_DIR", dir.path())
+        .env("INTAKE_HTTP_ADDR", "nowhere")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("HTTP_ADDR") || err.contains("http_addr"), "{err}");
+}

@@ -179,15 +179,15 @@ impl Settings {
         if self.multipart_threshold_bytes < 5 * 1024 * 1024 {
             return bad("MULTIPART_THRESHOLD_BYTES", "must be at least 5 MiB (S3's minimum part size)");
         }
-        if let Some(chunk) = self.multipart_chunk_bytes {
-            if !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk) {
-                return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
-            }
+        if let Some(chunk) = self.multipart_chunk_bytes
+            && !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk)
+        {
+            return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
         }
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return bad("DATABASE_URL", "must start with sqlite:, postgres:// or postgresql://");
-            }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return bad("DATABASE_URL", "must start with sqlite:, postgres:// or postgresql://");
         }
         for (name, url) in [("S3_ENDPOINT", &self.s3_endpoint), ("PUBLIC_S3_URL", &self.public_s3_url)] {
             if let Some(url) = url {

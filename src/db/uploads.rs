@@ -169,10 +169,12 @@ impl Db {
 
     /// One file session.
     pub async fn upload_file_by_id(&self, id: &str) -> Result<Option<UploadFileRow>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM upload_files WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {FILE_COLUMNS} FROM upload_files WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(file_from_row).transpose()
     }
 
@@ -187,15 +189,19 @@ impl Db {
         rows.iter().map(file_from_row).collect()
     }
 
-    /// Marks a file session as uploaded and enqueues its processing job in the same
-    /// transaction, so a completed file is never without a job. Returns false when
-    /// the file was already completed (a repeated `upload_complete`).
+    /// Marks a file session as uploaded, enqueues its processing job and appends
+    /// `first_message` (the `queued` monitoring update) to the upload's log, all in
+    /// one transaction: a completed file is never without its job, and a client
+    /// that reconnects always finds the message (a separate append could fail after
+    /// the commit, and the repeated completion that follows is a no-op). Returns
+    /// false when the file was already completed (a repeated `upload_complete`).
     pub async fn complete_upload_file(
         &self,
         file_id: &str,
         upload_id: &str,
         job_payload: &str,
         max_attempts: i64,
+        first_message: &str,
     ) -> Result<bool, sqlx::Error> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -227,6 +233,14 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        sqlx::query(
+            "INSERT INTO upload_messages (upload_id, message, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(upload_id)
+        .bind(first_message)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -251,7 +265,11 @@ impl Db {
     }
 
     /// Sets a file session's state (`processed`, `failed`, …).
-    pub async fn set_upload_file_state(&self, file_id: &str, state: &str) -> Result<(), sqlx::Error> {
+    pub async fn set_upload_file_state(
+        &self,
+        file_id: &str,
+        state: &str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE upload_files SET state = $1 WHERE id = $2")
             .bind(state)
             .bind(file_id)

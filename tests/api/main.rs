@@ -10,3 +10,4 @@ mod health;
 mod records;
 mod uploads;
 mod walkthrough;
+mod ws;

@@ -33,7 +33,9 @@ impl Bytes {
 }
 
 fn write_small_zip(path: &Path) -> (u64, u64) {
-    let mut w = zip::ZipWriter::new(std::io::BufWriter::new(std::fs::File::create(path).unwrap()));
+    let mut w = zip::ZipWriter::new(std::io::BufWriter::new(
+        std::fs::File::create(path).unwrap(),
+    ));
     let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     let mut src = Bytes(42);
     let mut total = 0;
@@ -42,7 +44,10 @@ fn write_small_zip(path: &Path) -> (u64, u64) {
         // Text-like content: compressible, like real small documents.
         let mut raw = vec![0u8; size as usize];
         src.fill(&mut raw);
-        let text: Vec<u8> = raw.iter().map(|b| b"abcdefghij klmnop\n"[(*b % 18) as usize]).collect();
+        let text: Vec<u8> = raw
+            .iter()
+            .map(|b| b"abcdefghij klmnop\n"[(*b % 18) as usize])
+            .collect();
         w.start_file(format!("batch/doc-{i:05}.txt"), opts).unwrap();
         w.write_all(&text).unwrap();
         total += size;
@@ -52,7 +57,9 @@ fn write_small_zip(path: &Path) -> (u64, u64) {
 }
 
 fn write_large_zip(path: &Path, gib: u64) -> (u64, u64) {
-    let mut w = zip::ZipWriter::new(std::io::BufWriter::new(std::fs::File::create(path).unwrap()));
+    let mut w = zip::ZipWriter::new(std::io::BufWriter::new(
+        std::fs::File::create(path).unwrap(),
+    ));
     // Stored, like a batch of already-compressed scans and photos.
     let opts = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
@@ -61,7 +68,8 @@ fn write_large_zip(path: &Path, gib: u64) -> (u64, u64) {
     let mut src = Bytes(7);
     let mut buf = vec![0u8; 1 << 20];
     for i in 0..64 {
-        w.start_file(format!("scans/scan-{i:02}.bin"), opts).unwrap();
+        w.start_file(format!("scans/scan-{i:02}.bin"), opts)
+            .unwrap();
         let mut left = per_file;
         while left > 0 {
             let n = left.min(buf.len() as u64) as usize;
@@ -108,7 +116,11 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
 
     let http = reqwest::Client::new();
     let hash = intake::auth::hash_password("bench-password").unwrap();
-    state.db.create_user("bench@example.com", &hash, AccountType::SuperAdmin).await.unwrap();
+    state
+        .db
+        .create_user("bench@example.com", &hash, AccountType::SuperAdmin)
+        .await
+        .unwrap();
     let post = |path: &str, token: Option<String>, body: Value| {
         let mut r = http.post(format!("{base}{path}")).json(&body);
         if let Some(t) = token {
@@ -116,11 +128,23 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
         }
         async move { r.send().await.unwrap().json::<Value>().await.unwrap() }
     };
-    let token = post("/api/auth/token/", None, json!({"email": "bench@example.com", "password": "bench-password"})).await["access"]
+    let token = post(
+        "/api/auth/token/",
+        None,
+        json!({"email": "bench@example.com", "password": "bench-password"}),
+    )
+    .await["access"]
         .as_str()
         .unwrap()
         .to_string();
-    let class = post("/api/object-classes/", Some(token.clone()), json!({"name": "Bench"})).await["id"].as_i64().unwrap();
+    let class = post(
+        "/api/object-classes/",
+        Some(token.clone()),
+        json!({"name": "Bench"}),
+    )
+    .await["id"]
+        .as_i64()
+        .unwrap();
     let field = post(
         &format!("/api/object-classes/{class}/fields/"),
         Some(token.clone()),
@@ -129,8 +153,12 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
     .await["id"]
         .as_i64()
         .unwrap();
-    let upload = post("/api/object-records/uploads/", Some(token.clone()), json!({"object_class": class, "object_class_field": field}))
-        .await["upload_id"]
+    let upload = post(
+        "/api/object-records/uploads/",
+        Some(token.clone()),
+        json!({"object_class": class, "object_class_field": field}),
+    )
+    .await["upload_id"]
         .as_str()
         .unwrap()
         .to_string();
@@ -160,8 +188,9 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
         "type": "request_presigned_url", "temp_upload_id": "bench", "file_name": "input.zip",
         "file_size": zip_len, "file_type": "application/zip", "object_class": class, "class_field": field,
     });
-    drop(next);
-    ws.send(Message::Text(request.to_string().into())).await.unwrap();
+    ws.send(Message::Text(request.to_string().into()))
+        .await
+        .unwrap();
     let ready = loop {
         if let Message::Text(t) = ws.next().await.unwrap().unwrap() {
             break serde_json::from_str::<Value>(&t).unwrap();
@@ -197,7 +226,9 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
             .put(m["presigned_url"].as_str().unwrap())
             .header("Content-Type", "application/zip")
             .header("Content-Length", zip_len)
-            .body(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f)))
+            .body(reqwest::Body::wrap_stream(
+                tokio_util::io::ReaderStream::new(f),
+            ))
             .send()
             .await
             .unwrap();
@@ -208,10 +239,16 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
 
     reset_peak_rss();
     let started = Instant::now();
-    ws.send(Message::Text(complete.to_string().into())).await.unwrap();
+    ws.send(Message::Text(complete.to_string().into()))
+        .await
+        .unwrap();
     let mut messages = 0;
     let last = loop {
-        let msg = tokio::time::timeout(Duration::from_secs(1800), ws.next()).await.unwrap().unwrap().unwrap();
+        let msg = tokio::time::timeout(Duration::from_secs(1800), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         let Message::Text(t) = msg else { continue };
         messages += 1;
         let v: Value = serde_json::from_str(&t).unwrap();
@@ -237,13 +274,19 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let which = args.first().map(String::as_str).unwrap_or("all");
     let gib: u64 = args.get(1).and_then(|g| g.parse().ok()).unwrap_or(1);
     if which == "all" || which == "small" {
         run_case("(a) 10,000 files of 1-4 KiB", write_small_zip).await;
     }
     if which == "all" || which == "large" {
-        run_case(&format!("(b) {gib} GiB in 64 files"), |p| write_large_zip(p, gib)).await;
+        run_case(&format!("(b) {gib} GiB in 64 files"), |p| {
+            write_large_zip(p, gib)
+        })
+        .await;
     }
 }

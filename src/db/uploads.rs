@@ -189,15 +189,19 @@ impl Db {
         rows.iter().map(file_from_row).collect()
     }
 
-    /// Marks a file session as uploaded and enqueues its processing job in the same
-    /// transaction, so a completed file is never without a job. Returns false when
-    /// the file was already completed (a repeated `upload_complete`).
+    /// Marks a file session as uploaded, enqueues its processing job and appends
+    /// `first_message` (the `queued` monitoring update) to the upload's log, all in
+    /// one transaction: a completed file is never without its job, and a client
+    /// that reconnects always finds the message (a separate append could fail after
+    /// the commit, and the repeated completion that follows is a no-op). Returns
+    /// false when the file was already completed (a repeated `upload_complete`).
     pub async fn complete_upload_file(
         &self,
         file_id: &str,
         upload_id: &str,
         job_payload: &str,
         max_attempts: i64,
+        first_message: &str,
     ) -> Result<bool, sqlx::Error> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -226,6 +230,14 @@ impl Db {
         .bind(format!("process_upload_file:{file_id}"))
         .bind(job_payload)
         .bind(max_attempts)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO upload_messages (upload_id, message, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(upload_id)
+        .bind(first_message)
         .bind(now)
         .execute(&mut *tx)
         .await?;

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 use crate::db::uploads::{NewUploadFile, UploadFileRow, UploadRow};
 use crate::domain::User;
 use crate::http::AppState;
-use crate::live::{self, current_state};
+use crate::live::current_state;
 use crate::protocol::{
     CLIENT_TYPES, CLOSE_GOING_AWAY, CLOSE_TOO_BIG, PartUrl, PresignedUrlReady, WsError,
     monitoring_update,
@@ -218,6 +218,11 @@ impl Session {
         &mut self,
         msg: &Map<String, Value>,
     ) -> Result<Outcome, WsError> {
+        // Past its lifetime an upload takes no new file, even while an earlier one
+        // is processing (its sockets may still follow it and complete issued files).
+        if crate::db::now_ms() > self.upload.expires_at {
+            return Err(WsError::InvalidUuid);
+        }
         const REQUIRED: [&str; 7] = [
             "type",
             "temp_upload_id",
@@ -259,7 +264,11 @@ impl Session {
         if file_name.chars().count() > 1024 {
             return Err(WsError::InvalidPayload);
         }
-        let file_size = msg["file_size"].as_i64().ok_or(WsError::InvalidPayload)?;
+        // An integer beyond i64 is still a size: too large, not malformed.
+        let file_size = match &msg["file_size"] {
+            Value::Number(n) if n.is_u64() && n.as_i64().is_none() => i64::MAX,
+            v => v.as_i64().ok_or(WsError::InvalidPayload)?,
+        };
         let class = pk(&msg["object_class"]).ok_or(WsError::InvalidPayload)?;
         let field = pk(&msg["class_field"]).ok_or(WsError::InvalidPayload)?;
 
@@ -302,14 +311,19 @@ impl Session {
             let mut part_urls = Vec::with_capacity(total_parts as usize);
             for part in 1..=total_parts {
                 let len = chunk.min(size - (part - 1) * chunk);
-                let url = store
+                match store
                     .presign_part(&s3_key, &s3_upload_id, part as i32, len, ttl)
                     .await
-                    .map_err(generation)?;
-                part_urls.push(PartUrl {
-                    url,
-                    part: part as i32,
-                });
+                {
+                    Ok(url) => part_urls.push(PartUrl {
+                        url,
+                        part: part as i32,
+                    }),
+                    Err(e) => {
+                        self.abort_quietly(&s3_key, &s3_upload_id).await;
+                        return Err(generation(e));
+                    }
+                }
             }
             PresignedUrlReady {
                 upload_id: session_id.clone(),
@@ -341,7 +355,8 @@ impl Session {
                 total_parts: 1,
             }
         };
-        self.state
+        let recorded = self
+            .state
             .db
             .create_upload_file(&NewUploadFile {
                 id: &session_id,
@@ -355,13 +370,24 @@ impl Session {
                 chunk_size: reply.chunk_size.map(|c| c as i64),
                 total_parts: reply.total_parts as i64,
             })
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "recording an upload file");
-                WsError::ServerError
-            })?;
+            .await;
+        if let Err(e) = recorded {
+            tracing::error!(error = %e, "recording an upload file");
+            // Nobody will ever complete it: do not leave its parts to S3's lifecycle rules.
+            if let Some(id) = &reply.s3_upload_id {
+                self.abort_quietly(&reply.s3_key, id).await;
+            }
+            return Err(WsError::ServerError);
+        }
         tracing::info!(upload_id = %self.upload.id, session = %session_id, size, multipart = reply.is_multipart, "presigned upload issued");
         Ok(Outcome::Reply(reply.to_message()))
+    }
+
+    /// Drops a multipart upload that will never be completed; a failure only logs.
+    async fn abort_quietly(&self, key: &str, s3_upload_id: &str) {
+        if let Err(e) = self.state.store.abort_multipart(key, s3_upload_id).await {
+            tracing::warn!(error = %e, key, "could not abort an unused multipart upload");
+        }
     }
 
     /// Finds the file session a completion message names: by its session id, or,
@@ -413,29 +439,43 @@ impl Session {
 
     async fn complete_multipart(&mut self, msg: &Map<String, Value>) -> Result<Outcome, WsError> {
         let parts = parse_parts(msg.get("parts")).ok_or(WsError::InvalidPayload)?;
-        let file = match msg.get("upload_id") {
-            Some(Value::String(id)) => self.find_file(id, None).await?,
+        // The page sends only `parts`; `upload_id` (the session id) and `s3_key`
+        // are optional and pick one session when several multipart ones are open.
+        let s3_key = match msg.get("s3_key") {
+            None => None,
+            Some(Value::String(k)) => Some(k.as_str()),
             Some(_) => return Err(WsError::InvalidPayload),
-            None => {
-                let files = self
-                    .state
-                    .db
-                    .upload_files(&self.upload.id)
-                    .await
-                    .map_err(|_| WsError::ServerError)?;
-                let mut open: Vec<_> = files
-                    .into_iter()
-                    .filter(|f| f.is_multipart && f.state == "pending")
-                    .collect();
-                match open.len() {
-                    0 => return Err(WsError::DoesNotExist),
-                    1 => open.remove(0),
-                    // Ambiguous: the client must say which with `upload_id`.
-                    _ => return Err(WsError::InvalidPayload),
-                }
-            }
         };
-        if !file.is_multipart {
+        let file = match msg.get("upload_id") {
+            Some(Value::String(id)) if *id != self.upload.id => self.find_file(id, None).await?,
+            // The transaction's own id says no more than its absence.
+            Some(Value::String(_)) | None => match s3_key {
+                Some(key) => self.find_file(&self.upload.id, Some(key)).await?,
+                None => {
+                    let files = self
+                        .state
+                        .db
+                        .upload_files(&self.upload.id)
+                        .await
+                        .map_err(|e| {
+                            tracing::error!(error = %e, "listing upload files");
+                            WsError::ServerError
+                        })?;
+                    let mut open: Vec<_> = files
+                        .into_iter()
+                        .filter(|f| f.is_multipart && f.state == "pending")
+                        .collect();
+                    match open.len() {
+                        0 => return Err(WsError::DoesNotExist),
+                        1 => open.remove(0),
+                        // Ambiguous: the client must say which with `upload_id`.
+                        _ => return Err(WsError::InvalidPayload),
+                    }
+                }
+            },
+            Some(_) => return Err(WsError::InvalidPayload),
+        };
+        if !file.is_multipart || s3_key.is_some_and(|k| k != file.s3_key) {
             return Err(WsError::DoesNotExist);
         }
         match file.state.as_str() {
@@ -477,9 +517,19 @@ impl Session {
         }
     }
 
-    /// Records the completion and its job in one transaction, then tells the client.
+    /// Records the completion, its job and the first `monitoring_update` in one
+    /// transaction, then wakes the local socket tails (which deliver the message)
+    /// and workers. A repeated completion changes nothing and says nothing.
     async fn enqueue(&self, file: &UploadFileRow) -> Result<(), WsError> {
         let payload = json!({ "upload_file_id": file.id, "upload_id": self.upload.id }).to_string();
+        let mut fields = Map::new();
+        fields.insert("step_name".into(), json!("upload_complete"));
+        fields.insert("upload_id".into(), json!(file.id));
+        fields.insert("temp_upload_id".into(), json!(file.temp_upload_id));
+        fields.insert("file_name".into(), json!(file.file_name));
+        fields.insert("status".into(), json!("queued"));
+        fields.insert("message".into(), json!("File received; processing queued"));
+        let first = monitoring_update(fields, 1).to_string();
         let fresh = self
             .state
             .db
@@ -488,6 +538,7 @@ impl Session {
                 &self.upload.id,
                 &payload,
                 crate::pipeline::MAX_ATTEMPTS,
+                &first,
             )
             .await
             .map_err(|e| {
@@ -495,17 +546,7 @@ impl Session {
                 WsError::ServerError
             })?;
         if fresh {
-            let mut fields = Map::new();
-            fields.insert("step_name".into(), json!("upload_complete"));
-            fields.insert("upload_id".into(), json!(file.id));
-            fields.insert("temp_upload_id".into(), json!(file.temp_upload_id));
-            fields.insert("file_name".into(), json!(file.file_name));
-            fields.insert("status".into(), json!("queued"));
-            fields.insert("message".into(), json!("File received; processing queued"));
-            let msg = monitoring_update(fields, 1);
-            live::publish(&self.state.db, &self.state.hub, &self.upload.id, &msg)
-                .await
-                .map_err(|_| WsError::ServerError)?;
+            self.state.hub.notify();
             self.state.wake_workers();
         }
         tracing::info!(upload_id = %self.upload.id, upload_file = %file.id, user_id = self.user.id, "upload completed; processing queued");
@@ -562,10 +603,13 @@ async fn close_with_error<S: Sink<Message> + Unpin>(sink: &mut S, err: &WsError)
         .await;
 }
 
-/// Whether a read error is tungstenite's "message too long".
+/// Whether a read error is tungstenite's "message too long" (the message or one
+/// frame over [`crate::ws::MAX_MESSAGE_BYTES`]).
 fn is_too_big(e: &axum::Error) -> bool {
-    let text = format!("{e:?} {e}");
-    text.contains("Capacity") || text.contains("too long") || text.contains("Space limit")
+    use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
+    std::error::Error::source(e)
+        .and_then(|inner| inner.downcast_ref::<Error>())
+        .is_some_and(|inner| matches!(inner, Error::Capacity(CapacityError::MessageTooLong { .. })))
 }
 
 #[cfg(test)]

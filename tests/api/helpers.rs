@@ -31,14 +31,15 @@ async fn fresh_postgres_database() -> String {
 
 /// Settings for a test app in `dir`.
 pub async fn test_settings(dir: &std::path::Path) -> Settings {
+    let database_url = match test_backend().as_str() {
+        "postgres" => Some(fresh_postgres_database().await),
+        _ => None,
+    };
     Settings {
         data_dir: dir.to_path_buf(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         s3_embedded_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: match test_backend().as_str() {
-            "postgres" => Some(fresh_postgres_database().await),
-            _ => None,
-        },
+        database_url,
         database_max_connections: 4,
         ..Settings::default()
     }
@@ -52,8 +53,8 @@ pub struct TestApp {
     /// The embedded S3 endpoint.
     #[allow(dead_code)]
     pub s3_endpoint: String,
-    /// Held so the data dir lives as long as the app.
-    _dir: TempDir,
+    /// The data dir (held so it lives as long as the app).
+    pub dir: TempDir,
 }
 
 impl TestApp {
@@ -77,7 +78,7 @@ impl TestApp {
             client: Client::new(),
             state,
             s3_endpoint,
-            _dir: dir,
+            dir,
         }
     }
 

@@ -12,3 +12,4 @@ mod pipeline;
 mod records;
 mod uploads;
 mod walkthrough;
+mod ws;

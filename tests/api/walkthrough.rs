@@ -110,5 +110,8 @@ fn bad_environment_values_stop_start_up_naming_the_setting() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("HTTP_ADDR") || err.contains("http_addr"), "{err}");
+    assert!(
+        err.contains("HTTP_ADDR") || err.contains("http_addr"),
+        "{err}"
+    );
 }

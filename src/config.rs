@@ -89,6 +89,13 @@ pub struct Settings {
 
     /// Lifetime of Event History presigned upload URLs, seconds.
     pub history_upload_url_ttl_secs: u64,
+    /// How long a node trusts its cached API keys and tenants, seconds: the longest a
+    /// key revoked or a tenant deleted elsewhere keeps working on this node. 0: no cache.
+    pub history_cache_ttl_secs: u64,
+    /// Pepper keying the stored hashes of Event History API keys (at least 32
+    /// characters); default: generated and kept in the data dir. Several nodes must
+    /// share one, and changing it invalidates every key.
+    pub history_api_key_pepper: Option<String>,
 }
 
 impl Default for Settings {
@@ -128,6 +135,8 @@ impl Default for Settings {
             worker_concurrency: 2,
             run_workers: true,
             history_upload_url_ttl_secs: 15 * 60,
+            history_cache_ttl_secs: 30,
+            history_api_key_pepper: None,
         }
     }
 }
@@ -179,15 +188,15 @@ impl Settings {
         if self.multipart_threshold_bytes < 5 * 1024 * 1024 {
             return bad("MULTIPART_THRESHOLD_BYTES", "must be at least 5 MiB (S3's minimum part size)");
         }
-        if let Some(chunk) = self.multipart_chunk_bytes {
-            if !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk) {
-                return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
-            }
+        if let Some(chunk) = self.multipart_chunk_bytes
+            && !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk)
+        {
+            return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
         }
-        if let Some(url) = &self.database_url {
-            if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return bad("DATABASE_URL", "must start with sqlite:, postgres:// or postgresql://");
-            }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return bad("DATABASE_URL", "must start with sqlite:, postgres:// or postgresql://");
         }
         for (name, url) in [("S3_ENDPOINT", &self.s3_endpoint), ("PUBLIC_S3_URL", &self.public_s3_url)] {
             if let Some(url) = url {
@@ -213,6 +222,15 @@ impl Settings {
         }
         if self.presign_ttl_secs > 7 * 24 * 3600 || self.history_upload_url_ttl_secs > 7 * 24 * 3600 {
             return bad("PRESIGN_TTL_SECS", "SigV4 presigned URLs live at most 7 days");
+        }
+        if self.history_upload_url_ttl_secs == 0 {
+            return bad("HISTORY_UPLOAD_URL_TTL_SECS", "must be at least 1 second");
+        }
+        if self.history_cache_ttl_secs > 3600 {
+            return bad("HISTORY_CACHE_TTL_SECS", "must be at most 3600 (it bounds how long a revoked key keeps working)");
+        }
+        if self.history_api_key_pepper.as_ref().is_some_and(|p| p.len() < 32) {
+            return bad("HISTORY_API_KEY_PEPPER", "must be at least 32 characters");
         }
         if self.max_compression_ratio == 0 || self.max_archive_entries == 0 {
             return bad("MAX_COMPRESSION_RATIO", "archive limits must be at least 1");

@@ -47,10 +47,10 @@ async fn create_class(
     let mut fields = Fields::new(&body);
     let name = fields.string("name", true, 100);
     let description = fields.string("description", false, 500);
-    if let Some(n) = &name {
-        if !n.chars().next().is_some_and(|c| c.is_alphabetic()) {
-            fields.error("name", "Name must start with a letter.");
-        }
+    if let Some(n) = &name
+        && !n.chars().next().is_some_and(|c| c.is_alphabetic())
+    {
+        fields.error("name", "Name must start with a letter.");
     }
     fields.finish()?;
     let (name, description) = (name.unwrap_or_default(), description.unwrap_or_default());

@@ -69,16 +69,16 @@ pub async fn render_record(state: &AppState, row: &RecordRow) -> ApiResult<Value
     let ttl = Duration::from_secs(state.settings.download_url_ttl_secs);
     for (alias, value) in &row.field_values {
         let mut value = value.clone();
-        if let Some(doc) = value.as_object_mut() {
-            if let Some(key) = doc.remove("key").and_then(|k| k.as_str().map(str::to_string)) {
-                let name = doc.get("name").and_then(Value::as_str).map(str::to_string);
-                let url = state
-                    .store
-                    .presign_get(&key, ttl, name.as_deref())
-                    .await
-                    .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("presigning download")))?;
-                doc.insert("url".into(), json!(url));
-            }
+        if let Some(doc) = value.as_object_mut()
+            && let Some(key) = doc.remove("key").and_then(|k| k.as_str().map(str::to_string))
+        {
+            let name = doc.get("name").and_then(Value::as_str).map(str::to_string);
+            let url = state
+                .store
+                .presign_get(&key, ttl, name.as_deref())
+                .await
+                .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("presigning download")))?;
+            doc.insert("url".into(), json!(url));
         }
         out.insert(format!("field_{alias}"), value);
     }

@@ -1,5 +1,8 @@
 //! Spawning the app and talking to it.
 
+// Shared by every test module; not each uses every helper.
+#![allow(dead_code)]
+
 use intake::app::Application;
 use intake::config::Settings;
 use intake::domain::AccountType;
@@ -31,16 +34,18 @@ async fn fresh_postgres_database() -> String {
 
 /// Settings for a test app in `dir`.
 pub async fn test_settings(dir: &std::path::Path) -> Settings {
-    let mut s = Settings::default();
-    s.data_dir = dir.to_path_buf();
-    s.http_addr = "127.0.0.1:0".parse().unwrap();
-    s.s3_embedded_addr = "127.0.0.1:0".parse().unwrap();
-    s.database_url = match test_backend().as_str() {
+    let database_url = match test_backend().as_str() {
         "postgres" => Some(fresh_postgres_database().await),
         _ => None,
     };
-    s.database_max_connections = 4;
-    s
+    Settings {
+        data_dir: dir.to_path_buf(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        s3_embedded_addr: "127.0.0.1:0".parse().unwrap(),
+        database_url,
+        database_max_connections: 4,
+        ..Settings::default()
+    }
 }
 
 /// A running application.

@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod classes;
 mod health;
+mod history;
 mod records;
 mod uploads;
 mod walkthrough;

@@ -71,7 +71,9 @@ pub fn parse_envelope(body: Value) -> Result<NewEvent, HistoryError> {
         }
     }
     if let Some(resources) = envelope.get("resources").filter(|v| !v.is_null())
-        && !resources.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        && !resources
+            .as_array()
+            .is_some_and(|a| a.iter().all(Value::is_string))
     {
         return Err(invalid("resources", "Must be a list of strings."));
     }

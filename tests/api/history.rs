@@ -349,6 +349,8 @@ async fn upload_url_accepts_a_put_and_the_file_is_attached_to_an_event() {
     );
     let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(query["X-Amz-Expires"], "900");
+    // Neither length nor type is bound: the caller did not tell them.
+    assert_eq!(query["X-Amz-SignedHeaders"], "host");
 
     // Bound to PUT: a GET or POST with the same signature is refused.
     let plain = reqwest::Client::new();

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::worker::Worker;
 
 use crate::auth::JwtKeys;
 use crate::config::Settings;
@@ -17,9 +20,10 @@ use crate::db::Db;
 use crate::history::History;
 use crate::http::{self, AppState, Routes};
 use crate::live::{Hub, SocketLimiter};
-use tokio::sync::Notify;
+use crate::scan::{ClamdScanner, Scanner};
 use crate::store::EmbeddedS3;
 use crate::store::{S3Config, S3Store};
+use tokio::sync::Notify;
 
 /// Secrets generated on first start and kept in the data dir (mode 0600).
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,7 +46,8 @@ fn random_hex(bytes: usize) -> String {
 fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
     let path = data_dir.join("secrets.json");
     if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let mut secrets: Secrets =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         if secrets.history_api_key_pepper.is_empty() {
@@ -81,16 +86,21 @@ pub fn history_pepper(settings: &Settings) -> anyhow::Result<Vec<u8>> {
     }
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    Ok(load_or_create_secrets(&settings.data_dir)?.history_api_key_pepper.into_bytes())
+    Ok(load_or_create_secrets(&settings.data_dir)?
+        .history_api_key_pepper
+        .into_bytes())
 }
 
 /// Connects to the configured database and applies migrations.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let db = Db::connect(&settings.effective_database_url(), settings.database_max_connections)
-        .await
-        .context("connecting to the database (INTAKE_DATABASE_URL)")?;
+    let db = Db::connect(
+        &settings.effective_database_url(),
+        settings.database_max_connections,
+    )
+    .await
+    .context("connecting to the database (INTAKE_DATABASE_URL)")?;
     db.migrate().await.context("applying database migrations")?;
     Ok(db)
 }
@@ -117,7 +127,10 @@ impl Application {
                 settings.s3_secret_access_key.clone().unwrap_or_default(),
             ),
             None => {
-                let access = settings.s3_access_key_id.clone().unwrap_or(secrets.s3_access_key_id.clone());
+                let access = settings
+                    .s3_access_key_id
+                    .clone()
+                    .unwrap_or(secrets.s3_access_key_id.clone());
                 let secret = settings
                     .s3_secret_access_key
                     .clone()
@@ -126,7 +139,12 @@ impl Application {
                 std::fs::create_dir_all(&root)?;
                 let s3 = EmbeddedS3::start(root, settings.s3_embedded_addr, &access, &secret)
                     .await
-                    .with_context(|| format!("starting the embedded S3 endpoint on {} (INTAKE_S3_EMBEDDED_ADDR)", settings.s3_embedded_addr))?;
+                    .with_context(|| {
+                        format!(
+                            "starting the embedded S3 endpoint on {} (INTAKE_S3_EMBEDDED_ADDR)",
+                            settings.s3_embedded_addr
+                        )
+                    })?;
                 let endpoint = s3.endpoint();
                 tracing::info!(%endpoint, "embedded S3 endpoint serving {}", settings.data_dir.join("s3").display());
                 (Some(s3), endpoint, access, secret)
@@ -150,6 +168,23 @@ impl Application {
             settings.access_token_ttl_secs,
             settings.refresh_token_ttl_secs,
         );
+        let scanner: Option<Arc<dyn Scanner>> = match &settings.clamd_addr {
+            Some(addr) => {
+                let scanner = ClamdScanner::from_addr(addr)
+                    .map_err(|e| anyhow::anyhow!("INTAKE_CLAMD_ADDR: {e}"))?;
+                if let Err(e) = scanner.ping().await {
+                    // Not fatal: jobs wait and retry until clamd answers.
+                    tracing::warn!(error = %e, "clamd does not answer yet");
+                }
+                Some(Arc::new(scanner))
+            }
+            None => {
+                tracing::warn!(
+                    "no INTAKE_CLAMD_ADDR: uploads are NOT scanned for viruses (av-status \"skipped\")"
+                );
+                None
+            }
+        };
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {} (INTAKE_HTTP_ADDR)", settings.http_addr))?;
@@ -165,11 +200,17 @@ impl Application {
             store,
             history: Arc::new(history),
             jwt: Arc::new(jwt),
+            scanner,
             hub: Arc::new(Hub::default()),
             sockets: Arc::new(SocketLimiter::default()),
             workers: Arc::new(Notify::new()),
         };
-        Ok(Application { listener, state, embedded_s3, routes: Routes::All })
+        Ok(Application {
+            listener,
+            state,
+            embedded_s3,
+            routes: Routes::All,
+        })
     }
 
     /// Serves only `routes` (`intake serve --only …`); the default is all of them.
@@ -180,7 +221,9 @@ impl Application {
 
     /// The address the HTTP API listens on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     /// The endpoint of the embedded S3 server, when one runs.
@@ -194,21 +237,46 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then drains connections.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let app = http::router_for(self.state.clone(), self.routes);
+        tracing::info!(addr = %self.local_addr(), routes = ?self.routes, "intake listening");
+        let stop_workers = CancellationToken::new();
+        let mut workers = Vec::new();
+        // Pipeline workers serve uploads; a history-only process runs none.
+        if self.state.settings.run_workers && self.routes.serves_api() {
+            for _ in 0..self.state.settings.worker_concurrency {
+                let worker = Worker::new(self.state.clone());
+                workers.push(tokio::spawn(worker.run(stop_workers.clone())));
+            }
+        }
         // Final purges of deleted tenants' files run where the history API does.
         let purge = self
             .routes
             .serves_history()
             .then(|| tokio::spawn(self.state.history.clone().purge_loop()));
-        tracing::info!(addr = %self.local_addr(), routes = ?self.routes, "intake listening");
-        axum::serve(self.listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        let served = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         if let Some(purge) = purge {
             purge.abort();
         }
+        // Workers stop claiming; a job still running is given a grace period, and
+        // if the process ends first its heartbeat goes stale and another node
+        // rescues it.
+        stop_workers.cancel();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            futures::future::join_all(workers),
+        )
+        .await;
         drop(self.embedded_s3);
+        served?;
         Ok(())
     }
 }

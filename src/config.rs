@@ -86,6 +86,16 @@ pub struct Settings {
     pub worker_concurrency: u32,
     /// Whether this node runs pipeline workers.
     pub run_workers: bool,
+    /// First retry delay of a job after a transient failure, ms (doubles per attempt, with jitter, capped at 5 min).
+    pub job_retry_base_ms: u64,
+    /// How often a running job refreshes its heartbeat, seconds.
+    pub job_heartbeat_secs: u64,
+    /// A running job whose heartbeat is older than this is rescued, seconds.
+    pub job_stale_secs: u64,
+    /// How often idle workers look for jobs enqueued by other nodes, ms.
+    pub job_poll_ms: u64,
+    /// Uploads to the object store run at most this many at once per job.
+    pub save_concurrency: u32,
 
     /// Lifetime of Event History presigned upload URLs, seconds.
     pub history_upload_url_ttl_secs: u64,
@@ -134,6 +144,11 @@ impl Default for Settings {
             max_compression_ratio: 200,
             worker_concurrency: 2,
             run_workers: true,
+            job_retry_base_ms: 1000,
+            job_heartbeat_secs: 5,
+            job_stale_secs: 60,
+            job_poll_ms: 1000,
+            save_concurrency: 8,
             history_upload_url_ttl_secs: 15 * 60,
             history_cache_ttl_secs: 30,
             history_api_key_pepper: None,
@@ -169,11 +184,15 @@ impl Settings {
             _ => Vec::new(),
         };
         figment = figment.merge(
-            Env::prefixed("INTAKE_").filter(move |k| known.iter().any(|f| k.as_str().eq_ignore_ascii_case(f))),
+            Env::prefixed("INTAKE_")
+                .filter(move |k| known.iter().any(|f| k.as_str().eq_ignore_ascii_case(f))),
         );
         let settings: Settings = figment.extract().map_err(|e| {
             let e = e.to_string();
-            ConfigError(e.replace("for key \"default.", "for setting \"").to_string())
+            ConfigError(
+                e.replace("for key \"default.", "for setting \"")
+                    .to_string(),
+            )
         })?;
         settings.validate()?;
         Ok(settings)
@@ -186,7 +205,10 @@ impl Settings {
             return bad("MAX_UPLOAD_GB", "must be at least 1");
         }
         if self.multipart_threshold_bytes < 5 * 1024 * 1024 {
-            return bad("MULTIPART_THRESHOLD_BYTES", "must be at least 5 MiB (S3's minimum part size)");
+            return bad(
+                "MULTIPART_THRESHOLD_BYTES",
+                "must be at least 5 MiB (S3's minimum part size)",
+            );
         }
         if let Some(chunk) = self.multipart_chunk_bytes
             && !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk)
@@ -194,11 +216,19 @@ impl Settings {
             return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
         }
         if let Some(url) = &self.database_url
-            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
         {
-            return bad("DATABASE_URL", "must start with sqlite:, postgres:// or postgresql://");
+            return bad(
+                "DATABASE_URL",
+                "must start with sqlite:, postgres:// or postgresql://",
+            );
         }
-        for (name, url) in [("S3_ENDPOINT", &self.s3_endpoint), ("PUBLIC_S3_URL", &self.public_s3_url)] {
+        for (name, url) in [
+            ("S3_ENDPOINT", &self.s3_endpoint),
+            ("PUBLIC_S3_URL", &self.public_s3_url),
+        ] {
             if let Some(url) = url {
                 match url::Url::parse(url) {
                     Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
@@ -209,31 +239,66 @@ impl Settings {
         if self.s3_endpoint.is_some()
             && (self.s3_access_key_id.is_none() || self.s3_secret_access_key.is_none())
         {
-            return bad("S3_ACCESS_KEY_ID", "an external S3 endpoint needs INTAKE_S3_ACCESS_KEY_ID and INTAKE_S3_SECRET_ACCESS_KEY");
+            return bad(
+                "S3_ACCESS_KEY_ID",
+                "an external S3 endpoint needs INTAKE_S3_ACCESS_KEY_ID and INTAKE_S3_SECRET_ACCESS_KEY",
+            );
         }
-        if self.s3_bucket.len() < 3 || self.s3_bucket.len() > 63 || !self.s3_bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.') {
-            return bad("S3_BUCKET", "must be a valid bucket name (3-63 lowercase letters, digits, '-', '.')");
+        if self.s3_bucket.len() < 3
+            || self.s3_bucket.len() > 63
+            || !self
+                .s3_bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        {
+            return bad(
+                "S3_BUCKET",
+                "must be a valid bucket name (3-63 lowercase letters, digits, '-', '.')",
+            );
         }
         if self.require_scan && self.clamd_addr.is_none() {
             return bad("REQUIRE_SCAN", "is true but INTAKE_CLAMD_ADDR is not set");
         }
-        if self.ws_ticket_ttl_secs == 0 || self.access_token_ttl_secs == 0 || self.presign_ttl_secs == 0 {
+        if self.ws_ticket_ttl_secs == 0
+            || self.access_token_ttl_secs == 0
+            || self.presign_ttl_secs == 0
+        {
             return bad("WS_TICKET_TTL_SECS", "lifetimes must be at least 1 second");
         }
-        if self.presign_ttl_secs > 7 * 24 * 3600 || self.history_upload_url_ttl_secs > 7 * 24 * 3600 {
-            return bad("PRESIGN_TTL_SECS", "SigV4 presigned URLs live at most 7 days");
+        if self.presign_ttl_secs > 7 * 24 * 3600 || self.history_upload_url_ttl_secs > 7 * 24 * 3600
+        {
+            return bad(
+                "PRESIGN_TTL_SECS",
+                "SigV4 presigned URLs live at most 7 days",
+            );
         }
         if self.history_upload_url_ttl_secs == 0 {
             return bad("HISTORY_UPLOAD_URL_TTL_SECS", "must be at least 1 second");
         }
         if self.history_cache_ttl_secs > 3600 {
-            return bad("HISTORY_CACHE_TTL_SECS", "must be at most 3600 (it bounds how long a revoked key keeps working)");
+            return bad(
+                "HISTORY_CACHE_TTL_SECS",
+                "must be at most 3600 (it bounds how long a revoked key keeps working)",
+            );
         }
-        if self.history_api_key_pepper.as_ref().is_some_and(|p| p.len() < 32) {
+        if self
+            .history_api_key_pepper
+            .as_ref()
+            .is_some_and(|p| p.len() < 32)
+        {
             return bad("HISTORY_API_KEY_PEPPER", "must be at least 32 characters");
         }
         if self.max_compression_ratio == 0 || self.max_archive_entries == 0 {
             return bad("MAX_COMPRESSION_RATIO", "archive limits must be at least 1");
+        }
+        if self.job_heartbeat_secs == 0 || self.job_stale_secs <= self.job_heartbeat_secs * 2 {
+            return bad(
+                "JOB_STALE_SECS",
+                "must be more than twice INTAKE_JOB_HEARTBEAT_SECS (which must be at least 1)",
+            );
+        }
+        if self.save_concurrency == 0 || self.job_poll_ms == 0 {
+            return bad("SAVE_CONCURRENCY", "must be at least 1");
         }
         if self.worker_concurrency == 0 {
             return bad("WORKER_CONCURRENCY", "must be at least 1");
@@ -252,5 +317,97 @@ impl Settings {
     /// Largest accepted upload in bytes.
     pub fn max_upload_bytes(&self) -> u64 {
         self.max_upload_gb * 1_000_000_000
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_toml(text: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.toml");
+        std::fs::write(&path, text).unwrap();
+        Settings::load(Some(&path))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Settings::default().validate().unwrap();
+        let s = load_toml("").unwrap();
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.max_upload_gb, 5);
+    }
+
+    #[test]
+    fn file_values_apply() {
+        let s = load_toml("http_addr = \"0.0.0.0:9999\"\nmax_upload_gb = 2\nallowed_origins = [\"https://a.example\"]").unwrap();
+        assert_eq!(s.http_addr.port(), 9999);
+        assert_eq!(s.max_upload_bytes(), 2_000_000_000);
+        assert_eq!(s.allowed_origins, vec!["https://a.example".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = load_toml("http_addr = \"not an address\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http_addr"), "{e}");
+        let e = load_toml("max_upload_gb = \"lots\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_upload_gb"), "{e}");
+        let e = load_toml("max_upload_gb = 0").unwrap_err().to_string();
+        assert!(e.contains("INTAKE_MAX_UPLOAD_GB"), "{e}");
+        let e = load_toml("databse_url = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("databse_url"), "{e}");
+        let e = load_toml("database_url = \"mysql://x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("INTAKE_DATABASE_URL"), "{e}");
+        let e = load_toml("require_scan = true").unwrap_err().to_string();
+        assert!(e.contains("INTAKE_REQUIRE_SCAN"), "{e}");
+        let e = load_toml("s3_endpoint = \"http://s3.example\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("INTAKE_S3_ACCESS_KEY_ID"), "{e}");
+        let e = load_toml("multipart_chunk_bytes = 1024")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("INTAKE_MULTIPART_CHUNK_BYTES"), "{e}");
+    }
+
+    #[test]
+    fn history_settings_are_checked() {
+        let s = load_toml("").unwrap();
+        assert_eq!(s.history_upload_url_ttl_secs, 900);
+        assert_eq!(s.history_cache_ttl_secs, 30);
+        for (toml, name) in [
+            (
+                "history_upload_url_ttl_secs = 0",
+                "INTAKE_HISTORY_UPLOAD_URL_TTL_SECS",
+            ),
+            (
+                "history_upload_url_ttl_secs = 604801",
+                "INTAKE_PRESIGN_TTL_SECS",
+            ),
+            (
+                "history_cache_ttl_secs = 3601",
+                "INTAKE_HISTORY_CACHE_TTL_SECS",
+            ),
+            (
+                "history_api_key_pepper = \"short\"",
+                "INTAKE_HISTORY_API_KEY_PEPPER",
+            ),
+        ] {
+            let e = load_toml(toml).unwrap_err().to_string();
+            assert!(e.contains(name), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn missing_file_is_an_error() {
+        let e = Settings::load(Some(Path::new("/nonexistent/intake.toml"))).unwrap_err();
+        assert!(e.to_string().contains("does not exist"));
     }
 }

@@ -19,7 +19,9 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { tx: watch::channel(0).0 }
+        Hub {
+            tx: watch::channel(0).0,
+        }
     }
 }
 
@@ -36,7 +38,12 @@ impl Hub {
 }
 
 /// Appends `message` to `upload_id`'s log and wakes local tails.
-pub async fn publish(db: &Db, hub: &Hub, upload_id: &str, message: &Value) -> Result<i64, sqlx::Error> {
+pub async fn publish(
+    db: &Db,
+    hub: &Hub,
+    upload_id: &str,
+    message: &Value,
+) -> Result<i64, sqlx::Error> {
     let id = db.append_message(upload_id, &message.to_string()).await?;
     hub.notify();
     Ok(id)
@@ -45,7 +52,12 @@ pub async fn publish(db: &Db, hub: &Hub, upload_id: &str, message: &Value) -> Re
 /// The key under which a message supersedes an earlier one when replaying the
 /// current state: its type, step and file session.
 fn replay_key(v: &Value) -> (String, String, String) {
-    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or_default().to_string();
+    let s = |p: &str| {
+        v.pointer(p)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
     (s("/type"), s("/message/step_name"), s("/message/upload_id"))
 }
 
@@ -88,13 +100,20 @@ impl SocketLimiter {
             return None;
         }
         *n += 1;
-        Some(SocketSlot { limiter: self.clone(), user_id })
+        Some(SocketSlot {
+            limiter: self.clone(),
+            user_id,
+        })
     }
 }
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        let mut counts = self.limiter.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let mut counts = self
+            .limiter
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = counts.get_mut(&self.user_id) {
             *n -= 1;
             if *n == 0 {

@@ -11,7 +11,11 @@ use intake::domain::AccountType;
 use intake::http::Routes;
 
 #[derive(Parser)]
-#[command(name = "intake", version, about = "Takes files into a records platform safely and fast.")]
+#[command(
+    name = "intake",
+    version,
+    about = "Takes files into a records platform safely and fast."
+)]
 struct Cli {
     /// Configuration file (default: ./intake.toml when present).
     #[arg(long, global = true, env = "INTAKE_CONFIG")]
@@ -65,10 +69,13 @@ enum AdminCommand {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("INTAKE_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,aws_config=warn,aws_smithy_runtime=warn"));
+    let filter = EnvFilter::try_from_env("INTAKE_LOG").unwrap_or_else(|_| {
+        EnvFilter::new("info,sqlx=warn,aws_config=warn,aws_smithy_runtime=warn")
+    });
     let json = std::env::var("INTAKE_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -92,7 +99,11 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { command } => match command {
-            AdminCommand::CreateUser { email, password, account_type } => {
+            AdminCommand::CreateUser {
+                email,
+                password,
+                account_type,
+            } => {
                 let email = email.trim().to_string();
                 if email.is_empty() || !email.contains('@') {
                     anyhow::bail!("--email must be an e-mail address");
@@ -113,7 +124,10 @@ async fn main() -> anyhow::Result<()> {
                         }
                     })
                     .context("creating the user")?;
-                println!("{}", serde_json::json!({ "id": user.id, "email": user.email }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "id": user.id, "email": user.email })
+                );
                 Ok(())
             }
             AdminCommand::CreateApiKey { label } => {
@@ -132,7 +146,10 @@ async fn main() -> anyhow::Result<()> {
             }
             AdminCommand::RevokeApiKey { label } => {
                 let db = app::connect_database(&settings).await?;
-                let revoked = db.revoke_api_keys(label.trim()).await.context("revoking API keys")?;
+                let revoked = db
+                    .revoke_api_keys(label.trim())
+                    .await
+                    .context("revoking API keys")?;
                 println!("{}", serde_json::json!({ "revoked": revoked }));
                 Ok(())
             }

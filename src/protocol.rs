@@ -13,8 +13,7 @@ pub const CLIENT_TYPES: [&str; 3] = [
 ];
 
 /// The detail of `ERR_INVALID_PAYLOAD`, verbatim from the page.
-pub const INVALID_PAYLOAD_DETAIL: &str =
-    "Required fields: type, temp_upload_id, file_name, file_size, file_type, object_class, class_field";
+pub const INVALID_PAYLOAD_DETAIL: &str = "Required fields: type, temp_upload_id, file_name, file_size, file_type, object_class, class_field";
 
 /// Close code sent after every error row of the page.
 pub const CLOSE_NORMAL: u16 = 1000;
@@ -115,7 +114,9 @@ impl WsError {
             WsError::FileEmpty => "File size must be larger than 0.".into(),
             WsError::NullField(f) => format!("Field \u{201c}{f}\u{201d} may not be null."),
             WsError::EmptyField(f) => format!("Field \u{201c}{f}\u{201d} may not be empty."),
-            WsError::ServerError => "Upload could not be initialized. Please try again later.".into(),
+            WsError::ServerError => {
+                "Upload could not be initialized. Please try again later.".into()
+            }
             WsError::GenerationError => "Failed to generate presigned URL".into(),
             WsError::TypeNotAllowed(t) => format!(
                 "Type \u{201c}{t}\u{201d} is not allowed. Allowed types are: [{}].",
@@ -125,7 +126,9 @@ impl WsError {
             WsError::S3FinalizeFailed => {
                 "Could not finalize multipart upload. Please try again later.".into()
             }
-            WsError::FileIncomplete => "Upload has not yet completed or file is not available.".into(),
+            WsError::FileIncomplete => {
+                "Upload has not yet completed or file is not available.".into()
+            }
             WsError::TooManyConnections => "Too many open upload connections.".into(),
         }
     }
@@ -225,12 +228,21 @@ mod tests {
             .detail(),
             "File extension “text/plain” is not allowed. Allowed extensions are: application/zip."
         );
-        assert_eq!(WsError::NullField("file_name".into()).detail(), "Field “file_name” may not be null.");
-        assert_eq!(WsError::EmptyField("file_type".into()).detail(), "Field “file_type” may not be empty.");
+        assert_eq!(
+            WsError::NullField("file_name".into()).detail(),
+            "Field “file_name” may not be null."
+        );
+        assert_eq!(
+            WsError::EmptyField("file_type".into()).detail(),
+            "Field “file_type” may not be empty."
+        );
         assert_eq!(
             WsError::TypeNotAllowed("x".into()).detail(),
             "Type “x” is not allowed. Allowed types are: [request_presigned_url, upload_complete, complete_multipart_upload]."
         );
-        assert_eq!(WsError::FileTooLarge { limit_gb: 5 }.detail(), "Max file size is 5 GB.");
+        assert_eq!(
+            WsError::FileTooLarge { limit_gb: 5 }.detail(),
+            "Max file size is 5 GB."
+        );
     }
 }

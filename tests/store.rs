@@ -54,6 +54,19 @@ fn config(s3: &EmbeddedS3, bucket: &str) -> S3Config {
     }
 }
 
+/// Status and S3 error code (`<Code>` of the XML body) of a response.
+async fn s3_error(resp: reqwest::Response) -> (StatusCode, String) {
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let code = body
+        .split("<Code>")
+        .nth(1)
+        .and_then(|rest| rest.split("</Code>").next())
+        .unwrap_or_default()
+        .to_owned();
+    (status, code)
+}
+
 /// Deterministic, non-repeating-looking test data.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -87,12 +100,13 @@ async fn presigned_put_binds_length_and_type() -> anyhow::Result<()> {
             .send()
     };
 
+    let mismatch = (StatusCode::FORBIDDEN, "SignatureDoesNotMatch".to_owned());
     let longer = put(pattern(1001, 1), "application/zip").await?;
-    assert_eq!(longer.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s3_error(longer).await, mismatch);
     let shorter = put(pattern(999, 1), "application/zip").await?;
-    assert_eq!(shorter.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s3_error(shorter).await, mismatch);
     let wrong_type = put(body.clone(), "text/html").await?;
-    assert_eq!(wrong_type.status(), StatusCode::FORBIDDEN);
+    assert_eq!(s3_error(wrong_type).await, mismatch);
     let wrong_method = h.http.post(&url).body(body.clone()).send().await?;
     assert_eq!(wrong_method.status(), StatusCode::FORBIDDEN);
     assert_eq!(h.store.head("in/a.zip").await?, None);
@@ -130,7 +144,10 @@ async fn presigned_put_expires() -> anyhow::Result<()> {
         .body(vec![1, 2, 3])
         .send()
         .await?;
-    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        s3_error(resp).await,
+        (StatusCode::FORBIDDEN, "AccessDenied".to_owned())
+    );
     assert_eq!(h.store.head("in/late.zip").await?, None);
     Ok(())
 }
@@ -151,7 +168,10 @@ async fn multipart_upload_through_presigned_parts() -> anyhow::Result<()> {
             .await?;
         // A part of another length is refused too.
         let wrong = h.http.put(&url).body(chunk[1..].to_vec()).send().await?;
-        assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            s3_error(wrong).await,
+            (StatusCode::FORBIDDEN, "SignatureDoesNotMatch".to_owned())
+        );
         let resp = h.http.put(&url).body(chunk.clone()).send().await?;
         assert_eq!(resp.status(), StatusCode::OK);
         let etag = resp
@@ -439,4 +459,119 @@ fn config_for(endpoint: &str) -> S3Config {
         force_path_style: true,
         public_url: None,
     }
+}
+
+#[tokio::test]
+async fn browsers_on_other_origins_may_use_presigned_urls() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let url = h
+        .store
+        .presign_put("in/cors.zip", 2, "application/zip", HOUR)
+        .await?;
+
+    let preflight = h
+        .http
+        .request(reqwest::Method::OPTIONS, &url)
+        .header("origin", "https://app.example.org")
+        .header("access-control-request-method", "PUT")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await?;
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    let header = |resp: &reqwest::Response, name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(header(&preflight, "access-control-allow-origin"), "*");
+    assert!(header(&preflight, "access-control-allow-methods").contains("PUT"));
+    assert_eq!(
+        header(&preflight, "access-control-allow-headers"),
+        "content-type"
+    );
+
+    let put = h
+        .http
+        .put(&url)
+        .header("origin", "https://app.example.org")
+        .header(CONTENT_TYPE, "application/zip")
+        .body(vec![1, 2])
+        .send()
+        .await?;
+    assert_eq!(put.status(), StatusCode::OK);
+    assert_eq!(header(&put, "access-control-allow-origin"), "*");
+    assert_eq!(header(&put, "access-control-expose-headers"), "ETag");
+    Ok(())
+}
+
+/// Peak resident memory of this process (Linux).
+fn peak_rss_bytes() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/self/status"))?;
+    Ok(kib * 1024)
+}
+
+/// A 1 GiB object goes up through a presigned PUT and through `put_file`
+/// (multipart), and comes back through `get_to_file`, with the whole
+/// process (client and embedded server) staying far below 1 GiB.
+/// Slow in debug builds: `cargo test --test store -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "moves several GiB through the disk"]
+async fn one_gib_streams_with_bounded_memory() -> anyhow::Result<()> {
+    const GIB: u64 = 1024 * 1024 * 1024;
+    let h = Harness::start().await?;
+    let src = h.dir.path().join("big.bin");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut f = tokio::fs::File::create(&src).await?;
+        let block = pattern(MIB, 3);
+        for _ in 0..1024 {
+            f.write_all(&block).await?;
+        }
+        f.flush().await?;
+    }
+
+    let url = h
+        .store
+        .presign_put("big/presigned", GIB, "application/zip", HOUR)
+        .await?;
+    let file = tokio::fs::File::open(&src).await?;
+    let resp = h
+        .http
+        .put(&url)
+        .header(CONTENT_TYPE, "application/zip")
+        .header(reqwest::header::CONTENT_LENGTH, GIB)
+        .body(reqwest::Body::wrap_stream(
+            tokio_util::io::ReaderStream::new(file),
+        ))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        h.store.head("big/presigned").await?.map(|m| m.size),
+        Some(GIB)
+    );
+
+    h.store.put_file("big/put", &src, "application/zip").await?;
+    let out = h.dir.path().join("out.bin");
+    assert_eq!(h.store.get_to_file("big/put", &out).await?, GIB);
+    assert_eq!(h.store.get_to_file("big/presigned", &out).await?, GIB);
+
+    let peak = peak_rss_bytes()?;
+    eprintln!(
+        "peak RSS after 3 GiB through the store: {} MiB",
+        peak / MIB as u64
+    );
+    assert!(
+        peak < 256 * MIB as u64,
+        "peak RSS {} MiB",
+        peak / MIB as u64
+    );
+    Ok(())
 }

@@ -58,9 +58,7 @@ impl Db {
         .fetch_one(&self.pool)
         .await?;
         let id: i64 = row.try_get("id")?;
-        self.class_by_id(id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)
+        self.class_by_id(id).await?.ok_or(sqlx::Error::RowNotFound)
     }
 
     /// One class with its record count.
@@ -91,7 +89,10 @@ impl Db {
             .fetch_one(&self.pool)
             .await?
             .try_get("n")?;
-        Ok((rows.iter().map(class_from_row).collect::<Result<_, _>>()?, total))
+        Ok((
+            rows.iter().map(class_from_row).collect::<Result<_, _>>()?,
+            total,
+        ))
     }
 
     /// Inserts a field; a taken label (in the class) or alias is a unique violation.

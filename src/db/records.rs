@@ -171,6 +171,9 @@ impl Db {
             q = q.bind(c);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        Ok((rows.iter().map(record_from_row).collect::<Result<_, _>>()?, total))
+        Ok((
+            rows.iter().map(record_from_row).collect::<Result<_, _>>()?,
+            total,
+        ))
     }
 }

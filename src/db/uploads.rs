@@ -169,10 +169,12 @@ impl Db {
 
     /// One file session.
     pub async fn upload_file_by_id(&self, id: &str) -> Result<Option<UploadFileRow>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(format!("SELECT {FILE_COLUMNS} FROM upload_files WHERE id = $1")))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {FILE_COLUMNS} FROM upload_files WHERE id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
         row.as_ref().map(file_from_row).transpose()
     }
 
@@ -240,23 +242,52 @@ impl Db {
         Ok(())
     }
 
-    /// Counts the file sessions of an upload that are still pending or processing.
-    pub async fn count_unfinished_files(&self, upload_id: &str) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT COUNT(*) FROM upload_files WHERE upload_id = $1 AND state IN ('pending', 'completed')",
-        )
-        .bind(upload_id)
-        .fetch_one(&self.pool)
-        .await
-    }
-
     /// Sets a file session's state (`processed`, `failed`, …).
-    pub async fn set_upload_file_state(&self, file_id: &str, state: &str) -> Result<(), sqlx::Error> {
+    pub async fn set_upload_file_state(
+        &self,
+        file_id: &str,
+        state: &str,
+    ) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE upload_files SET state = $1 WHERE id = $2")
             .bind(state)
             .bind(file_id)
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+impl Db {
+    /// Finishes an upload once none of its files is pending or being processed:
+    /// succeeded when at least one file was processed, failed otherwise. Returns
+    /// the state it settled in, if it did.
+    pub async fn settle_upload(&self, upload_id: &str) -> Result<Option<UploadState>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM upload_files WHERE upload_id = $1 GROUP BY state",
+        )
+        .bind(upload_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut unfinished = 0;
+        let mut processed = 0;
+        for row in &rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            match state.as_str() {
+                "pending" | "completed" => unfinished += n,
+                "processed" => processed += n,
+                _ => {}
+            }
+        }
+        if unfinished > 0 {
+            return Ok(None);
+        }
+        let state = if processed > 0 {
+            UploadState::Succeeded
+        } else {
+            UploadState::Failed
+        };
+        self.finish_upload(upload_id, state).await?;
+        Ok(Some(state))
     }
 }

@@ -20,9 +20,8 @@ fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
     Ok(User {
         id: row.try_get("id")?,
         email: row.try_get("email")?,
-        account_type: AccountType::parse(&account).ok_or_else(|| {
-            sqlx::Error::Decode(format!("unknown account type {account}").into())
-        })?,
+        account_type: AccountType::parse(&account)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown account type {account}").into()))?,
     })
 }
 
@@ -89,12 +88,14 @@ impl Db {
             .bind(now - 3_600_000)
             .execute(&self.pool)
             .await?;
-        sqlx::query("INSERT INTO ws_tickets (ticket_hash, user_id, expires_at) VALUES ($1, $2, $3)")
-            .bind(ticket_hash)
-            .bind(user_id)
-            .bind(now + ttl_ms)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO ws_tickets (ticket_hash, user_id, expires_at) VALUES ($1, $2, $3)",
+        )
+        .bind(ticket_hash)
+        .bind(user_id)
+        .bind(now + ttl_ms)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -20,7 +20,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/users/me/", get(me))
 }
 
-async fn obtain_token(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+async fn obtain_token(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
     let mut fields = Fields::new(&body);
     let email = fields.string("email", true, 254);
     let password = fields.string("password", true, 1024);
@@ -29,7 +32,9 @@ async fn obtain_token(State(state): State<AppState>, JsonObject(body): JsonObjec
     let found = state.db.user_by_email(&email).await?;
     // Argon2 is slow on purpose: run it off the executor.
     let user = tokio::task::spawn_blocking(move || match found {
-        Some(u) if u.is_active && auth::verify_password(&password, &u.password_hash) => Some(u.user),
+        Some(u) if u.is_active && auth::verify_password(&password, &u.password_hash) => {
+            Some(u.user)
+        }
         Some(_) => None,
         None => {
             auth::verify_password(&password, auth::dummy_hash());
@@ -45,7 +50,10 @@ async fn obtain_token(State(state): State<AppState>, JsonObject(body): JsonObjec
     })))
 }
 
-async fn refresh_token(State(state): State<AppState>, JsonObject(body): JsonObject) -> ApiResult<Json<Value>> {
+async fn refresh_token(
+    State(state): State<AppState>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<Value>> {
     let mut fields = Fields::new(&body);
     let refresh = fields.string("refresh", true, 4096);
     fields.finish()?;
@@ -53,11 +61,20 @@ async fn refresh_token(State(state): State<AppState>, JsonObject(body): JsonObje
         .jwt
         .verify(&refresh.unwrap_or_default(), TokenType::Refresh)
         .ok_or(ApiError::InvalidToken)?;
-    let user = state.db.user_by_id(user_id).await?.ok_or(ApiError::InvalidToken)?;
-    Ok(Json(json!({ "access": state.jwt.issue(user.id, TokenType::Access)? })))
+    let user = state
+        .db
+        .user_by_id(user_id)
+        .await?
+        .ok_or(ApiError::InvalidToken)?;
+    Ok(Json(
+        json!({ "access": state.jwt.issue(user.id, TokenType::Access)? }),
+    ))
 }
 
-async fn ws_ticket(State(state): State<AppState>, AuthUser(user): AuthUser) -> ApiResult<Json<Value>> {
+async fn ws_ticket(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+) -> ApiResult<Json<Value>> {
     let ticket = auth::new_ticket();
     state
         .db

@@ -23,17 +23,27 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/object-classes/", post(create_class).get(list_classes))
         .route("/api/object-classes/{id}/", get(get_class))
-        .route("/api/object-classes/{id}/fields/", post(create_field).get(list_fields))
+        .route(
+            "/api/object-classes/{id}/fields/",
+            post(create_field).get(list_fields),
+        )
         .route("/api/object-classes/{id}/permissions/", post(grant))
 }
 
 /// Parses a path id; anything that is not a positive integer is simply not found.
 pub fn path_id(raw: &str) -> ApiResult<i64> {
-    raw.parse::<i64>().ok().filter(|id| *id > 0).ok_or(ApiError::NotFound)
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or(ApiError::NotFound)
 }
 
 async fn existing_class(state: &AppState, raw: &str) -> ApiResult<ObjectClass> {
-    state.db.class_by_id(path_id(raw)?).await?.ok_or(ApiError::NotFound)
+    state
+        .db
+        .class_by_id(path_id(raw)?)
+        .await?
+        .ok_or(ApiError::NotFound)
 }
 
 async fn create_class(
@@ -70,9 +80,17 @@ async fn list_classes(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let page = Page::from_query(q.get("limit").map(String::as_str), q.get("offset").map(String::as_str));
+    let page = Page::from_query(
+        q.get("limit").map(String::as_str),
+        q.get("offset").map(String::as_str),
+    );
     let (classes, total) = state.db.list_classes(page.limit, page.offset).await?;
-    Ok(Json(page.envelope(&absolute_url(&headers, "/api/object-classes/"), "", total, classes)))
+    Ok(Json(page.envelope(
+        &absolute_url(&headers, "/api/object-classes/"),
+        "",
+        total,
+        classes,
+    )))
 }
 
 async fn get_class(
@@ -99,7 +117,8 @@ async fn create_field(
     let type_name = fields.string("type", true, 50);
     if let Some(a) = &alias {
         let ok = a.chars().next().is_some_and(|c| c.is_ascii_lowercase())
-            && a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            && a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
         if !ok {
             fields.error(
                 "alias",
@@ -119,7 +138,11 @@ async fn create_field(
     let Some(field_type) = field_type else {
         return Err(ApiError::field("type", "This field is required."));
     };
-    match state.db.create_field(class.id, &label, &alias, field_type).await {
+    match state
+        .db
+        .create_field(class.id, &label, &alias, field_type)
+        .await
+    {
         Ok(field) => Ok((StatusCode::CREATED, Json(json!(field)))),
         Err(e) if is_unique_violation(&e) => {
             // Which constraint: look, rather than parse backend-specific messages.
@@ -132,7 +155,10 @@ async fn create_field(
             Err(if taken_alias {
                 ApiError::field("alias", "A field with this alias already exists.")
             } else {
-                ApiError::field("label", "A field with this label already exists in the object class.")
+                ApiError::field(
+                    "label",
+                    "A field with this label already exists in the object class.",
+                )
             })
         }
         Err(e) => Err(e.into()),
@@ -163,8 +189,14 @@ async fn grant(
     fields.finish()?;
     let grantee = grantee.unwrap_or_default();
     if state.db.user_by_id(grantee).await?.is_none() {
-        return Err(ApiError::field("user", format!("Invalid pk \"{grantee}\" - object does not exist.")));
+        return Err(ApiError::field(
+            "user",
+            format!("Invalid pk \"{grantee}\" - object does not exist."),
+        ));
     }
     state.db.grant_class(class.id, grantee).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "object_class": class.id, "user": grantee }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "object_class": class.id, "user": grantee })),
+    ))
 }

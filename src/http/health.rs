@@ -12,7 +12,10 @@ use super::AppState;
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/readyz", get(ready))
 }
 
@@ -27,7 +30,11 @@ async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
         tracing::warn!(error = %e, "readiness: object store");
     }
     (
-        if all { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE },
+        if all {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
         Json(json!({
             "status": status(all),
             "database": status(db.is_ok()),

@@ -88,7 +88,10 @@ impl<'a> Fields<'a> {
             Some(Value::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
                 match s.parse() {
                     Ok(v) => return Some(v),
-                    Err(_) => self.error(field, format!("Invalid pk \"{s}\" - object does not exist.")),
+                    Err(_) => self.error(
+                        field,
+                        format!("Invalid pk \"{s}\" - object does not exist."),
+                    ),
                 }
             }
             Some(other) => self.error(

@@ -22,8 +22,9 @@ use crate::db::Db;
 use crate::error::ApiError;
 use crate::history::History;
 use crate::live::{Hub, SocketLimiter};
-use tokio::sync::Notify;
+use crate::scan::Scanner;
 use crate::store::ObjectStore;
+use tokio::sync::Notify;
 
 /// Everything a handler may need; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +39,8 @@ pub struct AppState {
     pub history: Arc<History>,
     /// JWT keys.
     pub jwt: Arc<JwtKeys>,
+    /// The antivirus scanner; `None` when no clamd is configured (scans skipped).
+    pub scanner: Option<Arc<dyn Scanner>>,
     /// Wakes local upload sockets when an upload's log grows.
     pub hub: Arc<Hub>,
     /// Per-user cap on open upload sockets (per node).

@@ -33,7 +33,13 @@ impl Page {
 
     /// The response body; `base` is the absolute URL of the list without paging
     /// parameters but with any filters (`extra`, already encoded).
-    pub fn envelope<T: Serialize>(&self, base: &str, extra: &str, total: i64, results: Vec<T>) -> Value {
+    pub fn envelope<T: Serialize>(
+        &self,
+        base: &str,
+        extra: &str,
+        total: i64,
+        results: Vec<T>,
+    ) -> Value {
         let link = |offset: i64| {
             let sep = if extra.is_empty() { "" } else { "&" };
             format!("{base}?{extra}{sep}limit={}&offset={offset}", self.limit)

@@ -23,7 +23,10 @@ use crate::error::{ApiError, ApiResult};
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/object-records/", post(create_record).get(list_records))
+        .route(
+            "/api/object-records/",
+            post(create_record).get(list_records),
+        )
         .route("/api/object-records/{id}/", get(get_record))
 }
 
@@ -42,7 +45,10 @@ fn check_value(field: &ClassField, value: &Value) -> Result<(), String> {
             .as_array()
             .is_some_and(|a| a.iter().all(Value::is_string)),
         FieldType::Document => {
-            return Err("Documents are attached through uploads (POST /api/object-records/uploads/).".into());
+            return Err(
+                "Documents are attached through uploads (POST /api/object-records/uploads/)."
+                    .into(),
+            );
         }
         _ => value.is_string(),
     };
@@ -70,14 +76,18 @@ pub async fn render_record(state: &AppState, row: &RecordRow) -> ApiResult<Value
     for (alias, value) in &row.field_values {
         let mut value = value.clone();
         if let Some(doc) = value.as_object_mut()
-            && let Some(key) = doc.remove("key").and_then(|k| k.as_str().map(str::to_string))
+            && let Some(key) = doc
+                .remove("key")
+                .and_then(|k| k.as_str().map(str::to_string))
         {
             let name = doc.get("name").and_then(Value::as_str).map(str::to_string);
             let url = state
                 .store
                 .presign_get(&key, ttl, name.as_deref())
                 .await
-                .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("presigning download")))?;
+                .map_err(|e| {
+                    ApiError::Internal(anyhow::Error::new(e).context("presigning download"))
+                })?;
             doc.insert("url".into(), json!(url));
         }
         out.insert(format!("field_{alias}"), value);
@@ -100,16 +110,24 @@ async fn create_record(
     let mut class_fields = Vec::new();
     if let Some(id) = class_id {
         if state.db.class_by_id(id).await?.is_none() {
-            fields.error("object_class", format!("Invalid pk \"{id}\" - object does not exist."));
+            fields.error(
+                "object_class",
+                format!("Invalid pk \"{id}\" - object does not exist."),
+            );
         } else if !state.db.may_create_in(&user, id).await? {
-            fields.error("object_class", "You do not have permission to use this object class.");
+            fields.error(
+                "object_class",
+                "You do not have permission to use this object class.",
+            );
         } else {
             class_fields = state.db.list_fields(id).await?;
         }
     }
     let mut values = Map::new();
     for (key, value) in &body {
-        let Some(alias) = key.strip_prefix("field_") else { continue };
+        let Some(alias) = key.strip_prefix("field_") else {
+            continue;
+        };
         match class_fields.iter().find(|f| f.alias == alias) {
             None if class_id.is_some() && !fields.has_error("object_class") => {
                 fields.error(key, "No such field in the object class.")
@@ -126,9 +144,17 @@ async fn create_record(
     fields.finish()?;
     let row = state
         .db
-        .create_record(class_id.unwrap_or_default(), &name.unwrap_or_default(), user.id, &values)
+        .create_record(
+            class_id.unwrap_or_default(),
+            &name.unwrap_or_default(),
+            user.id,
+            &values,
+        )
         .await?;
-    Ok((StatusCode::CREATED, Json(render_record(&state, &row).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(render_record(&state, &row).await?),
+    ))
 }
 
 async fn list_records(
@@ -137,10 +163,16 @@ async fn list_records(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let page = Page::from_query(q.get("limit").map(String::as_str), q.get("offset").map(String::as_str));
+    let page = Page::from_query(
+        q.get("limit").map(String::as_str),
+        q.get("offset").map(String::as_str),
+    );
     let class_id = match q.get("object_class").filter(|s| !s.is_empty()) {
         Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
-            ApiError::field("object_class", "Select a valid choice. That choice is not one of the available choices.")
+            ApiError::field(
+                "object_class",
+                "Select a valid choice. That choice is not one of the available choices.",
+            )
         })?),
         None => None,
     };
@@ -152,15 +184,28 @@ async fn list_records(
             return Err(ApiError::PermissionDenied);
         }
     } else if !user.account_type.creates_anywhere() {
-        return Err(ApiError::field("object_class", "This filter is required for your account type."));
+        return Err(ApiError::field(
+            "object_class",
+            "This filter is required for your account type.",
+        ));
     }
-    let (rows, total) = state.db.list_records(class_id, page.limit, page.offset).await?;
+    let (rows, total) = state
+        .db
+        .list_records(class_id, page.limit, page.offset)
+        .await?;
     let mut results = Vec::with_capacity(rows.len());
     for row in &rows {
         results.push(render_record(&state, row).await?);
     }
-    let extra = class_id.map(|c| format!("object_class={c}")).unwrap_or_default();
-    Ok(Json(page.envelope(&absolute_url(&headers, "/api/object-records/"), &extra, total, results)))
+    let extra = class_id
+        .map(|c| format!("object_class={c}"))
+        .unwrap_or_default();
+    Ok(Json(page.envelope(
+        &absolute_url(&headers, "/api/object-records/"),
+        &extra,
+        total,
+        results,
+    )))
 }
 
 async fn get_record(
@@ -168,7 +213,11 @@ async fn get_record(
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let row = state.db.record_by_id(path_id(&id)?).await?.ok_or(ApiError::NotFound)?;
+    let row = state
+        .db
+        .record_by_id(path_id(&id)?)
+        .await?
+        .ok_or(ApiError::NotFound)?;
     if !may_read(&state, &user, &row).await? {
         return Err(ApiError::NotFound);
     }

@@ -33,10 +33,14 @@ async fn create_upload(
         Some(id) => {
             let class = state.db.class_by_id(id).await?;
             match &class {
-                None => fields.error("object_class", format!("Invalid pk \"{id}\" - object does not exist.")),
-                Some(c) if !state.db.may_create_in(&user, c.id).await? => {
-                    fields.error("object_class", "You do not have permission to use this object class.")
-                }
+                None => fields.error(
+                    "object_class",
+                    format!("Invalid pk \"{id}\" - object does not exist."),
+                ),
+                Some(c) if !state.db.may_create_in(&user, c.id).await? => fields.error(
+                    "object_class",
+                    "You do not have permission to use this object class.",
+                ),
                 Some(_) => {}
             }
             class
@@ -45,10 +49,16 @@ async fn create_upload(
     };
     if let Some(id) = field_id {
         match state.db.field_by_id(id).await? {
-            None => fields.error("object_class_field", format!("Invalid pk \"{id}\" - object does not exist.")),
+            None => fields.error(
+                "object_class_field",
+                format!("Invalid pk \"{id}\" - object does not exist."),
+            ),
             Some(f) => {
                 if class.as_ref().is_some_and(|c| c.id != f.object_class) {
-                    fields.error("object_class_field", "The field does not belong to the object class.");
+                    fields.error(
+                        "object_class_field",
+                        "The field does not belong to the object class.",
+                    );
                 } else if f.field_type != FieldType::Document {
                     fields.error("object_class_field", "The field must be of type document.");
                 }

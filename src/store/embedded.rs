@@ -4,16 +4,25 @@
 //! `s3s` does the protocol and SigV4 checks (header and presigned-query
 //! auth, expiry, signed headers); `s3s-fs` keeps objects as plain files under
 //! the root directory, streaming bodies to and from disk. A thin layer
-//! ([`backend`]) fills the gaps of `s3s-fs` that matter to uploads. Only
+//! ([`backend`]) fills the gaps of `s3s-fs` that matter to uploads, and
+//! [`Cors`] lets browsers on other origins use presigned URLs. Only
 //! path-style addressing (`http://host:port/bucket/key`) is served.
 
 mod backend;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use futures::future::BoxFuture;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS,
+    ACCESS_CONTROL_REQUEST_METHOD, HeaderValue, ORIGIN,
+};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder as ConnBuilder;
 use s3s::auth::SimpleAuth;
@@ -63,7 +72,7 @@ impl EmbeddedS3 {
 
         let mut builder = S3ServiceBuilder::new(backend);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
-        let service = builder.build();
+        let service = Cors(builder.build());
 
         let listener = TcpListener::bind(addr)
             .await
@@ -79,9 +88,15 @@ impl EmbeddedS3 {
         })
     }
 
-    /// Base URL for clients, e.g. `http://127.0.0.1:9000`.
+    /// Base URL for clients on this machine, e.g. `http://127.0.0.1:9000`
+    /// (loopback when listening on all interfaces).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.local_addr)
+        let ip = match self.local_addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.local_addr.port()))
     }
 
     /// Address the endpoint listens on.
@@ -109,7 +124,7 @@ impl Drop for EmbeddedS3 {
 
 /// Accept loop: one task per connection, all told to finish their current
 /// request when `stop` fires.
-async fn serve(listener: TcpListener, service: S3Service, stop: CancellationToken) {
+async fn serve(listener: TcpListener, service: Cors, stop: CancellationToken) {
     let mut conn_builder = ConnBuilder::new(TokioExecutor::new());
     conn_builder
         .http1()
@@ -160,4 +175,60 @@ async fn serve(listener: TcpListener, service: S3Service, stop: CancellationToke
         );
     }
     info!("embedded S3 stopped");
+}
+
+/// Lets web pages on any origin use presigned URLs: answers CORS preflights
+/// and exposes `ETag`, which the browser needs to report multipart parts.
+/// A wildcard origin grants nothing: every request still needs a valid
+/// signature, and S3 uses no cookies or other ambient credentials.
+#[derive(Clone)]
+struct Cors(S3Service);
+
+impl hyper::service::Service<Request<Incoming>> for Cors {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let headers = req.headers();
+        if !headers.contains_key(ORIGIN) {
+            return hyper::service::Service::call(&self.0, req);
+        }
+        if req.method() == Method::OPTIONS && headers.contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
+            let requested = headers.get(ACCESS_CONTROL_REQUEST_HEADERS).cloned();
+            return Box::pin(std::future::ready(Ok(preflight(requested))));
+        }
+        let response = hyper::service::Service::call(&self.0, req);
+        Box::pin(async move {
+            let mut response = response.await?;
+            let headers = response.headers_mut();
+            headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+            headers.insert(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("ETag"),
+            );
+            Ok(response)
+        })
+    }
+}
+
+fn preflight(requested_headers: Option<HeaderValue>) -> s3s::HttpResponse {
+    let mut response = Response::new(s3s::Body::empty());
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, PUT"),
+    );
+    headers.insert(
+        ACCESS_CONTROL_ALLOW_HEADERS,
+        requested_headers.unwrap_or_else(|| HeaderValue::from_static("content-type")),
+    );
+    headers.insert(
+        ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("ETag"),
+    );
+    headers.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
+    response
 }

@@ -78,9 +78,10 @@ pub struct ObjectMeta {
 /// browsers; every other method is a server-side call.
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
-    /// A URL for a single `PUT` of exactly `content_length` bytes of
-    /// `content_type` to `key`. The store rejects (403) a request with any other
-    /// method, length or type, and any request after `expires`.
+    /// A URL for a single `PUT` of exactly `content_length` bytes (at most
+    /// 5 GiB) to `key`, sent with the header `Content-Type: <content_type>`.
+    /// The store rejects (403) a request with any other method, length or
+    /// type, and any request after `expires` (at most 7 days).
     async fn presign_put(
         &self,
         key: &str,
@@ -110,7 +111,9 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<String>;
 
     /// Assembles the object from `(part_number, etag)` pairs (any order).
-    /// An ETag that does not match the stored part is an error.
+    /// An ETag that does not match the stored part is an error. `NotFound`
+    /// means the upload is gone: aborted, or already completed (e.g. by an
+    /// attempt whose answer was lost), which [`ObjectStore::head`] tells apart.
     async fn complete_multipart(
         &self,
         key: &str,

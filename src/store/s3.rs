@@ -639,15 +639,33 @@ impl ObjectStore for S3Store {
                 "refusing to delete with an empty prefix (the whole bucket)".into(),
             ));
         }
-        // One DeleteObject per key: DeleteObjects is faster but its mandatory
-        // checksum header is not accepted by every S3-compatible store.
-        let keys = self.list(prefix).await?;
-        let count = keys.len() as u64;
-        futures::stream::iter(keys)
-            .map(|key| async move { self.delete(&key).await })
-            .buffer_unordered(CONCURRENCY)
-            .try_collect::<()>()
-            .await?;
+        // Page by page, so memory stays bounded for any number of keys. One
+        // DeleteObject per key: DeleteObjects would be faster, but the
+        // checksum header it requires is not accepted by every S3-compatible
+        // store.
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        let mut count = 0u64;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| StoreError::from_sdk("ListObjectsV2", prefix, e))?;
+            let keys: Vec<String> = page
+                .contents()
+                .iter()
+                .filter_map(|o| o.key())
+                .map(str::to_owned)
+                .collect();
+            count += keys.len() as u64;
+            futures::stream::iter(keys)
+                .map(|key| async move { self.delete(&key).await })
+                .buffer_unordered(CONCURRENCY)
+                .try_collect::<()>()
+                .await?;
+        }
         debug!(prefix, count, "deleted prefix");
         Ok(count)
     }

@@ -16,8 +16,8 @@ use axum::routing::get;
 
 use crate::auth::ticket_hash;
 use crate::db::now_ms;
-use crate::domain::User;
 use crate::db::uploads::UploadRow;
+use crate::domain::User;
 use crate::http::AppState;
 use crate::live::SocketSlot;
 use crate::protocol::WsError;
@@ -35,7 +35,11 @@ pub fn router() -> Router<AppState> {
 
 /// What the handshake decided.
 enum Handshake {
-    Accept { user: User, upload: UploadRow, slot: SocketSlot },
+    Accept {
+        user: User,
+        upload: UploadRow,
+        slot: SocketSlot,
+    },
     Refuse(WsError),
 }
 
@@ -95,7 +99,14 @@ fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
 }
 
 async fn entry_root(state: State<AppState>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    entry(state, Path(String::new()), Query(HashMap::new()), headers, ws).await
+    entry(
+        state,
+        Path(String::new()),
+        Query(HashMap::new()),
+        headers,
+        ws,
+    )
+    .await
 }
 
 async fn entry(
@@ -123,7 +134,9 @@ async fn entry(
         Handshake::Accept { user, upload, slot } => ws.on_upgrade(move |socket| async move {
             tracing::info!(upload_id = %upload.id, user_id = user.id, "upload socket connected");
             let (sink, stream) = futures::StreamExt::split(socket);
-            session::Session::new(state, user, upload).run(sink, stream).await;
+            session::Session::new(state, user, upload)
+                .run(sink, stream)
+                .await;
             drop(slot);
         }),
     }

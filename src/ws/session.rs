@@ -56,7 +56,12 @@ pub struct Session {
 impl Session {
     /// A session for `user` on `upload`.
     pub fn new(state: AppState, user: User, upload: UploadRow) -> Session {
-        Session { state, user, upload, last_log_id: 0 }
+        Session {
+            state,
+            user,
+            upload,
+            last_log_id: 0,
+        }
     }
 
     /// Runs until the client leaves, an error closes the socket, or it idles out.
@@ -65,11 +70,19 @@ impl Session {
         S: Sink<Message> + Unpin,
         R: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
-        if send_json(&mut sink, &crate::protocol::connection_established()).await.is_err() {
+        if send_json(&mut sink, &crate::protocol::connection_established())
+            .await
+            .is_err()
+        {
             return;
         }
         // A reconnecting client first gets the current state of its upload.
-        match self.state.db.messages_after(&self.upload.id, 0, 100_000).await {
+        match self
+            .state
+            .db
+            .messages_after(&self.upload.id, 0, 100_000)
+            .await
+        {
             Ok(log) => {
                 self.last_log_id = log.last().map_or(0, |(id, _)| *id);
                 for (_, msg) in current_state(log) {
@@ -147,7 +160,12 @@ impl Session {
 
     /// Sends the log entries appended since the last one sent.
     async fn forward_log<S: Sink<Message> + Unpin>(&mut self, sink: &mut S) -> Result<(), ()> {
-        let entries = match self.state.db.messages_after(&self.upload.id, self.last_log_id, 500).await {
+        let entries = match self
+            .state
+            .db
+            .messages_after(&self.upload.id, self.last_log_id, 500)
+            .await
+        {
             Ok(e) => e,
             Err(e) => {
                 tracing::warn!(error = %e, "reading the upload log");
@@ -156,7 +174,9 @@ impl Session {
         };
         for (id, text) in entries {
             self.last_log_id = id;
-            sink.send(Message::Text(text.into())).await.map_err(|_| ())?;
+            sink.send(Message::Text(text.into()))
+                .await
+                .map_err(|_| ())?;
         }
         Ok(())
     }
@@ -194,9 +214,18 @@ impl Session {
         }
     }
 
-    async fn request_presigned_url(&mut self, msg: &Map<String, Value>) -> Result<Outcome, WsError> {
+    async fn request_presigned_url(
+        &mut self,
+        msg: &Map<String, Value>,
+    ) -> Result<Outcome, WsError> {
         const REQUIRED: [&str; 7] = [
-            "type", "temp_upload_id", "file_name", "file_size", "file_type", "object_class", "class_field",
+            "type",
+            "temp_upload_id",
+            "file_name",
+            "file_size",
+            "file_type",
+            "object_class",
+            "class_field",
         ];
         if REQUIRED.iter().any(|f| !msg.contains_key(*f)) {
             return Err(WsError::InvalidPayload);
@@ -211,8 +240,16 @@ impl Session {
             Value::Number(n) => n.to_string(),
             _ => return Err(WsError::InvalidPayload),
         };
-        let file_name = msg["file_name"].as_str().ok_or(WsError::InvalidPayload)?.trim().to_string();
-        let file_type = msg["file_type"].as_str().ok_or(WsError::InvalidPayload)?.trim().to_string();
+        let file_name = msg["file_name"]
+            .as_str()
+            .ok_or(WsError::InvalidPayload)?
+            .trim()
+            .to_string();
+        let file_type = msg["file_type"]
+            .as_str()
+            .ok_or(WsError::InvalidPayload)?
+            .trim()
+            .to_string();
         if file_name.is_empty() {
             return Err(WsError::EmptyField("file_name".into()));
         }
@@ -237,7 +274,9 @@ impl Session {
         }
         let settings = &self.state.settings;
         if file_size as u64 > settings.max_upload_bytes() {
-            return Err(WsError::FileTooLarge { limit_gb: settings.max_upload_gb });
+            return Err(WsError::FileTooLarge {
+                limit_gb: settings.max_upload_gb,
+            });
         }
         if class != self.upload.object_class_id || field != self.upload.class_field_id {
             return Err(WsError::DoesNotExist);
@@ -256,7 +295,10 @@ impl Session {
         let reply = if size >= settings.multipart_threshold_bytes {
             let chunk = chunk_size(size, settings.multipart_chunk_bytes);
             let total_parts = size.div_ceil(chunk);
-            let s3_upload_id = store.create_multipart(&s3_key, &file_type).await.map_err(generation)?;
+            let s3_upload_id = store
+                .create_multipart(&s3_key, &file_type)
+                .await
+                .map_err(generation)?;
             let mut part_urls = Vec::with_capacity(total_parts as usize);
             for part in 1..=total_parts {
                 let len = chunk.min(size - (part - 1) * chunk);
@@ -264,7 +306,10 @@ impl Session {
                     .presign_part(&s3_key, &s3_upload_id, part as i32, len, ttl)
                     .await
                     .map_err(generation)?;
-                part_urls.push(PartUrl { url, part: part as i32 });
+                part_urls.push(PartUrl {
+                    url,
+                    part: part as i32,
+                });
             }
             PresignedUrlReady {
                 upload_id: session_id.clone(),
@@ -279,7 +324,10 @@ impl Session {
                 total_parts,
             }
         } else {
-            let url = store.presign_put(&s3_key, size, &file_type, ttl).await.map_err(generation)?;
+            let url = store
+                .presign_put(&s3_key, size, &file_type, ttl)
+                .await
+                .map_err(generation)?;
             PresignedUrlReady {
                 upload_id: session_id.clone(),
                 temp_upload_id,
@@ -328,7 +376,9 @@ impl Session {
             Some(f) => Some(f),
             None if id == self.upload.id => {
                 let files = db.upload_files(&self.upload.id).await.map_err(server)?;
-                files.into_iter().find(|f| Some(f.s3_key.as_str()) == s3_key)
+                files
+                    .into_iter()
+                    .find(|f| Some(f.s3_key.as_str()) == s3_key)
             }
             None => None,
         };
@@ -339,8 +389,14 @@ impl Session {
     }
 
     async fn upload_complete(&mut self, msg: &Map<String, Value>) -> Result<Outcome, WsError> {
-        let id = msg.get("upload_id").and_then(Value::as_str).ok_or(WsError::InvalidPayload)?;
-        let s3_key = msg.get("s3_key").and_then(Value::as_str).ok_or(WsError::InvalidPayload)?;
+        let id = msg
+            .get("upload_id")
+            .and_then(Value::as_str)
+            .ok_or(WsError::InvalidPayload)?;
+        let s3_key = msg
+            .get("s3_key")
+            .and_then(Value::as_str)
+            .ok_or(WsError::InvalidPayload)?;
         let file = self.find_file(id, Some(s3_key)).await?;
         if file.s3_key != s3_key {
             return Err(WsError::DoesNotExist);
@@ -361,7 +417,12 @@ impl Session {
             Some(Value::String(id)) => self.find_file(id, None).await?,
             Some(_) => return Err(WsError::InvalidPayload),
             None => {
-                let files = self.state.db.upload_files(&self.upload.id).await.map_err(|_| WsError::ServerError)?;
+                let files = self
+                    .state
+                    .db
+                    .upload_files(&self.upload.id)
+                    .await
+                    .map_err(|_| WsError::ServerError)?;
                 let mut open: Vec<_> = files
                     .into_iter()
                     .filter(|f| f.is_multipart && f.state == "pending")
@@ -390,7 +451,12 @@ impl Session {
             return Err(WsError::FileIncomplete);
         }
         let s3_upload_id = file.s3_upload_id.clone().ok_or(WsError::ServerError)?;
-        if let Err(e) = self.state.store.complete_multipart(&file.s3_key, &s3_upload_id, &parts).await {
+        if let Err(e) = self
+            .state
+            .store
+            .complete_multipart(&file.s3_key, &s3_upload_id, &parts)
+            .await
+        {
             tracing::warn!(error = %e, upload_file = %file.id, "multipart completion failed");
             return Err(WsError::S3FinalizeFailed);
         }
@@ -417,7 +483,12 @@ impl Session {
         let fresh = self
             .state
             .db
-            .complete_upload_file(&file.id, &self.upload.id, &payload, crate::pipeline::MAX_ATTEMPTS)
+            .complete_upload_file(
+                &file.id,
+                &self.upload.id,
+                &payload,
+                crate::pipeline::MAX_ATTEMPTS,
+            )
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "enqueueing processing");
@@ -446,7 +517,9 @@ impl Session {
 fn pk(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
         _ => None,
     }
 }
@@ -474,13 +547,18 @@ fn parse_parts(v: Option<&Value>) -> Option<Vec<(i32, String)>> {
 }
 
 async fn send_json<S: Sink<Message> + Unpin>(sink: &mut S, v: &Value) -> Result<(), ()> {
-    sink.send(Message::Text(v.to_string().into())).await.map_err(|_| ())
+    sink.send(Message::Text(v.to_string().into()))
+        .await
+        .map_err(|_| ())
 }
 
 async fn close_with_error<S: Sink<Message> + Unpin>(sink: &mut S, err: &WsError) {
     let _ = send_json(sink, &err.to_message()).await;
     let _ = sink
-        .send(Message::Close(Some(CloseFrame { code: err.close_code(), reason: "".into() })))
+        .send(Message::Close(Some(CloseFrame {
+            code: err.close_code(),
+            reason: "".into(),
+        })))
         .await;
 }
 
@@ -509,11 +587,22 @@ mod tests {
     #[test]
     fn parts_parse() {
         let v = json!([{"part_number": 2, "e_tag": "b"}, {"part_number": 1, "e_tag": "a"}]);
-        assert_eq!(parse_parts(Some(&v)), Some(vec![(1, "a".into()), (2, "b".into())]));
+        assert_eq!(
+            parse_parts(Some(&v)),
+            Some(vec![(1, "a".into()), (2, "b".into())])
+        );
         assert_eq!(parse_parts(Some(&json!([]))), None);
         assert_eq!(parse_parts(Some(&json!([{"part_number": 1}]))), None);
-        assert_eq!(parse_parts(Some(&json!([{"part_number": 0, "e_tag": "a"}]))), None);
-        assert_eq!(parse_parts(Some(&json!([{"part_number": 1, "e_tag": "a"}, {"part_number": 1, "e_tag": "b"}]))), None);
+        assert_eq!(
+            parse_parts(Some(&json!([{"part_number": 0, "e_tag": "a"}]))),
+            None
+        );
+        assert_eq!(
+            parse_parts(Some(
+                &json!([{"part_number": 1, "e_tag": "a"}, {"part_number": 1, "e_tag": "b"}])
+            )),
+            None
+        );
         assert_eq!(parse_parts(None), None);
     }
 }

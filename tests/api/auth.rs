@@ -6,16 +6,30 @@ use crate::helpers::{TestApp, assert_json};
 #[tokio::test]
 async fn login_refresh_and_me() {
     let app = TestApp::spawn().await;
-    app.create_user("ada@example.com", "correct horse battery", AccountType::Internal).await;
+    app.create_user(
+        "ada@example.com",
+        "correct horse battery",
+        AccountType::Internal,
+    )
+    .await;
     let r = app
-        .post("/api/auth/token/", None, json!({ "email": "ADA@example.com", "password": "correct horse battery" }))
+        .post(
+            "/api/auth/token/",
+            None,
+            json!({ "email": "ADA@example.com", "password": "correct horse battery" }),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let tokens: Value = r.json().await.unwrap();
     let access = tokens["access"].as_str().unwrap();
     let refresh = tokens["refresh"].as_str().unwrap();
 
-    let me: Value = app.get("/api/users/me/", Some(access)).await.json().await.unwrap();
+    let me: Value = app
+        .get("/api/users/me/", Some(access))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["email"], "ada@example.com");
     assert_eq!(me["account_type"], "internal");
 
@@ -29,13 +43,30 @@ async fn login_refresh_and_me() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    let r = app.post("/api/auth/token/refresh/", None, json!({ "refresh": refresh })).await;
+    let r = app
+        .post(
+            "/api/auth/token/refresh/",
+            None,
+            json!({ "refresh": refresh }),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let new_access: Value = r.json().await.unwrap();
-    assert_eq!(app.get("/api/users/me/", new_access["access"].as_str()).await.status(), 200);
+    assert_eq!(
+        app.get("/api/users/me/", new_access["access"].as_str())
+            .await
+            .status(),
+        200
+    );
 
     // An access token is not a refresh token, and vice versa.
-    let r = app.post("/api/auth/token/refresh/", None, json!({ "refresh": access })).await;
+    let r = app
+        .post(
+            "/api/auth/token/refresh/",
+            None,
+            json!({ "refresh": access }),
+        )
+        .await;
     assert_eq!(r.status(), 401);
     assert_eq!(app.get("/api/users/me/", Some(refresh)).await.status(), 401);
 }
@@ -43,15 +74,30 @@ async fn login_refresh_and_me() {
 #[tokio::test]
 async fn login_errors() {
     let app = TestApp::spawn().await;
-    app.create_user("bob@example.com", "correct horse battery", AccountType::Internal).await;
+    app.create_user(
+        "bob@example.com",
+        "correct horse battery",
+        AccountType::Internal,
+    )
+    .await;
     assert_json(
-        app.post("/api/auth/token/", None, json!({ "email": "bob@example.com", "password": "wrong" })).await,
+        app.post(
+            "/api/auth/token/",
+            None,
+            json!({ "email": "bob@example.com", "password": "wrong" }),
+        )
+        .await,
         401,
         json!({ "detail": "No active account found with the given credentials" }),
     )
     .await;
     assert_json(
-        app.post("/api/auth/token/", None, json!({ "email": "nobody@example.com", "password": "wrong" })).await,
+        app.post(
+            "/api/auth/token/",
+            None,
+            json!({ "email": "nobody@example.com", "password": "wrong" }),
+        )
+        .await,
         401,
         json!({ "detail": "No active account found with the given credentials" }),
     )
@@ -72,7 +118,12 @@ async fn login_errors() {
         .unwrap();
     assert_eq!(r.status(), 400);
     let body: Value = r.json().await.unwrap();
-    assert!(body["detail"].as_str().unwrap().starts_with("JSON parse error - "));
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("JSON parse error - ")
+    );
     assert_json(
         app.post("/api/auth/token/", None, json!([1, 2])).await,
         400,
@@ -107,9 +158,19 @@ async fn ws_tickets_are_distinct_uuids_stored_hashed() {
     assert_ne!(a, b);
     assert!(uuid::Uuid::parse_str(&a).is_ok());
     // The raw ticket is never stored; it is spent once.
-    let user = app.state.db.consume_ticket(&intake::auth::ticket_hash(&a)).await.unwrap();
+    let user = app
+        .state
+        .db
+        .consume_ticket(&intake::auth::ticket_hash(&a))
+        .await
+        .unwrap();
     assert!(user.is_some());
-    let again = app.state.db.consume_ticket(&intake::auth::ticket_hash(&a)).await.unwrap();
+    let again = app
+        .state
+        .db
+        .consume_ticket(&intake::auth::ticket_hash(&a))
+        .await
+        .unwrap();
     assert!(again.is_none());
     assert!(app.state.db.consume_ticket(&a).await.unwrap().is_none());
 }

@@ -34,15 +34,14 @@ async fn fresh_postgres_database() -> String {
 
 /// Settings for a test app in `dir`.
 pub async fn test_settings(dir: &std::path::Path) -> Settings {
-    let database_url = match test_backend().as_str() {
-        "postgres" => Some(fresh_postgres_database().await),
-        _ => None,
-    };
     Settings {
         data_dir: dir.to_path_buf(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         s3_embedded_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url,
+        database_url: match test_backend().as_str() {
+            "postgres" => Some(fresh_postgres_database().await),
+            _ => None,
+        },
         database_max_connections: 4,
         ..Settings::default()
     }
@@ -53,8 +52,11 @@ pub struct TestApp {
     pub base: String,
     pub client: Client,
     pub state: AppState,
+    /// The embedded S3 endpoint.
+    #[allow(dead_code)]
     pub s3_endpoint: String,
-    pub dir: TempDir,
+    /// Held so the data dir lives as long as the app.
+    _dir: TempDir,
 }
 
 impl TestApp {
@@ -78,7 +80,7 @@ impl TestApp {
             client: Client::new(),
             state,
             s3_endpoint,
-            dir,
+            _dir: dir,
         }
     }
 
@@ -90,22 +92,36 @@ impl TestApp {
     /// Creates a user directly; returns its id.
     pub async fn create_user(&self, email: &str, password: &str, account: AccountType) -> i64 {
         let hash = intake::auth::hash_password(password).unwrap();
-        self.state.db.create_user(email, &hash, account).await.unwrap().id
+        self.state
+            .db
+            .create_user(email, &hash, account)
+            .await
+            .unwrap()
+            .id
     }
 
     /// Logs in over HTTP; returns the access token.
     pub async fn login(&self, email: &str, password: &str) -> String {
         let r = self
-            .post("/api/auth/token/", None, json!({ "email": email, "password": password }))
+            .post(
+                "/api/auth/token/",
+                None,
+                json!({ "email": email, "password": password }),
+            )
             .await;
         assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["access"].as_str().unwrap().to_string()
+        r.json::<Value>().await.unwrap()["access"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// A user of `account` type, logged in: (id, token).
     pub async fn user(&self, account: AccountType) -> (i64, String) {
         let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
-        let id = self.create_user(&email, "correct horse battery", account).await;
+        let id = self
+            .create_user(&email, "correct horse battery", account)
+            .await;
         (id, self.login(&email, "correct horse battery").await)
     }
 
@@ -130,7 +146,9 @@ impl TestApp {
     /// A class with one document field (alias `file`) and one text field; (class, field).
     pub async fn class_with_document_field(&self, token: &str) -> (i64, i64) {
         let name = format!("Docs{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
-        let r = self.post("/api/object-classes/", Some(token), json!({ "name": name })).await;
+        let r = self
+            .post("/api/object-classes/", Some(token), json!({ "name": name }))
+            .await;
         assert_eq!(r.status(), 201);
         let class = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
         let alias = format!("file_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -156,14 +174,20 @@ impl TestApp {
             )
             .await;
         assert_eq!(r.status(), 201);
-        r.json::<Value>().await.unwrap()["upload_id"].as_str().unwrap().to_string()
+        r.json::<Value>().await.unwrap()["upload_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// Gets a one-time WebSocket ticket.
     pub async fn ticket(&self, token: &str) -> String {
         let r = self.get("/api/users/ws-auth/", Some(token)).await;
         assert_eq!(r.status(), 200);
-        r.json::<Value>().await.unwrap()["uuid"].as_str().unwrap().to_string()
+        r.json::<Value>().await.unwrap()["uuid"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 

@@ -6,8 +6,10 @@ mod helpers;
 
 mod auth;
 mod classes;
+mod flow;
 mod health;
 mod history;
+mod pipeline;
 mod records;
 mod uploads;
 mod walkthrough;

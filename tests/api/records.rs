@@ -4,11 +4,28 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, assert_json};
 
 async fn class_with_fields(app: &TestApp, admin: &str) -> i64 {
-    let class: Value = app.post("/api/object-classes/", Some(admin), json!({ "name": "People" })).await.json().await.unwrap();
+    let class: Value = app
+        .post(
+            "/api/object-classes/",
+            Some(admin),
+            json!({ "name": "People" }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     let id = class["id"].as_i64().unwrap();
-    for (label, alias, t) in [("Name", "full_name", "text"), ("Age", "age", "integer"), ("Doc", "doc", "document")] {
+    for (label, alias, t) in [
+        ("Name", "full_name", "text"),
+        ("Age", "age", "integer"),
+        ("Doc", "doc", "document"),
+    ] {
         let r = app
-            .post(&format!("/api/object-classes/{id}/fields/"), Some(admin), json!({ "label": label, "alias": alias, "type": t }))
+            .post(
+                &format!("/api/object-classes/{id}/fields/"),
+                Some(admin),
+                json!({ "label": label, "alias": alias, "type": t }),
+            )
             .await;
         assert_eq!(r.status(), 201);
     }
@@ -37,10 +54,18 @@ async fn create_list_and_get_records() {
     let id = rec["id"].as_i64().unwrap();
 
     for n in 0..2 {
-        app.post("/api/object-records/", Some(&user), json!({ "object_name": format!("R{n}"), "object_class": class })).await;
+        app.post(
+            "/api/object-records/",
+            Some(&user),
+            json!({ "object_name": format!("R{n}"), "object_class": class }),
+        )
+        .await;
     }
     let page: Value = app
-        .get(&format!("/api/object-records/?object_class={class}&limit=2"), Some(&user))
+        .get(
+            &format!("/api/object-records/?object_class={class}&limit=2"),
+            Some(&user),
+        )
         .await
         .json()
         .await
@@ -49,12 +74,27 @@ async fn create_list_and_get_records() {
     assert_eq!(page["limit"], 2);
     assert_eq!(page["offset"], 0);
     assert!(page["previous"].is_null());
-    assert!(page["next"].as_str().unwrap().ends_with(&format!("?object_class={class}&limit=2&offset=2")));
+    assert!(
+        page["next"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("?object_class={class}&limit=2&offset=2"))
+    );
     assert_eq!(page["results"][0], rec);
 
-    let got: Value = app.get(&format!("/api/object-records/{id}/"), Some(&user)).await.json().await.unwrap();
+    let got: Value = app
+        .get(&format!("/api/object-records/{id}/"), Some(&user))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(got, rec);
-    let class_now: Value = app.get(&format!("/api/object-classes/{class}/"), Some(&user)).await.json().await.unwrap();
+    let class_now: Value = app
+        .get(&format!("/api/object-classes/{class}/"), Some(&user))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(class_now["record_count"], 3);
 }
 
@@ -72,19 +112,34 @@ async fn record_errors_and_permissions() {
     )
     .await;
     assert_json(
-        app.post("/api/object-records/", Some(&admin), json!({ "object_name": "x", "object_class": 99999 })).await,
+        app.post(
+            "/api/object-records/",
+            Some(&admin),
+            json!({ "object_name": "x", "object_class": 99999 }),
+        )
+        .await,
         400,
         json!({ "object_class": ["Invalid pk \"99999\" - object does not exist."] }),
     )
     .await;
     assert_json(
-        app.post("/api/object-records/", Some(&admin), json!({ "object_name": "x", "object_class": "abc" })).await,
+        app.post(
+            "/api/object-records/",
+            Some(&admin),
+            json!({ "object_name": "x", "object_class": "abc" }),
+        )
+        .await,
         400,
         json!({ "object_class": ["Incorrect type. Expected pk value, received str."] }),
     )
     .await;
     assert_json(
-        app.post("/api/object-records/", Some(&admin), json!({ "object_name": "x".repeat(256), "object_class": class })).await,
+        app.post(
+            "/api/object-records/",
+            Some(&admin),
+            json!({ "object_name": "x".repeat(256), "object_class": class }),
+        )
+        .await,
         400,
         json!({ "object_name": ["Ensure this field has no more than 255 characters."] }),
     )
@@ -96,19 +151,60 @@ async fn record_errors_and_permissions() {
     )
     .await;
     assert_json(
-        app.post("/api/object-records/", Some(&ext), json!({ "object_name": "x", "object_class": class })).await,
+        app.post(
+            "/api/object-records/",
+            Some(&ext),
+            json!({ "object_name": "x", "object_class": class }),
+        )
+        .await,
         400,
         json!({ "object_class": ["You do not have permission to use this object class."] }),
     )
     .await;
     // Granted, the external user may create; others still may not read it.
-    let r = app.post(&format!("/api/object-classes/{class}/permissions/"), Some(&admin), json!({ "user": ext_id })).await;
+    let r = app
+        .post(
+            &format!("/api/object-classes/{class}/permissions/"),
+            Some(&admin),
+            json!({ "user": ext_id }),
+        )
+        .await;
     assert_eq!(r.status(), 201);
-    let r = app.post("/api/object-records/", Some(&ext), json!({ "object_name": "x", "object_class": class })).await;
+    let r = app
+        .post(
+            "/api/object-records/",
+            Some(&ext),
+            json!({ "object_name": "x", "object_class": class }),
+        )
+        .await;
     assert_eq!(r.status(), 201);
     let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
-    assert_eq!(app.get(&format!("/api/object-records/{id}/"), Some(&ext)).await.status(), 200);
-    assert_json(app.get(&format!("/api/object-records/{id}/"), Some(&other_ext)).await, 404, json!({ "detail": "Not found." })).await;
-    assert_eq!(app.get(&format!("/api/object-records/?object_class={class}"), Some(&other_ext)).await.status(), 403);
-    assert_json(app.get("/api/object-records/424242/", Some(&admin)).await, 404, json!({ "detail": "Not found." })).await;
+    assert_eq!(
+        app.get(&format!("/api/object-records/{id}/"), Some(&ext))
+            .await
+            .status(),
+        200
+    );
+    assert_json(
+        app.get(&format!("/api/object-records/{id}/"), Some(&other_ext))
+            .await,
+        404,
+        json!({ "detail": "Not found." }),
+    )
+    .await;
+    assert_eq!(
+        app.get(
+            &format!("/api/object-records/?object_class={class}"),
+            Some(&other_ext)
+        )
+        .await
+        .status(),
+        403
+    );
+    assert_json(
+        app.get("/api/object-records/424242/", Some(&admin)).await,
+        404,
+        json!({ "detail": "Not found." }),
+    )
+    .await;
 }

@@ -10,8 +10,9 @@
 //!
 //! Layout under the root, next to `s3s-fs`'s own files:
 //! `.intake-upload-<upload id>/<part number>` holds `<md5 hex> <size>`.
-//! The names depend on `s3s-fs` internals (`.upload-<id>.json` marks a live
-//! upload, `.upload_id-<id>.part-<n>` holds a part), hence the exact pin.
+//! The names depend on `s3s-fs` 0.14 internals (`.upload-<id>.json` marks a
+//! live upload, `.upload_id-<id>.part-<n>` holds a part): re-check them when
+//! upgrading `s3s-fs` (tests/store.rs covers the multipart paths).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -263,8 +264,8 @@ impl S3 for Backend {
         if disposition.is_some() {
             resp.output.content_disposition = disposition;
         }
-        if let Some(content_type) = content_type {
-            resp.output.content_type = content_type.parse().ok();
+        if content_type.is_some() {
+            resp.output.content_type = content_type;
         }
         Ok(resp)
     }

@@ -17,7 +17,8 @@ use crate::pipeline::worker::Worker;
 use crate::auth::JwtKeys;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::http::{self, AppState};
+use crate::history::History;
+use crate::http::{self, AppState, Routes};
 use crate::live::{Hub, SocketLimiter};
 use crate::scan::{ClamdScanner, Scanner};
 use crate::store::EmbeddedS3;
@@ -30,6 +31,10 @@ struct Secrets {
     jwt_secret: String,
     s3_access_key_id: String,
     s3_secret_access_key: String,
+    /// Added after the first release: files written before it lack this field and
+    /// get one on their next load.
+    #[serde(default)]
+    history_api_key_pepper: String,
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -43,22 +48,47 @@ fn load_or_create_secrets(data_dir: &Path) -> anyhow::Result<Secrets> {
     if path.exists() {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+        let mut secrets: Secrets =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if secrets.history_api_key_pepper.is_empty() {
+            secrets.history_api_key_pepper = random_hex(32);
+            write_secrets(data_dir, &secrets)?;
+        }
+        return Ok(secrets);
     }
     let secrets = Secrets {
         jwt_secret: random_hex(32),
         s3_access_key_id: format!("INTAKE{}", random_hex(7).to_uppercase()),
         s3_secret_access_key: random_hex(20),
+        history_api_key_pepper: random_hex(32),
     };
+    write_secrets(data_dir, &secrets)?;
+    Ok(secrets)
+}
+
+fn write_secrets(data_dir: &Path, secrets: &Secrets) -> anyhow::Result<()> {
     let tmp = data_dir.join("secrets.json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&secrets)?)?;
+    std::fs::write(&tmp, serde_json::to_vec_pretty(secrets)?)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
     }
-    std::fs::rename(&tmp, &path)?;
-    Ok(secrets)
+    std::fs::rename(&tmp, data_dir.join("secrets.json"))?;
+    Ok(())
+}
+
+/// The pepper of Event History API key hashes: `history_api_key_pepper`, or the one
+/// generated and kept in the data dir.
+pub fn history_pepper(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    if let Some(pepper) = &settings.history_api_key_pepper {
+        return Ok(pepper.as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    Ok(load_or_create_secrets(&settings.data_dir)?
+        .history_api_key_pepper
+        .into_bytes())
 }
 
 /// Connects to the configured database and applies migrations.
@@ -80,6 +110,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     embedded_s3: Option<EmbeddedS3>,
+    routes: Routes,
 }
 
 impl Application {
@@ -157,10 +188,17 @@ impl Application {
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("binding {} (INTAKE_HTTP_ADDR)", settings.http_addr))?;
+        let store: Arc<dyn crate::store::ObjectStore> = Arc::new(store);
+        let pepper = match &settings.history_api_key_pepper {
+            Some(p) => p.as_bytes().to_vec(),
+            None => secrets.history_api_key_pepper.into_bytes(),
+        };
+        let history = History::new(db.clone(), store.clone(), pepper, &settings);
         let state = AppState {
             settings: Arc::new(settings),
             db,
-            store: Arc::new(store),
+            store,
+            history: Arc::new(history),
             jwt: Arc::new(jwt),
             scanner,
             hub: Arc::new(Hub::default()),
@@ -171,7 +209,14 @@ impl Application {
             listener,
             state,
             embedded_s3,
+            routes: Routes::All,
         })
+    }
+
+    /// Serves only `routes` (`intake serve --only …`); the default is all of them.
+    pub fn serve_only(mut self, routes: Routes) -> Application {
+        self.routes = routes;
+        self
     }
 
     /// The address the HTTP API listens on.
@@ -196,22 +241,31 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = http::router(self.state.clone());
-        tracing::info!(addr = %self.local_addr(), "intake listening");
+        let app = http::router_for(self.state.clone(), self.routes);
+        tracing::info!(addr = %self.local_addr(), routes = ?self.routes, "intake listening");
         let stop_workers = CancellationToken::new();
         let mut workers = Vec::new();
-        if self.state.settings.run_workers {
+        // Pipeline workers serve uploads; a history-only process runs none.
+        if self.state.settings.run_workers && self.routes.serves_api() {
             for _ in 0..self.state.settings.worker_concurrency {
                 let worker = Worker::new(self.state.clone());
                 workers.push(tokio::spawn(worker.run(stop_workers.clone())));
             }
         }
+        // Final purges of deleted tenants' files run where the history API does.
+        let purge = self
+            .routes
+            .serves_history()
+            .then(|| tokio::spawn(self.state.history.clone().purge_loop()));
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
         .await;
+        if let Some(purge) = purge {
+            purge.abort();
+        }
         // Workers stop claiming; a job still running is given a grace period, and
         // if the process ends first its heartbeat goes stale and another node
         // rescues it.

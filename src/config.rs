@@ -99,6 +99,13 @@ pub struct Settings {
 
     /// Lifetime of Event History presigned upload URLs, seconds.
     pub history_upload_url_ttl_secs: u64,
+    /// How long a node trusts its cached API keys and tenants, seconds: the longest a
+    /// key revoked or a tenant deleted elsewhere keeps working on this node. 0: no cache.
+    pub history_cache_ttl_secs: u64,
+    /// Pepper keying the stored hashes of Event History API keys (at least 32
+    /// characters); default: generated and kept in the data dir. Several nodes must
+    /// share one, and changing it invalidates every key.
+    pub history_api_key_pepper: Option<String>,
 }
 
 impl Default for Settings {
@@ -143,6 +150,8 @@ impl Default for Settings {
             job_poll_ms: 1000,
             save_concurrency: 8,
             history_upload_url_ttl_secs: 15 * 60,
+            history_cache_ttl_secs: 30,
+            history_api_key_pepper: None,
         }
     }
 }
@@ -263,6 +272,22 @@ impl Settings {
                 "SigV4 presigned URLs live at most 7 days",
             );
         }
+        if self.history_upload_url_ttl_secs == 0 {
+            return bad("HISTORY_UPLOAD_URL_TTL_SECS", "must be at least 1 second");
+        }
+        if self.history_cache_ttl_secs > 3600 {
+            return bad(
+                "HISTORY_CACHE_TTL_SECS",
+                "must be at most 3600 (it bounds how long a revoked key keeps working)",
+            );
+        }
+        if self
+            .history_api_key_pepper
+            .as_ref()
+            .is_some_and(|p| p.len() < 32)
+        {
+            return bad("HISTORY_API_KEY_PEPPER", "must be at least 32 characters");
+        }
         if self.max_compression_ratio == 0 || self.max_archive_entries == 0 {
             return bad("MAX_COMPRESSION_RATIO", "archive limits must be at least 1");
         }
@@ -350,6 +375,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("INTAKE_MULTIPART_CHUNK_BYTES"), "{e}");
+    }
+
+    #[test]
+    fn history_settings_are_checked() {
+        let s = load_toml("").unwrap();
+        assert_eq!(s.history_upload_url_ttl_secs, 900);
+        assert_eq!(s.history_cache_ttl_secs, 30);
+        for (toml, name) in [
+            (
+                "history_upload_url_ttl_secs = 0",
+                "INTAKE_HISTORY_UPLOAD_URL_TTL_SECS",
+            ),
+            (
+                "history_upload_url_ttl_secs = 604801",
+                "INTAKE_PRESIGN_TTL_SECS",
+            ),
+            (
+                "history_cache_ttl_secs = 3601",
+                "INTAKE_HISTORY_CACHE_TTL_SECS",
+            ),
+            (
+                "history_api_key_pepper = \"short\"",
+                "INTAKE_HISTORY_API_KEY_PEPPER",
+            ),
+        ] {
+            let e = load_toml(toml).unwrap_err().to_string();
+            assert!(e.contains(name), "{toml}: {e}");
+        }
     }
 
     #[test]

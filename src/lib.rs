@@ -4,6 +4,8 @@
 //! it; `http` is the REST edge and `ws` the upload socket, speaking `protocol`;
 //! `domain` holds the validated types; `live` carries messages to sockets; `db`,
 //! `store` and `scan` are the adapters to the database, the object store and clamd.
+//! `history` is the Event History API (tenants, their files and events), served by
+//! `http::history`.
 
 pub mod app;
 pub mod auth;
@@ -11,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
+pub mod history;
 pub mod http;
 pub mod live;
 pub mod pipeline;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use intake::app::{self, Application};
 use intake::config::Settings;
 use intake::domain::AccountType;
+use intake::http::Routes;
 
 #[derive(Parser)]
 #[command(
@@ -26,7 +27,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the service.
-    Serve,
+    Serve {
+        /// Serve only these routes: `api` (records, uploads, upload socket) or
+        /// `history` (the Event History API); health checks are always served.
+        #[arg(long, value_enum, default_value = "all")]
+        only: Routes,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Administrative tasks.
@@ -46,6 +52,18 @@ enum AdminCommand {
         password: String,
         #[arg(long, value_enum, default_value = "internal")]
         account_type: AccountType,
+    },
+    /// Create an Event History API key; prints exactly `{"api_key": "…"}`.
+    CreateApiKey {
+        /// What the key is for (several keys may share a label).
+        #[arg(long)]
+        label: String,
+    },
+    /// Revoke every Event History API key with this label; prints `{"revoked": n}`.
+    /// Running servers stop accepting them within `history_cache_ttl_secs`.
+    RevokeApiKey {
+        #[arg(long)]
+        label: String,
     },
 }
 
@@ -71,8 +89,8 @@ async fn main() -> anyhow::Result<()> {
     init_tracing();
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
-        Command::Serve => {
-            let app = Application::build(settings).await?;
+        Command::Serve { only } => {
+            let app = Application::build(settings).await?.serve_only(only);
             app.run_until(app::shutdown_signal()).await
         }
         Command::Migrate => {
@@ -110,6 +128,29 @@ async fn main() -> anyhow::Result<()> {
                     "{}",
                     serde_json::json!({ "id": user.id, "email": user.email })
                 );
+                Ok(())
+            }
+            AdminCommand::CreateApiKey { label } => {
+                let label = label.trim();
+                if label.is_empty() {
+                    anyhow::bail!("--label must not be blank");
+                }
+                let db = app::connect_database(&settings).await?;
+                let pepper = app::history_pepper(&settings)?;
+                let generated = intake::history::keys::generate(&pepper);
+                db.create_api_key(&generated.id, label, &generated.hash)
+                    .await
+                    .context("storing the API key")?;
+                println!("{}", serde_json::json!({ "api_key": generated.key }));
+                Ok(())
+            }
+            AdminCommand::RevokeApiKey { label } => {
+                let db = app::connect_database(&settings).await?;
+                let revoked = db
+                    .revoke_api_keys(label.trim())
+                    .await
+                    .context("revoking API keys")?;
+                println!("{}", serde_json::json!({ "revoked": revoked }));
                 Ok(())
             }
         },

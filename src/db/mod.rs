@@ -4,6 +4,7 @@
 //! Where the SQL must differ (job claiming), `Db::backend` says which to use.
 
 pub mod classes;
+pub mod history;
 pub mod jobs;
 pub mod messages;
 pub mod records;

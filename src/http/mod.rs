@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod classes;
 pub mod health;
+pub mod history;
 pub mod json;
 pub mod pagination;
 pub mod records;
@@ -19,6 +20,7 @@ use crate::auth::JwtKeys;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::history::History;
 use crate::live::{Hub, SocketLimiter};
 use crate::scan::Scanner;
 use crate::store::ObjectStore;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub db: Db,
     /// The object store (embedded or external S3).
     pub store: Arc<dyn ObjectStore>,
+    /// The Event History API service.
+    pub history: Arc<History>,
     /// JWT keys.
     pub jwt: Arc<JwtKeys>,
     /// The antivirus scanner; `None` when no clamd is configured (scans skipped).
@@ -52,16 +56,50 @@ impl AppState {
     }
 }
 
+/// Which routes a process serves (`intake serve --only …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Routes {
+    /// Everything.
+    #[default]
+    All,
+    /// The records and upload API (REST and WebSocket), without the Event History API.
+    Api,
+    /// Only the Event History API.
+    History,
+}
+
+impl Routes {
+    /// Whether the Event History API is served.
+    pub fn serves_history(self) -> bool {
+        matches!(self, Routes::All | Routes::History)
+    }
+
+    /// Whether the records and upload API is served.
+    pub fn serves_api(self) -> bool {
+        matches!(self, Routes::All | Routes::Api)
+    }
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::router())
-        .merge(auth::router())
-        .merge(classes::router())
-        .merge(records::router())
-        .merge(uploads::router())
-        .merge(crate::ws::router())
-        .fallback(|| async { ApiError::NotFound })
+    router_for(state, Routes::All)
+}
+
+/// The HTTP application serving `routes` (health checks are always served).
+pub fn router_for(state: AppState, routes: Routes) -> Router {
+    let mut app = Router::new().merge(health::router());
+    if routes.serves_api() {
+        app = app
+            .merge(auth::router())
+            .merge(classes::router())
+            .merge(records::router())
+            .merge(uploads::router())
+            .merge(crate::ws::router());
+    }
+    if routes.serves_history() {
+        app = app.merge(history::router());
+    }
+    app.fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|method: Method| async move {
             ApiError::MethodNotAllowed(method.to_string())
         })

@@ -90,6 +90,11 @@ pub trait ObjectStore: Send + Sync {
         expires: Duration,
     ) -> Result<String>;
 
+    /// A URL for a single `PUT` to `key` of any length and type, for callers that
+    /// cannot know them in advance (the Event History API). Only the method, the key
+    /// and `expires` are bound; S3 still refuses a single PUT above 5 GiB.
+    async fn presign_put_any(&self, key: &str, expires: Duration) -> Result<String>;
+
     /// Starts a multipart upload to `key` and returns the store's upload id.
     async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String>;
 

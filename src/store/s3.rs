@@ -328,6 +328,18 @@ impl ObjectStore for S3Store {
         Ok(req.uri().to_owned())
     }
 
+    async fn presign_put_any(&self, key: &str, expires: Duration) -> Result<String> {
+        let req = self
+            .presigner
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning(expires)?)
+            .await
+            .map_err(|e| StoreError::from_sdk("PutObject(presign)", key, e))?;
+        Ok(req.uri().to_owned())
+    }
+
     async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String> {
         let out = self
             .client

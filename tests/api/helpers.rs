@@ -1,5 +1,8 @@
 //! Spawning the app and talking to it.
 
+// Shared by every test module; not each uses every helper.
+#![allow(dead_code)]
+
 use intake::app::Application;
 use intake::config::Settings;
 use intake::domain::AccountType;

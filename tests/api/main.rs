@@ -8,6 +8,7 @@ mod auth;
 mod classes;
 mod flow;
 mod health;
+mod history;
 mod pipeline;
 mod records;
 mod uploads;

@@ -4,9 +4,11 @@
 //! it; `http` is the REST edge and `ws` the upload socket, speaking `protocol`;
 //! `domain` holds the validated types; `live` carries messages to sockets; `db`,
 //! `store` and `scan` are the adapters to the database, the object store and clamd.
+//! `client` is the other side: the uploader behind `intake upload`.
 
 pub mod app;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod domain;

@@ -1,5 +1,5 @@
 //! The HTTP edge: shared state, one router merged from each module's `router()`,
-//! and JSON answers for unknown routes and wrong methods.
+//! and JSON answers for unknown routes and wrong methods. `ui` is the upload page.
 
 pub mod auth;
 pub mod classes;
@@ -7,6 +7,7 @@ pub mod health;
 pub mod json;
 pub mod pagination;
 pub mod records;
+pub mod ui;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(classes::router())
         .merge(records::router())
         .merge(uploads::router())
+        .merge(ui::router())
         .merge(crate::ws::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|method: Method| async move {

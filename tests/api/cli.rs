@@ -392,3 +392,25 @@ async fn the_binary_prints_records_and_fails_with_the_code() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn the_upload_page_is_served() {
+    let app = TestApp::spawn().await;
+    for (path, kind, needle) in [
+        ("/", "text/html", "Sign in"),
+        ("/ui/app.js", "text/javascript", "request_presigned_url"),
+        ("/ui/app.css", "text/css", ".drop"),
+    ] {
+        let r = app.get(path, None).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let headers = r.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(kind));
+        assert!(
+            headers["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("script-src 'self'")
+        );
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+}

@@ -189,7 +189,18 @@ impl Progress for Bars {
                     _ => status.to_string(),
                 };
                 match status {
-                    "success" | "error" => bar.finish_with_message(text),
+                    "success" | "error" => {
+                        bar.finish_with_message(text);
+                        // The end of processing settles the steps still spinning.
+                        let steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+                        for other in steps.values().filter(|b| !b.is_finished()) {
+                            if status == "success" {
+                                other.finish_with_message("done");
+                            } else {
+                                other.abandon();
+                            }
+                        }
+                    }
                     _ => bar.set_message(text),
                 }
             }

@@ -6,9 +6,11 @@
 //! `store` and `scan` are the adapters to the database, the object store and clamd.
 //! `history` is the Event History API (tenants, their files and events), served by
 //! `http::history`.
+//! `client` is the other side: the uploader behind `intake upload`.
 
 pub mod app;
 pub mod auth;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod domain;

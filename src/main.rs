@@ -1,7 +1,9 @@
-//! The `intake` command: `serve`, `migrate`, `admin …`. It only starts things; the
-//! library holds the code.
+//! The `intake` command: `serve`, `migrate`, `admin …`, and the `upload` client. It
+//! only starts things; the library holds the code.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -40,6 +42,41 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Upload a ZIP archive to a running intake: one record per file in it.
+    ///
+    /// Exits 0 with the records created, 1 with the server's error code and text
+    /// (`--json`: one JSON object on stdout either way), 2 on bad usage.
+    Upload(UploadArgs),
+}
+
+#[derive(clap::Args)]
+struct UploadArgs {
+    /// The ZIP archive to upload.
+    file: PathBuf,
+    /// Base URL of the intake server.
+    #[arg(long, env = "INTAKE_SERVER", default_value = "http://127.0.0.1:8080")]
+    server: url::Url,
+    /// Id of the object class the records are created in.
+    #[arg(long = "class", value_name = "ID")]
+    class: i64,
+    /// Id of the class's document field that receives each file.
+    #[arg(long = "field", value_name = "ID")]
+    field: i64,
+    /// E-mail to sign in with.
+    #[arg(long, env = "INTAKE_EMAIL")]
+    email: Option<String>,
+    /// Password to sign in with (prefer the environment variable).
+    #[arg(long, env = "INTAKE_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// An access token instead of e-mail and password (used when given).
+    #[arg(long, env = "INTAKE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Parts sent at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    parallel: u16,
+    /// Print one JSON object on stdout and no progress.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -83,12 +120,78 @@ fn init_tracing() {
     }
 }
 
+/// `intake upload`: runs the client and exits with its status.
+async fn upload(args: UploadArgs) -> ! {
+    use intake::client::{self, Credentials, Progress, UploadOptions};
+    use secrecy::SecretString;
+    let credentials = match (args.token, args.email, args.password) {
+        (Some(t), _, _) => Credentials::Token(SecretString::from(t)),
+        (None, Some(email), Some(password)) => Credentials::Password {
+            email,
+            password: SecretString::from(password),
+        },
+        _ => {
+            eprintln!(
+                "error: sign in with --email and --password (or INTAKE_EMAIL and INTAKE_PASSWORD), or --token (INTAKE_TOKEN)"
+            );
+            std::process::exit(2);
+        }
+    };
+    let mut opts = UploadOptions::new(args.server, credentials, args.class, args.field, args.file);
+    opts.parallel = args.parallel.into();
+    let progress: Arc<dyn Progress> = if args.json {
+        Arc::new(client::Silent)
+    } else if std::io::stderr().is_terminal() {
+        Arc::new(client::Bars::new())
+    } else {
+        Arc::new(client::Plain)
+    };
+    match client::upload(&opts, progress).await {
+        Ok(done) => {
+            if args.json {
+                let mut v = serde_json::to_value(&done).expect("serializable");
+                v["ok"] = true.into();
+                println!("{v}");
+            } else {
+                println!(
+                    "{} record{} created from {} (upload {}): {}",
+                    done.record_count,
+                    if done.record_count == 1 { "" } else { "s" },
+                    done.file_name,
+                    done.upload_id,
+                    done.message
+                );
+                let ids: Vec<String> = done.records.iter().map(i64::to_string).collect();
+                println!("records: {}", ids.join(" "));
+            }
+            std::process::exit(0)
+        }
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "ok": false, "error_code": e.code(), "detail": e.detail() })
+                );
+            } else {
+                eprintln!("error: {}: {}", e.code(), e.detail());
+            }
+            std::process::exit(1)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
+    // The client needs no server settings (nor an intake.toml that parses).
+    let command = match cli.command {
+        Command::Upload(args) => upload(args).await,
+        other => other,
+    };
     let settings = Settings::load(cli.config.as_deref())?;
-    match cli.command {
+    match command {
+        Command::Upload(_) => unreachable!("handled above"),
         Command::Serve { only } => {
             let app = Application::build(settings).await?.serve_only(only);
             app.run_until(app::shutdown_signal()).await

@@ -1,5 +1,5 @@
 //! The HTTP edge: shared state, one router merged from each module's `router()`,
-//! and JSON answers for unknown routes and wrong methods.
+//! and JSON answers for unknown routes and wrong methods. `ui` is the upload page.
 
 pub mod auth;
 pub mod classes;
@@ -8,6 +8,7 @@ pub mod history;
 pub mod json;
 pub mod pagination;
 pub mod records;
+pub mod ui;
 pub mod uploads;
 
 use std::sync::Arc;
@@ -94,6 +95,7 @@ pub fn router_for(state: AppState, routes: Routes) -> Router {
             .merge(classes::router())
             .merge(records::router())
             .merge(uploads::router())
+            .merge(ui::router())
             .merge(crate::ws::router());
     }
     if routes.serves_history() {

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod classes;
+mod cli;
 mod flow;
 mod health;
 mod history;

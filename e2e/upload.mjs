@@ -1,0 +1,269 @@
+// The upload page end to end in headless Chromium: starts the built `intake serve`
+// on free ports with a fresh data dir, creates a user with `intake admin
+// create-user` and a class with a document field over REST, then, as a person
+// would: signs in on the page, chooses the class and field, uploads a real ZIP,
+// waits for success, checks the records listed (and a download link's bytes), and
+// saves a screenshot. A second, larger archive goes up in parts (multipart, ETags
+// read through CORS).
+//
+// Environment: INTAKE_BIN (default ../target/debug/intake, or $CARGO_TARGET_DIR's),
+// CHROMIUM (default /usr/bin/chromium), SCREENSHOT (default ../docs/screenshot.png),
+// INTAKE_TEST_CLAMD_ADDR (scan with that clamd when set).
+
+import { chromium } from 'playwright-core';
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, '..');
+const targetDir = process.env.CARGO_TARGET_DIR || path.join(root, 'target');
+const BIN = process.env.INTAKE_BIN || path.join(targetDir, 'debug', 'intake');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = process.env.SCREENSHOT || path.join(root, 'docs', 'screenshot.png');
+const EMAIL = 'ada@example.com';
+const PASSWORD = 'correct horse battery';
+const MIB = 1024 * 1024;
+
+function log(...args) { console.log('[e2e]', ...args); }
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// ---- A small ZIP writer (deflate or stored), so the test needs no zip tool. ----
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+
+function crc32(buf) {
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function zip(entries, { store = false } = {}) {
+  const locals = [];
+  const centrals = [];
+  let offset = 0;
+  for (const [name, data] of entries) {
+    const nameBuf = Buffer.from(name, 'utf8');
+    const body = store ? data : zlib.deflateRawSync(data);
+    const method = store ? 0 : 8;
+    const crc = crc32(data);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4);
+    local.writeUInt16LE(0x0800, 6); // UTF-8 names
+    local.writeUInt16LE(method, 8);
+    local.writeUInt16LE(0, 10);
+    local.writeUInt16LE(0x21, 12); // 1980-01-01
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(body.length, 18);
+    local.writeUInt32LE(data.length, 22);
+    local.writeUInt16LE(nameBuf.length, 26);
+    local.writeUInt16LE(0, 28);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(0x0314, 4); // made by Unix, 2.0
+    central.writeUInt16LE(20, 6);
+    central.writeUInt16LE(0x0800, 8);
+    central.writeUInt16LE(method, 10);
+    central.writeUInt16LE(0, 12);
+    central.writeUInt16LE(0x21, 14);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(body.length, 20);
+    central.writeUInt32LE(data.length, 24);
+    central.writeUInt16LE(nameBuf.length, 28);
+    central.writeUInt32LE((0o100644 << 16) >>> 0, 38); // regular file, 0644
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, nameBuf, body);
+    centrals.push(central, nameBuf);
+    offset += local.length + nameBuf.length + body.length;
+  }
+  const cd = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries.length, 8);
+  end.writeUInt16LE(entries.length, 10);
+  end.writeUInt32LE(cd.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, cd, end]);
+}
+
+// ---- The server ------------------------------------------------------------------
+
+async function startServer(dataDir) {
+  const [httpPort, s3Port] = [await freePort(), await freePort()];
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k.startsWith('INTAKE_') && k !== 'INTAKE_TEST_CLAMD_ADDR') delete env[k];
+  Object.assign(env, {
+    INTAKE_DATA_DIR: dataDir,
+    INTAKE_HTTP_ADDR: `127.0.0.1:${httpPort}`,
+    INTAKE_S3_EMBEDDED_ADDR: `127.0.0.1:${s3Port}`,
+    // Archives of 5 MiB and more go up in 5 MiB parts.
+    INTAKE_MULTIPART_THRESHOLD_BYTES: String(5 * MIB),
+    INTAKE_MULTIPART_CHUNK_BYTES: String(5 * MIB),
+    INTAKE_LOG: 'warn,intake=info',
+    NO_COLOR: '1',
+  });
+  if (process.env.INTAKE_TEST_CLAMD_ADDR) env.INTAKE_CLAMD_ADDR = process.env.INTAKE_TEST_CLAMD_ADDR;
+
+  const created = execFileSync(BIN, ['admin', 'create-user', '--email', EMAIL, '--password', PASSWORD,
+    '--account-type', 'config_admin'], { env, cwd: dataDir, encoding: 'utf8' });
+  log('user', created.trim());
+
+  const logs = [];
+  const child = spawn(BIN, ['serve'], { env, cwd: dataDir, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.on('data', (d) => logs.push(d));
+  child.stderr.on('data', (d) => logs.push(d));
+  const base = `http://127.0.0.1:${httpPort}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`intake serve exited:\n${Buffer.concat(logs)}`);
+    try { if ((await fetch(`${base}/readyz`)).ok) break; } catch { /* not yet */ }
+    if (Date.now() > deadline) throw new Error(`intake serve did not become ready:\n${Buffer.concat(logs)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return { base, child, logs };
+}
+
+async function rest(base, method, p, token, body) {
+  const r = await fetch(`${base}${p}`, {
+    method,
+    headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `JWT ${token}` } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const data = await r.json();
+  if (!r.ok) throw new Error(`${method} ${p}: ${r.status} ${JSON.stringify(data)}`);
+  return data;
+}
+
+// ---- The test ------------------------------------------------------------------------
+
+function check(cond, what) { if (!cond) throw new Error(`check failed: ${what}`); }
+
+async function main() {
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'intake-e2e-'));
+  const dataDir = path.join(work, 'data');
+  const profile = path.join(work, 'chromium-profile');
+  fs.mkdirSync(dataDir);
+  let server = null;
+  let context = null;
+  try {
+    check(fs.existsSync(BIN), `the intake binary at ${BIN} (cargo build --bin intake)`);
+    server = await startServer(dataDir);
+    log('intake serving at', server.base);
+
+    const { access } = await rest(server.base, 'POST', '/api/auth/token/', null, { email: EMAIL, password: PASSWORD });
+    await rest(server.base, 'POST', '/api/object-classes/', access, { name: 'Contracts' });
+    const cls = await rest(server.base, 'POST', '/api/object-classes/', access, { name: 'Invoices', description: 'Scanned invoices' });
+    await rest(server.base, 'POST', `/api/object-classes/${cls.id}/fields/`, access, { label: 'Supplier', alias: 'supplier', type: 'text' });
+    await rest(server.base, 'POST', `/api/object-classes/${cls.id}/fields/`, access, { label: 'Scan', alias: 'scan', type: 'document' });
+
+    const files = [
+      ['2025/invoice-0001.txt', Buffer.from('Invoice 0001\nTotal: 120.00 EUR\n')],
+      ['2025/invoice-0002.txt', Buffer.from('Invoice 0002\nTotal: 80.50 EUR\n')],
+      ['summary.csv', Buffer.from('invoice,total\n0001,120.00\n0002,80.50\n')],
+    ];
+    const smallZip = path.join(work, 'invoices-2025.zip');
+    fs.writeFileSync(smallZip, zip(files));
+
+    context = await chromium.launchPersistentContext(profile, {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run'],
+      viewport: { width: 1000, height: 900 },
+    });
+    const page = context.pages()[0] || await context.newPage();
+    const problems = [];
+    page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
+    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+
+    await page.goto(server.base);
+    // Every form control has a label.
+    const unlabeled = await page.$$eval('input, select', (els) => els.filter((e) => !e.labels || e.labels.length === 0).map((e) => e.id));
+    check(unlabeled.length === 0, `labels for ${unlabeled}`);
+
+    await page.getByLabel('E-mail').fill(EMAIL);
+    await page.getByLabel('Password').fill(PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByText(`Signed in as ${EMAIL}`).waitFor();
+    await page.getByLabel('Object class').selectOption({ label: 'Invoices' });
+    await page.locator('#field option', { hasText: 'Scan (scan)' }).waitFor({ state: 'attached' });
+    await page.getByLabel('Document field').selectOption({ label: 'Scan (scan)' });
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(smallZip);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+
+    const outcome = await Promise.race([
+      page.getByRole('status').filter({ hasText: 'Done: 3 records created.' }).waitFor({ timeout: 60_000 }).then(() => 'ok'),
+      page.locator('#failure').filter({ hasText: 'Upload failed' }).waitFor({ timeout: 60_000 }).then(() => 'failed'),
+    ]);
+    if (outcome !== 'ok') throw new Error(await page.locator('#failure').textContent());
+    log('small upload done');
+
+    const rows = await page.$$eval('#records tr', (trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
+    check(rows.length === 3, `3 rows, got ${JSON.stringify(rows)}`);
+    check(JSON.stringify(rows.map((r) => r[1])) === JSON.stringify(files.map((f) => f[0])), `file paths ${JSON.stringify(rows)}`);
+    check(rows.every((r) => r[4] === 'Download'), 'a download link per record');
+    for (const step of ['upload', 'saving_files', 'creating_records']) {
+      const cls = await page.getAttribute(`#s-${step}`, 'class');
+      check(cls && cls.includes('done'), `step ${step} shown done (${cls})`);
+    }
+    check((await page.textContent('#t-creating_records')).startsWith('3 of 3'), 'records step counts 3 of 3');
+    const href = await page.getAttribute('#records tr:first-child a', 'href');
+    const downloaded = Buffer.from(await (await fetch(href)).arrayBuffer());
+    check(downloaded.equals(files[0][1]), 'the download link serves the file');
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    log('screenshot saved to', SCREENSHOT);
+
+    // A larger archive: multipart, parts PUT in parallel from the browser.
+    const big = Buffer.alloc(7 * MIB);
+    for (let i = 0; i < big.length; i++) big[i] = (Math.imul(i, 2654435761) >>> 13) & 0xff;
+    const bigZip = path.join(work, 'big.zip');
+    fs.writeFileSync(bigZip, zip([['scan.bin', big], ['readme.txt', Buffer.from('two files')]], { store: true }));
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    const second = await Promise.race([
+      page.getByRole('status').filter({ hasText: 'Done: 2 records created.' }).waitFor({ timeout: 120_000 }).then(() => 'ok'),
+      page.locator('#failure').filter({ hasText: 'Upload failed' }).waitFor({ timeout: 120_000 }).then(() => 'failed'),
+    ]);
+    if (second !== 'ok') throw new Error(await page.locator('#failure').textContent());
+    check((await page.textContent('#t-upload')).includes('stored'), 'upload step done');
+    const bigRows = await page.$$eval('#records tr', (trs) => trs.map((tr) => tr.cells[1].textContent));
+    check(JSON.stringify(bigRows) === JSON.stringify(['scan.bin', 'readme.txt']), `multipart rows ${bigRows}`);
+    log('multipart upload done');
+
+    check(problems.length === 0, `no page errors: ${problems.join('; ')}`);
+    console.log('e2e: 1 passed, 0 failed');
+  } catch (e) {
+    if (server) console.error(`--- intake serve output ---\n${Buffer.concat(server.logs)}`);
+    throw e;
+  } finally {
+    if (context) await context.close().catch(() => {});
+    if (server) {
+      server.child.kill('SIGTERM');
+      await new Promise((r) => { if (server.child.exitCode !== null) r(); else server.child.on('exit', r); });
+    }
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((e) => { console.error('[e2e] FAILED:', e.stack || e); process.exit(1); });

@@ -1,0 +1,493 @@
+//! The whole upload, as `intake upload` runs it:
+//!
+//! 1. sign in and create the upload transaction (REST);
+//! 2. open the socket with a one-time ticket and ask for presigned URLs;
+//! 3. PUT the archive (parts in parallel), reading the socket meanwhile so that it
+//!    stays alive;
+//! 4. announce completion and follow processing until the final monitoring update;
+//! 5. read the records created (REST).
+//!
+//! A socket that drops is opened again with a fresh ticket, at most
+//! `max_reconnects` times. Everything needed to go on lives here rather than in the
+//! connection: the file session id, the presigned URLs (valid for their lifetime)
+//! and the ETag of every part stored, so parts already stored are never sent again
+//! and completion can be announced on any new connection to the same upload (the
+//! server treats a repeated completion as done). If processing ended while the
+//! client was away, the socket refuses the used upload and the REST state says how
+//! it ended.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::api::Api;
+use super::progress::{Progress, StepUpdate};
+use super::socket::{ConnectError, Event, Socket, socket_url};
+use super::transfer::{self, Piece, Stored};
+use super::{ClientError, Outcome, UploadOptions};
+
+/// The content type announced for every archive.
+pub const FILE_TYPE: &str = "application/zip";
+
+/// Runs an upload to the end; see the module documentation.
+pub async fn upload(
+    opts: &UploadOptions,
+    progress: Arc<dyn Progress>,
+) -> Result<Outcome, ClientError> {
+    let result = run(opts, &progress).await;
+    progress.finished();
+    result
+}
+
+async fn run(opts: &UploadOptions, progress: &Arc<dyn Progress>) -> Result<Outcome, ClientError> {
+    let (file_name, size) = inspect(&opts.file)?;
+    let api = Api::sign_in(opts.server.clone(), opts.credentials.clone()).await?;
+    let upload_id = api.create_upload(opts.class, opts.field).await?;
+    tracing::debug!(%upload_id, "upload created");
+    let mut flow = Flow {
+        api,
+        opts,
+        progress: progress.clone(),
+        upload_id,
+        file_name,
+        size,
+        sock: None,
+        attempts: 0,
+        reconnects: 0,
+        stored: Stored::default(),
+    };
+    let result = flow.run().await;
+    if let Some(sock) = flow.sock.take() {
+        sock.close().await;
+    }
+    result
+}
+
+/// The archive's name and size; it must be a readable regular file.
+fn inspect(path: &Path) -> Result<(String, u64), ClientError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ClientError::File(format!("{}: {e}", path.display())))?;
+    if !meta.is_file() {
+        return Err(ClientError::File(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
+    std::fs::File::open(path).map_err(|e| ClientError::File(format!("{}: {e}", path.display())))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "upload.zip".into());
+    Ok((name, meta.len()))
+}
+
+/// Where the archive goes, from `presigned_url_ready`.
+struct Ready {
+    session: String,
+    s3_key: String,
+    multipart: bool,
+    pieces: Vec<Piece>,
+}
+
+/// What monitoring ended with.
+enum Watch {
+    Done(Outcome),
+    /// The socket dropped; connect again and go on.
+    Lost,
+}
+
+struct Flow<'a> {
+    api: Api,
+    opts: &'a UploadOptions,
+    progress: Arc<dyn Progress>,
+    upload_id: String,
+    file_name: String,
+    size: u64,
+    sock: Option<Socket>,
+    /// Drops and failed connection attempts so far (the budget).
+    attempts: u32,
+    /// Successful reconnections.
+    reconnects: u32,
+    stored: Stored,
+}
+
+impl Flow<'_> {
+    async fn run(&mut self) -> Result<Outcome, ClientError> {
+        let ready = self.presign().await?;
+        let total = ready.pieces.len() as u64;
+        self.progress.transfer_started(self.size, total, 0);
+        self.transfer(&ready).await?;
+        self.progress.transfer_done();
+        loop {
+            match self.connect().await {
+                Ok(()) => {}
+                // The upload is used: processing ended while we were away.
+                Err(ClientError::Server { code, .. }) if code == "ERR_INVALID_UUID" => {
+                    if let Some(done) = self.settled(&ready).await? {
+                        return Ok(done);
+                    }
+                    return Err(ClientError::server(
+                        code,
+                        "the server no longer accepts this upload",
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+            self.complete(&ready).await;
+            match self.watch(&ready).await? {
+                Watch::Done(outcome) => return Ok(outcome),
+                Watch::Lost => {
+                    if let Some(done) = self.settled(&ready).await? {
+                        return Ok(done);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks for presigned URLs until the server answers.
+    async fn presign(&mut self) -> Result<Ready, ClientError> {
+        let temp = format!("temp_{}_{:08x}", crate::db::now_ms(), rand::random::<u32>());
+        let request = json!({
+            "type": "request_presigned_url",
+            "temp_upload_id": temp,
+            "file_name": self.file_name,
+            "file_size": self.size,
+            "file_type": FILE_TYPE,
+            "object_class": self.opts.class,
+            "class_field": self.opts.field,
+        });
+        loop {
+            self.connect().await?;
+            let sock = self.sock.as_mut().expect("connected");
+            if !sock.send(&request).await {
+                self.lost("sending failed")?;
+                continue;
+            }
+            loop {
+                let sock = self.sock.as_mut().expect("connected");
+                match sock.next().await {
+                    Event::Message(v)
+                        if v["type"] == "presigned_url_ready"
+                            && v["message"]["temp_upload_id"] == temp =>
+                    {
+                        return parse_ready(&v["message"], self.size);
+                    }
+                    Event::Message(_) => {}
+                    Event::Error { code, detail } => {
+                        return Err(ClientError::Server { code, detail });
+                    }
+                    Event::Dropped(why) => {
+                        self.lost(&why)?;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// PUTs what is not stored yet, reading the socket meanwhile.
+    async fn transfer(&mut self, ready: &Ready) -> Result<(), ClientError> {
+        let http = self.api.http().clone();
+        let mut sock = self.sock.take();
+        let mut dropped = None;
+        let result = {
+            let sending = transfer::send_missing(
+                &http,
+                &self.opts.file,
+                &ready.pieces,
+                &self.stored,
+                self.opts.parallel,
+                &self.progress,
+            );
+            tokio::pin!(sending);
+            loop {
+                let Some(s) = sock.as_mut() else {
+                    break sending.await;
+                };
+                let event = tokio::select! {
+                    r = &mut sending => break r,
+                    ev = s.next() => ev,
+                };
+                match event {
+                    Event::Message(_) => {}
+                    Event::Error { code, detail } => {
+                        break Err(ClientError::Server { code, detail });
+                    }
+                    Event::Dropped(why) => {
+                        // The PUTs go on; a new socket announces completion.
+                        sock = None;
+                        dropped = Some(why);
+                    }
+                }
+            }
+        };
+        self.sock = sock;
+        if let Some(why) = dropped {
+            self.lost(&why)?;
+        }
+        result
+    }
+
+    /// Announces that every byte is stored (again, after a reconnect: the server
+    /// ignores a completion it already has).
+    async fn complete(&mut self, ready: &Ready) {
+        let msg = if ready.multipart {
+            let parts: Vec<Value> = self
+                .stored
+                .all()
+                .into_iter()
+                .map(|(n, tag)| json!({ "part_number": n, "e_tag": tag }))
+                .collect();
+            json!({ "type": "complete_multipart_upload", "upload_id": ready.session, "parts": parts })
+        } else {
+            json!({ "type": "upload_complete", "upload_id": ready.session, "s3_key": ready.s3_key })
+        };
+        if let Some(sock) = self.sock.as_mut() {
+            // A failed send shows up as a drop on the next read.
+            let _ = sock.send(&msg).await;
+        }
+    }
+
+    /// Follows processing until the final monitoring update of our file session.
+    async fn watch(&mut self, ready: &Ready) -> Result<Watch, ClientError> {
+        loop {
+            let Some(sock) = self.sock.as_mut() else {
+                return Ok(Watch::Lost);
+            };
+            let v = match sock.next().await {
+                Event::Message(v) => v,
+                Event::Error { code, .. } if code == "ERR_INVALID_UUID" => {
+                    // The upload ended between our reconnect and our message.
+                    self.sock = None;
+                    return Ok(Watch::Lost);
+                }
+                Event::Error { code, detail } => return Err(ClientError::Server { code, detail }),
+                Event::Dropped(why) => {
+                    self.sock = None;
+                    self.lost(&why)?;
+                    return Ok(Watch::Lost);
+                }
+            };
+            let kind = v["type"].as_str().unwrap_or_default();
+            if kind != "monitoring_update" && kind != "progress_update" {
+                continue;
+            }
+            let m = &v["message"];
+            if m["upload_id"]
+                .as_str()
+                .is_some_and(|id| id != ready.session)
+            {
+                continue;
+            }
+            let update = step_update(kind, m);
+            self.progress.step(&update);
+            match update.status.as_deref() {
+                Some("success") if kind == "monitoring_update" => {
+                    let status = self.api.upload_status(&self.upload_id).await?;
+                    let message = m["message"].as_str().unwrap_or("Done").to_string();
+                    let av = m["av-status"].as_str().map(str::to_string);
+                    return Ok(Watch::Done(self.outcome(ready, &status, message, av)));
+                }
+                Some("error") if kind == "monitoring_update" => {
+                    return Err(ClientError::server(
+                        m["error_code"].as_str().unwrap_or("ERR_PROCESSING_FAILED"),
+                        m["message"].as_str().unwrap_or("Processing failed."),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// How the upload ended, from REST, if it has.
+    async fn settled(&mut self, ready: &Ready) -> Result<Option<Outcome>, ClientError> {
+        let status = self.api.upload_status(&self.upload_id).await?;
+        match status["state"].as_str() {
+            Some("succeeded") => {
+                let n = status["record_count"].as_u64().unwrap_or_default();
+                let message = format!("Done Extracted {n} files");
+                Ok(Some(self.outcome(ready, &status, message, None)))
+            }
+            Some("failed") => Err(ClientError::server(
+                "ERR_PROCESSING_FAILED",
+                "Processing failed while the client was disconnected; the server log has the cause.",
+            )),
+            _ => Ok(None),
+        }
+    }
+
+    fn outcome(
+        &self,
+        ready: &Ready,
+        status: &Value,
+        message: String,
+        av: Option<String>,
+    ) -> Outcome {
+        let records: Vec<i64> = status["records"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default();
+        Outcome {
+            upload_id: self.upload_id.clone(),
+            session_id: ready.session.clone(),
+            file_name: self.file_name.clone(),
+            file_size: self.size,
+            multipart: ready.multipart,
+            parts: ready.pieces.len() as u64,
+            reconnects: self.reconnects,
+            message,
+            av_status: av,
+            record_count: status["record_count"]
+                .as_u64()
+                .unwrap_or(records.len() as u64),
+            records,
+        }
+    }
+
+    /// Notes a dropped socket against the budget.
+    fn lost(&mut self, why: &str) -> Result<(), ClientError> {
+        self.sock = None;
+        self.attempts += 1;
+        if self.attempts > self.opts.max_reconnects {
+            return Err(ClientError::Connection(format!(
+                "the upload socket dropped too often (last: {why})"
+            )));
+        }
+        self.progress.reconnecting(self.attempts, why);
+        Ok(())
+    }
+
+    /// Opens the socket if it is not open, with a fresh ticket each try.
+    async fn connect(&mut self) -> Result<(), ClientError> {
+        if self.sock.is_some() {
+            return Ok(());
+        }
+        let reconnecting = self.attempts > 0;
+        let mut failures = 0u32;
+        loop {
+            let attempt = async {
+                let ticket = self.api.ticket().await?;
+                let url = socket_url(self.api.base(), &self.upload_id, &ticket);
+                Socket::connect(&url).await.map_err(|e| match e {
+                    ConnectError::Refused { code, detail } => ClientError::Server { code, detail },
+                    ConnectError::Unreachable(why) => ClientError::Connection(why),
+                })
+            };
+            match attempt.await {
+                Ok(sock) => {
+                    self.sock = Some(sock);
+                    if reconnecting {
+                        self.reconnects += 1;
+                    }
+                    return Ok(());
+                }
+                Err(ClientError::Connection(why)) if reconnecting || failures < 2 => {
+                    failures += 1;
+                    self.attempts += 1;
+                    if self.attempts > self.opts.max_reconnects {
+                        return Err(ClientError::Connection(why));
+                    }
+                    self.progress.reconnecting(self.attempts, &why);
+                    let pause = Duration::from_millis(250) * 2u32.pow(failures.min(5));
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The display view of a progress or monitoring update.
+fn step_update(kind: &str, m: &Value) -> StepUpdate {
+    let counts = (kind == "progress_update").then(|| {
+        (
+            m["progress_count"].as_u64().unwrap_or_default(),
+            m["total_count"].as_u64().unwrap_or_default(),
+        )
+    });
+    StepUpdate {
+        step: m["step_name"].as_str().unwrap_or("processing").to_string(),
+        status: m["status"].as_str().map(str::to_string),
+        counts,
+        is_complete: m["is_complete"].as_bool().unwrap_or(false),
+        message: m["message"].as_str().map(str::to_string),
+    }
+}
+
+/// Reads `presigned_url_ready`'s message into pieces to PUT.
+fn parse_ready(m: &Value, size: u64) -> Result<Ready, ClientError> {
+    let bad = |what: &str| ClientError::Protocol(format!("presigned_url_ready: {what} in {m}"));
+    let session = m["upload_id"].as_str().ok_or_else(|| bad("no upload_id"))?;
+    let s3_key = m["s3_key"].as_str().ok_or_else(|| bad("no s3_key"))?;
+    let multipart = m["is_multipart"].as_bool().unwrap_or(false);
+    let pieces = if multipart {
+        let chunk = m["chunk_size"]
+            .as_u64()
+            .filter(|c| *c > 0)
+            .ok_or_else(|| bad("no chunk_size"))?;
+        let urls: Vec<(u32, String)> = m["part_urls"]
+            .as_array()
+            .ok_or_else(|| bad("no part_urls"))?
+            .iter()
+            .map(|p| {
+                Some((
+                    u32::try_from(p["part"].as_u64()?).ok()?,
+                    p["url"].as_str()?.to_string(),
+                ))
+            })
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("a malformed part URL"))?;
+        let expected = size.div_ceil(chunk);
+        let numbers: Vec<u64> = urls.iter().map(|(n, _)| *n as u64).collect();
+        if numbers != (1..=expected).collect::<Vec<_>>() {
+            return Err(bad("part numbers that do not cover the file"));
+        }
+        transfer::pieces(size, chunk, &urls)
+    } else {
+        let url = m["presigned_url"]
+            .as_str()
+            .ok_or_else(|| bad("no presigned_url"))?;
+        vec![Piece {
+            part: 1,
+            url: url.to_string(),
+            offset: 0,
+            len: size,
+            content_type: Some(FILE_TYPE.to_string()),
+        }]
+    };
+    Ok(Ready {
+        session: session.to_string(),
+        s3_key: s3_key.to_string(),
+        multipart,
+        pieces,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_messages_become_pieces() {
+        let m = json!({
+            "upload_id": "s", "s3_key": "k", "is_multipart": true, "chunk_size": 5,
+            "part_urls": [{"url": "a", "part": 1}, {"url": "b", "part": 2}], "total_parts": 2
+        });
+        let r = parse_ready(&m, 7).unwrap();
+        assert!(r.multipart);
+        assert_eq!(r.pieces[1].offset, 5);
+        assert_eq!(r.pieces[1].len, 2);
+        assert!(
+            parse_ready(&m, 11).is_err(),
+            "three parts needed, two given"
+        );
+        let single =
+            json!({ "upload_id": "s", "s3_key": "k", "is_multipart": false, "presigned_url": "u" });
+        let r = parse_ready(&single, 9).unwrap();
+        assert_eq!(r.pieces.len(), 1);
+        assert_eq!(r.pieces[0].content_type.as_deref(), Some(FILE_TYPE));
+    }
+}

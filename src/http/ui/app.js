@@ -1,0 +1,516 @@
+// intake's upload page: sign in, choose a class and its document field, upload a
+// ZIP archive over the upload socket's flow (presigned URL, parallel part PUTs,
+// completion), follow processing live, then list the records created. The same
+// flow as `intake upload` (src/client/), including reconnects: the file session,
+// presigned URLs and stored parts' ETags outlive a dropped socket.
+'use strict';
+
+const PARALLEL = 4;          // part PUTs at once
+const PART_ATTEMPTS = 4;     // tries per part (network errors and 5xx)
+const MAX_RECONNECTS = 10;   // socket reconnects per upload
+const SHOWN_RECORDS = 100;   // records fetched for the result table
+const FILE_TYPE = 'application/zip';
+
+const $ = (id) => document.getElementById(id);
+const session = {
+  access: sessionStorage.getItem('intake.access'),
+  refresh: sessionStorage.getItem('intake.refresh'),
+};
+let chosenFile = null;
+let fields = [];
+
+/** An error the server (or the object store) reported: code and text. */
+class ServerError extends Error {
+  constructor(code, detail) { super(`${code}: ${detail}`); this.code = code; this.detail = detail; }
+}
+
+// ---- REST ------------------------------------------------------------------
+
+function restError(status, body) {
+  const code = (body && typeof body.code === 'string') ? body.code : `ERR_HTTP_${status}`;
+  let detail = `HTTP ${status}`;
+  if (body && typeof body.detail === 'string') detail = body.detail;
+  else if (body && typeof body === 'object') {
+    const parts = Object.entries(body).map(([k, v]) => `${k}: ${Array.isArray(v) ? v.join(' ') : v}`);
+    if (parts.length) detail = parts.join('; ');
+  }
+  return new ServerError(code, detail);
+}
+
+async function api(method, path, body, renewed = false) {
+  const headers = { 'Accept': 'application/json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (session.access) headers['Authorization'] = `JWT ${session.access}`;
+  let r;
+  try {
+    r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new ServerError('ERR_CONNECTION', `The server cannot be reached (${e.message}).`);
+  }
+  if (r.status === 401 && !renewed && session.refresh && path !== '/api/auth/token/') {
+    if (await renew()) return api(method, path, body, true);
+  }
+  const data = await r.json().catch(() => null);
+  if (!r.ok) {
+    if (r.status === 401 && path !== '/api/auth/token/') signOut();
+    throw restError(r.status, data);
+  }
+  return data;
+}
+
+async function renew() {
+  try {
+    const r = await fetch('/api/auth/token/refresh/', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refresh: session.refresh }),
+    });
+    if (!r.ok) return false;
+    const data = await r.json();
+    setTokens(data.access, session.refresh);
+    return true;
+  } catch { return false; }
+}
+
+function setTokens(access, refresh) {
+  session.access = access; session.refresh = refresh;
+  if (access) sessionStorage.setItem('intake.access', access); else sessionStorage.removeItem('intake.access');
+  if (refresh) sessionStorage.setItem('intake.refresh', refresh); else sessionStorage.removeItem('intake.refresh');
+}
+
+// ---- Signing in and choosing ---------------------------------------------------
+
+async function signIn(event) {
+  event.preventDefault();
+  const email = $('email').value.trim();
+  const password = $('password').value;
+  $('sign-in-error').textContent = '';
+  if (!email || !password) { $('sign-in-error').textContent = 'Enter your e-mail and password.'; return; }
+  try {
+    const tokens = await api('POST', '/api/auth/token/', { email, password });
+    setTokens(tokens.access, tokens.refresh);
+    $('password').value = '';
+    await enter();
+  } catch (e) {
+    $('sign-in-error').textContent = e.detail || e.message;
+  }
+}
+
+function signOut() {
+  setTokens(null, null);
+  $('who').hidden = true;
+  for (const id of ['choose', 'progress', 'results', 'again']) $(id).hidden = true;
+  $('sign-in').hidden = false;
+}
+
+async function enter() {
+  const me = await api('GET', '/api/users/me/');
+  $('who-email').textContent = me.email;
+  $('who').hidden = false;
+  $('sign-in').hidden = true;
+  $('choose').hidden = false;
+  await loadClasses();
+  $('class').focus();
+}
+
+function option(value, text) {
+  const o = document.createElement('option');
+  o.value = value; o.textContent = text;
+  return o;
+}
+
+async function loadClasses() {
+  const page = await api('GET', '/api/object-classes/?limit=1000');
+  const select = $('class');
+  select.replaceChildren(option('', 'Choose a class…'));
+  for (const c of page.results) select.append(option(c.id, c.name));
+  if (page.results.length === 1) select.value = String(page.results[0].id);
+  await loadFields();
+}
+
+async function loadFields() {
+  const classId = $('class').value;
+  const select = $('field');
+  select.replaceChildren();
+  fields = [];
+  $('field-hint').hidden = true;
+  if (classId) {
+    try {
+      fields = (await api('GET', `/api/object-classes/${classId}/fields/`)).filter((f) => f.type === 'document');
+    } catch (e) { $('choose-error').textContent = e.detail || e.message; }
+    for (const f of fields) select.append(option(f.id, `${f.label} (${f.alias})`));
+    $('field-hint').hidden = fields.length > 0;
+  }
+  updateStart();
+}
+
+function chooseFile(file) {
+  chosenFile = file || null;
+  $('file-name').textContent = file ? `${file.name} · ${size(file.size)}` : '';
+  updateStart();
+}
+
+function updateStart() {
+  $('start').disabled = !($('class').value && $('field').value && chosenFile);
+}
+
+// ---- Progress display ----------------------------------------------------------
+
+const STEP_ORDER = ['upload', 'antivirus_scan', 'extracting_file', 'saving_files', 'creating_records'];
+
+function size(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${i ? n.toFixed(1) : n} ${units[i]}`;
+}
+
+function stepState(step, text, cls) {
+  const li = $(`s-${step}`);
+  if (!li) return;
+  $(`t-${step}`).textContent = text;
+  li.classList.remove('active', 'done', 'failed');
+  if (cls) li.classList.add(cls);
+}
+
+function stepCount(step, count, total) {
+  const bar = $(`p-${step}`);
+  if (!bar) return;
+  bar.max = Math.max(total, 1);
+  bar.value = count;
+}
+
+function announce(text) { $('status').textContent = text; }
+
+function resetProgress() {
+  for (const step of STEP_ORDER) {
+    stepState(step, 'waiting');
+    stepCount(step, 0, 1);
+  }
+  $('failure').textContent = '';
+  announce('');
+}
+
+/** Shows one `progress_update` or `monitoring_update` message. */
+function showUpdate(type, m) {
+  const step = m.step_name;
+  if (type === 'progress_update') {
+    stepCount(step, m.progress_count, m.total_count);
+    const done = m.is_complete;
+    stepState(step, `${m.progress_count} of ${m.total_count}${done ? ' · done' : ''}`, done ? 'done' : 'active');
+    return;
+  }
+  const text = m.message || m.status;
+  if (step === 'upload_complete') {
+    // Queued, or a retry of the whole job.
+    announce(m.status === 'retrying' ? text : 'Upload received; processing queued.');
+    return;
+  }
+  if (m.status === 'success') {
+    stepState(step, text, 'done');
+    // The final success closes the earlier steps too.
+    for (const s of ['antivirus_scan', 'extracting_file']) {
+      const li = $(`s-${s}`);
+      if (li && !li.classList.contains('done')) stepState(s, s === step ? text : 'done', 'done');
+    }
+    const av = m['av-status'];
+    if (av) stepState('antivirus_scan', av === 'skipped' ? 'skipped (no scanner configured)' : av, 'done');
+  } else if (m.status === 'error') {
+    stepState(step, text, 'failed');
+  } else {
+    stepState(step, text, 'active');
+    if (step === 'antivirus_scan' && m['av-status']) stepState(step, `${text} (${m['av-status']})`, 'active');
+  }
+}
+
+// ---- The upload socket -----------------------------------------------------------
+
+/** The upload socket with reconnects: a fresh ticket each time, and the last
+ *  request (presign or completion) sent again on the new connection. */
+class UploadSocket {
+  constructor(uploadId, onMessage, onFatal) {
+    this.uploadId = uploadId; this.onMessage = onMessage; this.onFatal = onFatal;
+    this.ws = null; this.attempts = 0; this.closed = false; this.pending = null; this.reconnecting = false;
+  }
+
+  url(ticket) {
+    const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    return `${scheme}//${location.host}/ws/object-records/uploads/${this.uploadId}/?uuid=${encodeURIComponent(ticket)}`;
+  }
+
+  async open() {
+    const { uuid } = await api('GET', '/api/users/ws-auth/');
+    const ws = new WebSocket(this.url(uuid));
+    await new Promise((resolve, reject) => {
+      let greeted = false;
+      ws.onmessage = (event) => {
+        let msg;
+        try { msg = JSON.parse(event.data); } catch { return; }
+        if (msg.type === 'error') {
+          const err = new ServerError(msg.error_code, msg.detail);
+          this.closed = true;
+          if (!greeted) reject(err); else this.onFatal(err);
+          return;
+        }
+        if (!greeted) {
+          greeted = true;
+          if (msg.type === 'connection_established') resolve(); else reject(new ServerError('ERR_PROTOCOL', 'unexpected greeting'));
+          return;
+        }
+        this.onMessage(msg);
+      };
+      ws.onclose = () => {
+        if (!greeted) { reject(new ServerError('ERR_CONNECTION', 'The upload socket closed.')); return; }
+        if (this.ws === ws && !this.closed) this.lost();
+      };
+    });
+    this.ws = ws;
+    if (this.pending) this.ws.send(JSON.stringify(this.pending));
+  }
+
+  /** Sends `msg` now, and again after any reconnect until `settle()`. */
+  request(msg) {
+    this.pending = msg;
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  settle() { this.pending = null; }
+
+  async lost() {
+    if (this.reconnecting || this.closed) return;
+    this.reconnecting = true;
+    this.ws = null;
+    while (!this.closed) {
+      this.attempts += 1;
+      if (this.attempts > MAX_RECONNECTS) { this.onFatal(new ServerError('ERR_CONNECTION', 'The upload socket dropped too often.')); break; }
+      announce(`Connection lost; reconnecting (attempt ${this.attempts})…`);
+      await new Promise((r) => setTimeout(r, Math.min(250 * 2 ** this.attempts, 8000)));
+      try { await this.open(); announce('Reconnected.'); break; } catch (e) {
+        if (e.code !== 'ERR_CONNECTION') { this.closed = true; this.onFatal(e); break; }
+      }
+    }
+    this.reconnecting = false;
+  }
+
+  close() { this.closed = true; if (this.ws) this.ws.close(); }
+}
+
+// ---- PUTs to the object store ----------------------------------------------------------
+
+function put(url, blob, contentType, onProgress) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    xhr.open('PUT', url);
+    if (contentType) xhr.setRequestHeader('Content-Type', contentType);
+    xhr.upload.onprogress = (e) => onProgress(e.loaded);
+    xhr.onload = () => {
+      if (xhr.status >= 200 && xhr.status < 300) {
+        const tag = xhr.getResponseHeader('ETag');
+        if (tag) resolve(tag); else reject({ final: true, error: new ServerError('ERR_PROTOCOL', 'The object store sent no ETag.') });
+        return;
+      }
+      const code = /<Code>([^<]*)<\/Code>/.exec(xhr.responseText || '');
+      const why = `${xhr.status}${code ? ' ' + code[1] : ''}`;
+      const retry = xhr.status >= 500 || xhr.status === 408 || xhr.status === 429;
+      reject({ final: !retry, error: new ServerError('ERR_S3_REJECTED', `The object store refused the upload (${why}).`) });
+    };
+    xhr.onerror = () => reject({ final: false, error: new ServerError('ERR_CONNECTION', 'The object store cannot be reached.') });
+    xhr.send(blob);
+  });
+}
+
+/** PUTs every piece not in `stored`, PARALLEL at once, with retries. */
+async function transfer(file, pieces, stored, onBytes) {
+  const loaded = new Map();
+  const report = () => onBytes([...loaded.values()].reduce((a, b) => a + b, 0));
+  const queue = pieces.filter((p) => !stored.has(p.part));
+  for (const p of pieces) if (stored.has(p.part)) loaded.set(p.part, p.len);
+  async function worker() {
+    while (queue.length) {
+      const p = queue.shift();
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const blob = file.slice(p.offset, p.offset + p.len);
+          const tag = await put(p.url, blob, p.contentType, (n) => { loaded.set(p.part, n); report(); });
+          stored.set(p.part, tag);
+          loaded.set(p.part, p.len); report();
+          break;
+        } catch (e) {
+          loaded.set(p.part, 0); report();
+          if (e.final || attempt >= PART_ATTEMPTS) throw e.error || e;
+          await new Promise((r) => setTimeout(r, 500 * 2 ** (attempt - 1)));
+        }
+      }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, queue.length || 1) }, worker));
+}
+
+function piecesOf(m, fileSize) {
+  if (!m.is_multipart) return [{ part: 1, url: m.presigned_url, offset: 0, len: fileSize, contentType: FILE_TYPE }];
+  return m.part_urls.map(({ url, part }) => {
+    const offset = (part - 1) * m.chunk_size;
+    return { part, url, offset, len: Math.min(m.chunk_size, fileSize - offset), contentType: null };
+  });
+}
+
+// ---- The whole upload ------------------------------------------------------------------
+
+async function startUpload(event) {
+  event.preventDefault();
+  const file = chosenFile;
+  const classId = Number($('class').value);
+  const fieldId = Number($('field').value);
+  if (!file || !classId || !fieldId) return;
+  const field = fields.find((f) => f.id === fieldId);
+  $('choose-error').textContent = '';
+  $('start').disabled = true;
+  $('results').hidden = true;
+  $('again').hidden = true;
+  resetProgress();
+  $('progress').hidden = false;
+  announce(`Starting the upload of ${file.name}…`);
+  let sock = null;
+  try {
+    const { upload_id: uploadId } = await api('POST', '/api/object-records/uploads/', { object_class: classId, object_class_field: fieldId });
+    const outcome = await new Promise((resolve, reject) => {
+      const temp = `temp_${Date.now()}_${Math.random().toString(36).slice(2, 11)}`;
+      let ready = null;
+      const stored = new Map();
+      let finished = false;
+      const finish = (fn, v) => { if (!finished) { finished = true; fn(v); } };
+      const fatal = async (err) => {
+        // A used upload refuses the socket: processing ended while we were away.
+        if (err.code === 'ERR_INVALID_UUID' && ready && stored.size === ready.pieces.length) {
+          try {
+            const st = await api('GET', `/api/object-records/uploads/${uploadId}/`);
+            if (st.state === 'succeeded') { finish(resolve, { uploadId, message: `Done Extracted ${st.record_count} files` }); return; }
+          } catch { /* fall through */ }
+        }
+        finish(reject, err);
+      };
+      sock = new UploadSocket(uploadId, (msg) => {
+        const m = msg.message || {};
+        if (msg.type === 'presigned_url_ready' && m.temp_upload_id === temp && !ready) {
+          sock.settle();
+          ready = { session: m.upload_id, s3Key: m.s3_key, multipart: m.is_multipart, pieces: piecesOf(m, file.size) };
+          sendBytes();
+          return;
+        }
+        if (msg.type !== 'monitoring_update' && msg.type !== 'progress_update') return;
+        if (!ready || (m.upload_id && m.upload_id !== ready.session)) return;
+        showUpdate(msg.type, m);
+        if (msg.type === 'monitoring_update' && m.status === 'success') finish(resolve, { uploadId, message: m.message });
+        if (msg.type === 'monitoring_update' && m.status === 'error') finish(reject, new ServerError(m.error_code || 'ERR_PROCESSING_FAILED', m.message || 'Processing failed.'));
+      }, fatal);
+
+      async function sendBytes() {
+        const parts = ready.pieces.length;
+        stepState('upload', `0 of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}`, 'active');
+        stepCount('upload', 0, file.size);
+        announce(`Uploading ${file.name}…`);
+        try {
+          await transfer(file, ready.pieces, stored, (n) => {
+            stepCount('upload', n, file.size);
+            $('t-upload').textContent = `${size(n)} of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}`;
+          });
+        } catch (e) { finish(reject, e); return; }
+        stepState('upload', `${size(file.size)} stored`, 'done');
+        announce('Upload stored; waiting for processing…');
+        const completion = ready.multipart
+          ? { type: 'complete_multipart_upload', upload_id: ready.session,
+              parts: [...stored.entries()].sort((a, b) => a[0] - b[0]).map(([n, tag]) => ({ part_number: n, e_tag: tag })) }
+          : { type: 'upload_complete', upload_id: ready.session, s3_key: ready.s3Key };
+        // Sent again on any new connection; the server ignores a repeat.
+        sock.request(completion);
+      }
+
+      sock.open().then(() => sock.request({
+        type: 'request_presigned_url', temp_upload_id: temp, file_name: file.name, file_size: file.size,
+        file_type: FILE_TYPE, object_class: classId, class_field: fieldId,
+      }), (e) => finish(reject, e));
+    });
+    sock.close();
+    announce(`${outcome.message}. Loading the records…`);
+    await showRecords(outcome, file, field);
+  } catch (e) {
+    if (sock) sock.close();
+    const err = e instanceof ServerError ? e : new ServerError('ERR_CLIENT', String(e && e.message || e));
+    $('failure').textContent = `Upload failed: ${err.code}: ${err.detail}`;
+    announce('Upload failed.');
+  } finally {
+    $('again').hidden = false;
+    updateStart();
+  }
+}
+
+async function showRecords(outcome, file, field) {
+  const status = await api('GET', `/api/object-records/uploads/${outcome.uploadId}/`);
+  const ids = status.records || [];
+  const shown = ids.slice(0, SHOWN_RECORDS);
+  const records = new Array(shown.length);
+  let next = 0;
+  async function fetcher() {
+    while (next < shown.length) {
+      const i = next++;
+      records[i] = await api('GET', `/api/object-records/${shown[i]}/`);
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(6, shown.length) }, fetcher));
+  const body = $('records');
+  body.replaceChildren();
+  for (const r of records) {
+    const doc = (field && r[`field_${field.alias}`]) || {};
+    const tr = document.createElement('tr');
+    const cell = (text, cls) => { const td = document.createElement('td'); td.textContent = text; if (cls) td.className = cls; tr.append(td); return td; };
+    cell(`#${r.id}`, 'num');
+    cell(doc.path || r.object_name);
+    cell(doc.size === undefined ? '' : size(doc.size), 'num');
+    cell(doc.content_type || '');
+    const td = cell('');
+    if (doc.url) {
+      const a = document.createElement('a');
+      a.href = doc.url; a.rel = 'noopener';
+      a.textContent = 'Download';
+      a.setAttribute('aria-label', `Download ${doc.name || r.object_name}`);
+      td.append(a);
+    }
+    body.append(tr);
+  }
+  const n = status.record_count ?? ids.length;
+  $('results-summary').textContent = `${n} record${n === 1 ? '' : 's'} created from ${file.name} (upload ${outcome.uploadId}).`;
+  $('results-more').hidden = ids.length <= shown.length;
+  $('results-more').textContent = `The first ${shown.length} are listed. Download links expire after a few minutes; reload them from the records API.`;
+  $('results').hidden = false;
+  announce(`Done: ${n} record${n === 1 ? '' : 's'} created.`);
+  $('results-title').focus();
+}
+
+// ---- Wiring ------------------------------------------------------------------
+
+function wire() {
+  $('sign-in-form').addEventListener('submit', signIn);
+  $('sign-out').addEventListener('click', signOut);
+  $('class').addEventListener('change', loadFields);
+  $('field').addEventListener('change', updateStart);
+  $('file').addEventListener('change', () => chooseFile($('file').files[0]));
+  $('upload-form').addEventListener('submit', startUpload);
+  $('again').addEventListener('click', () => {
+    $('progress').hidden = true; $('results').hidden = true; $('again').hidden = true;
+    $('file').value = ''; chooseFile(null); $('file').focus();
+  });
+  const drop = $('drop');
+  for (const type of ['dragenter', 'dragover']) {
+    drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add('over'); });
+  }
+  for (const type of ['dragleave', 'drop']) {
+    drop.addEventListener(type, () => drop.classList.remove('over'));
+  }
+  drop.addEventListener('drop', (e) => {
+    e.preventDefault();
+    const file = e.dataTransfer && e.dataTransfer.files[0];
+    if (file) chooseFile(file);
+  });
+  if (session.access) enter().catch(() => signOut());
+}
+
+wire();

@@ -174,11 +174,23 @@ pub async fn process(
             }),
         )
         .await?;
-    state
-        .store
-        .get_to_file(&file.s3_key, &archive_path)
-        .await
-        .map_err(store_err)?;
+    if let Err(e) = state.store.get_to_file(&file.s3_key, &archive_path).await {
+        // A retry after the quarantine was half done: the archive already moved.
+        let quarantined = format!("quarantine/{}", file.s3_key);
+        if e.is_not_found() && matches!(state.store.head(&quarantined).await, Ok(Some(_))) {
+            let _ = state.store.delete_prefix(&files_prefix(file)).await;
+            let mut extra = Map::new();
+            extra.insert("av-status".into(), json!("infected"));
+            return Err(JobError::Final {
+                step: "antivirus_scan",
+                code: "ERR_INFECTED",
+                message: "The uploaded file was quarantined as infected. No records were created."
+                    .into(),
+                extra,
+            });
+        }
+        return Err(store_err(e));
+    }
     let mut av_status = "skipped";
     if let Some(scanner) = &scanner {
         let verdict = match scanner.scan_file(&archive_path).await {

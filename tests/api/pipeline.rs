@@ -572,3 +572,37 @@ async fn clamd_outage_is_retried_until_it_returns() {
         1
     );
 }
+
+/// A job retried after its quarantine was half done (the archive already moved)
+/// still ends as infected, not as a missing file.
+#[tokio::test]
+async fn retry_after_quarantine_stays_infected() {
+    let app = TestApp::spawn_with(|s| s.run_workers = false).await;
+    let (_, token) = app.user(AccountType::ConfigAdmin).await;
+    let (class, field) = app.class_with_document_field(&token).await;
+    let upload = app.create_upload(&token, class, field).await;
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    let ready = sock
+        .upload(
+            &app,
+            class,
+            field,
+            "q.zip",
+            &testkit::zip_of(&[("q.txt", b"q")]),
+        )
+        .await;
+    sock.recv().await; // queued
+    let key = ready["message"]["s3_key"].as_str().unwrap();
+    app.state
+        .store
+        .copy(key, &format!("quarantine/{key}"))
+        .await
+        .unwrap();
+    app.state.store.delete(key).await.unwrap();
+    assert!(Worker::new(app.state.clone()).run_once().await.unwrap());
+    let msgs = sock.until_final().await;
+    let last = &msgs.last().unwrap()["message"];
+    assert_eq!(last["error_code"], "ERR_INFECTED", "{msgs:#?}");
+    assert_eq!(last["av-status"], "infected");
+    assert!(records_of(&app, &token, class).await.is_empty());
+}

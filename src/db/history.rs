@@ -136,7 +136,7 @@ impl Db {
         database_name: &str,
     ) -> Result<CreateTenant, sqlx::Error> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let dropped: Option<Option<i64>> =
             sqlx::query_scalar("SELECT dropped_at FROM history_databases WHERE name = $1")
                 .bind(database_name)
@@ -211,7 +211,7 @@ impl Db {
         purge_after: i64,
     ) -> Result<Option<String>, sqlx::Error> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let Some(name) = sqlx::query_scalar::<_, String>(
             "DELETE FROM history_tenants WHERE client_id = $1 RETURNING database_name",
         )

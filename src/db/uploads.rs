@@ -204,7 +204,7 @@ impl Db {
         first_message: &str,
     ) -> Result<bool, sqlx::Error> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
             "UPDATE upload_files SET state = 'completed', completed_at = $1
              WHERE id = $2 AND state = 'pending'",

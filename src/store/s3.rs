@@ -181,101 +181,27 @@ impl S3Store {
         Ok(())
     }
 
-    async fn multipart_copy(&self, src: &str, dst: &str, meta: &ObjectMeta) -> Result<()> {
-        let content_type = meta
-            .content_type
-            .as_deref()
-            .unwrap_or("application/octet-stream");
-        let upload_id = self.create_multipart(dst, content_type).await?;
-        let part_size = part_size_for(meta.size, self.limits.copy_part_size);
-        let result = async {
-            let parts: Vec<(i32, String)> =
-                futures::stream::iter(part_ranges(meta.size, part_size))
-                    .map(|(number, offset, len)| {
-                        let upload_id = upload_id.as_str();
-                        async move {
-                            let out = self
-                                .client
-                                .upload_part_copy()
-                                .bucket(&self.bucket)
-                                .key(dst)
-                                .upload_id(upload_id)
-                                .part_number(number)
-                                .copy_source(copy_source(&self.bucket, src))
-                                .copy_source_range(format!("bytes={}-{}", offset, offset + len - 1))
-                                .customize()
-                                .config_override(
-                                    aws_sdk_s3::config::Builder::new()
-                                        .timeout_config(transfer_timeouts(len)),
-                                )
-                                .send()
-                                .await
-                                .map_err(|e| StoreError::from_sdk("UploadPartCopy", src, e))?;
-                            let etag = out
-                                .copy_part_result()
-                                .and_then(|r| r.e_tag())
-                                .ok_or_else(|| missing("UploadPartCopy", src, "ETag"))?;
-                            Ok::<_, StoreError>((number, etag.to_owned()))
-                        }
-                    })
-                    .buffer_unordered(CONCURRENCY)
-                    .try_collect()
-                    .await?;
-            self.complete_multipart(dst, &upload_id, &parts).await
-        }
-        .await;
-        if result.is_err() {
-            self.abort_quietly(dst, &upload_id).await;
-        }
-        result
-    }
-
-    async fn multipart_put_file(
+    /// Runs a multipart upload of `size` bytes to `key`: creates it, sends the parts
+    /// (`send_part(upload_id, number, offset, len)` → ETag) at most `CONCURRENCY` at
+    /// once, completes it, and aborts it if anything failed.
+    async fn multipart<F, Fut>(
         &self,
         key: &str,
-        path: &Path,
         content_type: &str,
         size: u64,
-    ) -> Result<()> {
+        part_size: u64,
+        send_part: F,
+    ) -> Result<()>
+    where
+        F: Fn(String, i32, u64, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<String>>,
+    {
         let upload_id = self.create_multipart(key, content_type).await?;
-        let part_size = part_size_for(size, self.limits.put_part_size);
         let result = async {
             let parts: Vec<(i32, String)> = futures::stream::iter(part_ranges(size, part_size))
                 .map(|(number, offset, len)| {
-                    let upload_id = upload_id.as_str();
-                    async move {
-                        let body = ByteStream::read_from()
-                            .path(path)
-                            .offset(offset)
-                            .length(Length::Exact(len))
-                            .buffer_size(FILE_BUFFER)
-                            .build()
-                            .await
-                            .map_err(|e| {
-                                StoreError::io("UploadPart", path, std::io::Error::other(e))
-                            })?;
-                        let out = self
-                            .client
-                            .upload_part()
-                            .bucket(&self.bucket)
-                            .key(key)
-                            .upload_id(upload_id)
-                            .part_number(number)
-                            .content_length(to_i64(len)?)
-                            .body(body)
-                            .customize()
-                            .config_override(
-                                aws_sdk_s3::config::Builder::new()
-                                    .timeout_config(transfer_timeouts(len)),
-                            )
-                            .send()
-                            .await
-                            .map_err(|e| StoreError::from_sdk("UploadPart", key, e))?;
-                        let etag = out
-                            .e_tag()
-                            .ok_or_else(|| missing("UploadPart", key, "ETag"))?;
-                        Ok::<_, StoreError>((number, etag.to_owned()))
-                    }
+                    let part = send_part(upload_id.clone(), number, offset, len);
+                    async move { Ok::<_, StoreError>((number, part.await?)) }
                 })
                 .buffer_unordered(CONCURRENCY)
                 .try_collect()
@@ -287,6 +213,89 @@ impl S3Store {
             self.abort_quietly(key, &upload_id).await;
         }
         result
+    }
+
+    async fn multipart_copy(&self, src: &str, dst: &str, meta: &ObjectMeta) -> Result<()> {
+        let content_type = meta
+            .content_type
+            .as_deref()
+            .unwrap_or("application/octet-stream");
+        let part_size = part_size_for(meta.size, self.limits.copy_part_size);
+        self.multipart(
+            dst,
+            content_type,
+            meta.size,
+            part_size,
+            |upload_id, number, offset, len| async move {
+                let out = self
+                    .client
+                    .upload_part_copy()
+                    .bucket(&self.bucket)
+                    .key(dst)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .copy_source(copy_source(&self.bucket, src))
+                    .copy_source_range(format!("bytes={}-{}", offset, offset + len - 1))
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::new().timeout_config(transfer_timeouts(len)),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::from_sdk("UploadPartCopy", src, e))?;
+                out.copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_owned)
+                    .ok_or_else(|| missing("UploadPartCopy", src, "ETag"))
+            },
+        )
+        .await
+    }
+
+    async fn multipart_put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        content_type: &str,
+        size: u64,
+    ) -> Result<()> {
+        let part_size = part_size_for(size, self.limits.put_part_size);
+        self.multipart(
+            key,
+            content_type,
+            size,
+            part_size,
+            |upload_id, number, offset, len| async move {
+                let body = ByteStream::read_from()
+                    .path(path)
+                    .offset(offset)
+                    .length(Length::Exact(len))
+                    .buffer_size(FILE_BUFFER)
+                    .build()
+                    .await
+                    .map_err(|e| StoreError::io("UploadPart", path, std::io::Error::other(e)))?;
+                let out = self
+                    .client
+                    .upload_part()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .part_number(number)
+                    .content_length(to_i64(len)?)
+                    .body(body)
+                    .customize()
+                    .config_override(
+                        aws_sdk_s3::config::Builder::new().timeout_config(transfer_timeouts(len)),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| StoreError::from_sdk("UploadPart", key, e))?;
+                out.e_tag()
+                    .map(str::to_owned)
+                    .ok_or_else(|| missing("UploadPart", key, "ETag"))
+            },
+        )
+        .await
     }
 
     async fn abort_quietly(&self, key: &str, upload_id: &str) {

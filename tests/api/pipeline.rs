@@ -287,25 +287,44 @@ async fn unsafe_archives_are_refused_with_nothing_created() {
         "{keys:?}"
     );
 
-    // Over the entry limit.
-    let app = TestApp::spawn_with(|s| s.max_archive_entries = 10).await;
-    let (_, token) = app.user(AccountType::ConfigAdmin).await;
-    let (class, field) = app.class_with_document_field(&token).await;
-    let upload = app.create_upload(&token, class, field).await;
-    let mut sock = Socket::connect(&app, &token, &upload).await;
-    sock.upload(
-        &app,
-        class,
-        field,
-        "many.zip",
-        &testkit::zip_too_many_entries(11),
-    )
-    .await;
-    let msgs = sock.until_final().await;
-    assert_eq!(
-        msgs.last().unwrap()["message"]["error_code"],
-        "ERR_ARCHIVE_TOO_MANY_ENTRIES"
-    );
+    // Over the configured limits: entries, one entry's size, the archive's size.
+    let big: Vec<u8> = (0..3 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let limited: Vec<(&str, fn(&mut intake::config::Settings), Vec<u8>)> = vec![
+        (
+            "ERR_ARCHIVE_TOO_MANY_ENTRIES",
+            |s| s.max_archive_entries = 10,
+            testkit::zip_too_many_entries(11),
+        ),
+        (
+            "ERR_ARCHIVE_TOO_LARGE",
+            |s| s.max_entry_bytes = 2 * 1024 * 1024,
+            testkit::zip_of(&[("big.bin", &big)]),
+        ),
+        (
+            "ERR_ARCHIVE_TOO_LARGE",
+            |s| s.max_archive_bytes = 4 * 1024 * 1024,
+            testkit::zip_of(&[("a.bin", &big), ("b.bin", &big)]),
+        ),
+    ];
+    for (code, tweak, zip) in limited {
+        let app = TestApp::spawn_with(tweak).await;
+        let (_, token) = app.user(AccountType::ConfigAdmin).await;
+        let (class, field) = app.class_with_document_field(&token).await;
+        let upload = app.create_upload(&token, class, field).await;
+        let mut sock = Socket::connect(&app, &token, &upload).await;
+        sock.upload(&app, class, field, "limits.zip", &zip).await;
+        let msgs = sock.until_final().await;
+        assert_eq!(
+            msgs.last().unwrap()["message"]["error_code"],
+            code,
+            "{msgs:#?}"
+        );
+        assert!(records_of(&app, &token, class).await.is_empty());
+        let keys = app.state.store.list("").await.unwrap();
+        assert!(keys.iter().all(|k| !k.contains("/files/")), "{keys:?}");
+    }
 }
 
 fn eicar() -> Vec<u8> {

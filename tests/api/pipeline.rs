@@ -291,7 +291,8 @@ async fn unsafe_archives_are_refused_with_nothing_created() {
     let big: Vec<u8> = (0..3 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
         .collect();
-    let limited: Vec<(&str, fn(&mut intake::config::Settings), Vec<u8>)> = vec![
+    type Case = (&'static str, fn(&mut intake::config::Settings), Vec<u8>);
+    let limited: Vec<Case> = vec![
         (
             "ERR_ARCHIVE_TOO_MANY_ENTRIES",
             |s| s.max_archive_entries = 10,

@@ -81,6 +81,33 @@ fn check_sequence(msgs: &[Value], n: u64, av: &str) {
     assert_eq!(last["av-status"], av);
 }
 
+/// One ZIP uploaded and completed over a socket by a configurator, in a class of
+/// its own: the socket (past the `queued` message), the `presigned_url_ready`
+/// message's `message`, and who and where.
+struct Queued {
+    sock: Socket,
+    ready: Value,
+    user_id: i64,
+    token: String,
+    class: i64,
+}
+
+async fn queued(app: &TestApp, zip: &[u8]) -> Queued {
+    let (user_id, token) = app.user(AccountType::ConfigAdmin).await;
+    let (class, field) = app.class_with_document_field(&token).await;
+    let upload = app.create_upload(&token, class, field).await;
+    let mut sock = Socket::connect(app, &token, &upload).await;
+    let ready = sock.upload(app, class, field, "batch.zip", zip).await["message"].clone();
+    assert_eq!(sock.recv().await["message"]["status"], "queued");
+    Queued {
+        sock,
+        ready,
+        user_id,
+        token,
+        class,
+    }
+}
+
 async fn records_of(app: &TestApp, token: &str, class: i64) -> Vec<Value> {
     let page: Value = app
         .get(
@@ -405,17 +432,16 @@ async fn rescued_job_makes_exactly_n_records() {
         s.job_heartbeat_secs = 5;
     })
     .await;
-    let (user_id, token) = app.user(AccountType::ConfigAdmin).await;
-    let (class, field) = app.class_with_document_field(&token).await;
-    let upload = app.create_upload(&token, class, field).await;
     let names: Vec<String> = (0..7).map(|i| format!("f{i}.txt")).collect();
     let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), n.as_bytes())).collect();
-    let mut sock = Socket::connect(&app, &token, &upload).await;
-    let ready = sock
-        .upload(&app, class, field, "r.zip", &testkit::zip_of(&files))
-        .await;
-    assert_eq!(sock.recv().await["message"]["status"], "queued");
-    let session = ready["message"]["upload_id"].as_str().unwrap().to_string();
+    let Queued {
+        mut sock,
+        ready,
+        user_id,
+        class,
+        ..
+    } = queued(&app, &testkit::zip_of(&files)).await;
+    let session = ready["upload_id"].as_str().unwrap().to_string();
 
     // The "dead" worker claims the job and writes three of the records...
     let db = &app.state.db;
@@ -522,21 +548,10 @@ async fn clamd_outage_is_retried_until_it_returns() {
         s.job_retry_base_ms = 50;
     })
     .await;
-    let (_, token) = app.user(AccountType::ConfigAdmin).await;
-    let (class, field) = app.class_with_document_field(&token).await;
-    let upload = app.create_upload(&token, class, field).await;
-    let mut sock = Socket::connect(&app, &token, &upload).await;
-    let ready = sock
-        .upload(
-            &app,
-            class,
-            field,
-            "c.zip",
-            &testkit::zip_of(&[("c.txt", b"c")]),
-        )
-        .await;
-    let session = ready["message"]["upload_id"].as_str().unwrap().to_string();
-    sock.recv().await; // queued
+    let Queued {
+        mut sock, ready, ..
+    } = queued(&app, &testkit::zip_of(&[("c.txt", b"c")])).await;
+    let session = ready["upload_id"].as_str().unwrap().to_string();
 
     let worker = Worker::new(app.state.clone());
     assert!(worker.run_once().await.unwrap());
@@ -598,21 +613,14 @@ async fn clamd_outage_is_retried_until_it_returns() {
 #[tokio::test]
 async fn retry_after_quarantine_stays_infected() {
     let app = TestApp::spawn_with(|s| s.run_workers = false).await;
-    let (_, token) = app.user(AccountType::ConfigAdmin).await;
-    let (class, field) = app.class_with_document_field(&token).await;
-    let upload = app.create_upload(&token, class, field).await;
-    let mut sock = Socket::connect(&app, &token, &upload).await;
-    let ready = sock
-        .upload(
-            &app,
-            class,
-            field,
-            "q.zip",
-            &testkit::zip_of(&[("q.txt", b"q")]),
-        )
-        .await;
-    sock.recv().await; // queued
-    let key = ready["message"]["s3_key"].as_str().unwrap();
+    let Queued {
+        mut sock,
+        ready,
+        token,
+        class,
+        ..
+    } = queued(&app, &testkit::zip_of(&[("q.txt", b"q")])).await;
+    let key = ready["s3_key"].as_str().unwrap();
     app.state
         .store
         .copy(key, &format!("quarantine/{key}"))

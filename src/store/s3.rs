@@ -193,6 +193,81 @@ impl S3Store {
         }
     }
 
+    /// Parts stored so far as `(part_number, etag, size)`, by part number.
+    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(i32, String, u64)>> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .or_store("ListParts", key)?;
+            for part in out.parts() {
+                let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) else {
+                    return Err(missing("ListParts", key, "PartNumber/ETag"));
+                };
+                let size = u64::try_from(part.size().unwrap_or_default()).unwrap_or_default();
+                parts.push((number, etag.to_owned(), size));
+            }
+            let next = out.next_part_number_marker().map(str::to_owned);
+            if !out.is_truncated().unwrap_or(false) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        parts.sort_by_key(|(number, _, _)| *number);
+        Ok(parts)
+    }
+
+    /// Reads all of `key` into memory; for small objects only.
+    pub async fn get_bytes(&self, key: &str) -> Result<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .or_store("GetObject", key)?;
+        let data = out.body.collect().await.map_err(|e| body_error(key, &e))?;
+        Ok(data.into_bytes())
+    }
+
+    /// Writes `data` to `key`.
+    pub async fn put_bytes(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
+        let size = data.len() as u64;
+        check_transfer_size(size, "object")?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(data))
+            .customize()
+            .with_timeouts(transfer_timeouts(size))
+            .send()
+            .await
+            .or_store("PutObject", key)?;
+        Ok(())
+    }
+
+    /// Every key starting with `prefix`, in lexicographic order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        self.for_each_key_page(prefix, |keys| {
+            all.extend(keys);
+            async { Ok(()) }
+        })
+        .await?;
+        Ok(all)
+    }
+
     async fn single_copy(&self, src: &str, dst: &str, size: u64) -> Result<()> {
         self.client
             .copy_object()
@@ -509,37 +584,6 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(i32, String, u64)>> {
-        let mut parts = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .set_part_number_marker(marker.clone())
-                .send()
-                .await
-                .or_store("ListParts", key)?;
-            for part in out.parts() {
-                let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) else {
-                    return Err(missing("ListParts", key, "PartNumber/ETag"));
-                };
-                let size = u64::try_from(part.size().unwrap_or_default()).unwrap_or_default();
-                parts.push((number, etag.to_owned(), size));
-            }
-            let next = out.next_part_number_marker().map(str::to_owned);
-            if !out.is_truncated().unwrap_or(false) || next.is_none() || next == marker {
-                break;
-            }
-            marker = next;
-        }
-        parts.sort_by_key(|(number, _, _)| *number);
-        Ok(parts)
-    }
-
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         match self
             .client
@@ -602,19 +646,6 @@ impl ObjectStore for S3Store {
         result
     }
 
-    async fn get_bytes(&self, key: &str) -> Result<Bytes> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .or_store("GetObject", key)?;
-        let data = out.body.collect().await.map_err(|e| body_error(key, &e))?;
-        Ok(data.into_bytes())
-    }
-
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<()> {
         let size = tokio::fs::metadata(path)
             .await
@@ -637,23 +668,6 @@ impl ObjectStore for S3Store {
             .content_type(content_type)
             .content_length(to_i64(size)?)
             .body(body)
-            .customize()
-            .with_timeouts(transfer_timeouts(size))
-            .send()
-            .await
-            .or_store("PutObject", key)?;
-        Ok(())
-    }
-
-    async fn put_bytes(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
-        let size = data.len() as u64;
-        check_transfer_size(size, "object")?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(data))
             .customize()
             .with_timeouts(transfer_timeouts(size))
             .send()
@@ -705,16 +719,6 @@ impl ObjectStore for S3Store {
         .await?;
         debug!(prefix, count, "deleted prefix");
         Ok(count)
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut all = Vec::new();
-        self.for_each_key_page(prefix, |keys| {
-            all.extend(keys);
-            async { Ok(()) }
-        })
-        .await?;
-        Ok(all)
     }
 
     async fn presign_get(

@@ -7,7 +7,6 @@ mod helpers;
 mod auth;
 mod classes;
 mod cli;
-mod flow;
 mod health;
 mod history;
 mod pipeline;

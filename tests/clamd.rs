@@ -344,6 +344,16 @@ where
     result
 }
 
+/// Scans one byte against a fake clamd that reads the stream, answers `reply`
+/// and hangs up.
+async fn scan_with_reply(reply: &'static [u8]) -> Result<Verdict, ScanError> {
+    scan_with_fake(b"x", move |mut s| async move {
+        read_instream(&mut s).await;
+        s.write_all(reply).await.unwrap();
+    })
+    .await
+}
+
 #[tokio::test]
 async fn stream_framing_matches_the_protocol() {
     let content: Vec<u8> = (0..2 * MIB + 777).map(|i| (i % 253) as u8).collect();
@@ -362,14 +372,9 @@ async fn stream_framing_matches_the_protocol() {
 
 #[tokio::test]
 async fn found_reply_is_infected_with_its_name() {
-    let verdict = scan_with_fake(b"x", |mut s| async move {
-        read_instream(&mut s).await;
-        s.write_all(b"stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0")
-            .await
-            .unwrap();
-    })
-    .await
-    .unwrap();
+    let verdict = scan_with_reply(b"stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0")
+        .await
+        .unwrap();
     assert_eq!(
         verdict,
         Verdict::Infected {
@@ -380,12 +385,7 @@ async fn found_reply_is_infected_with_its_name() {
 
 #[tokio::test]
 async fn error_reply_is_a_protocol_error() {
-    let err = scan_with_fake(b"x", |mut s| async move {
-        read_instream(&mut s).await;
-        s.write_all(b"stream: ERROR\0").await.unwrap();
-    })
-    .await
-    .unwrap_err();
+    let err = scan_with_reply(b"stream: ERROR\0").await.unwrap_err();
     assert!(
         matches!(&err, ScanError::Protocol(r) if r == "stream: ERROR"),
         "{err:?}"
@@ -395,13 +395,8 @@ async fn error_reply_is_a_protocol_error() {
 
 #[tokio::test]
 async fn ok_without_terminator_is_not_clean() {
-    let err = scan_with_fake(b"x", |mut s| async move {
-        read_instream(&mut s).await;
-        s.write_all(b"stream: OK").await.unwrap();
-        // Dropping the stream closes it before the NUL.
-    })
-    .await
-    .unwrap_err();
+    // The fake hangs up after its reply, so the NUL never comes.
+    let err = scan_with_reply(b"stream: OK").await.unwrap_err();
     assert!(matches!(err, ScanError::Protocol(_)), "{err:?}");
 }
 
@@ -436,18 +431,26 @@ async fn size_limit_reply_mid_stream_is_size_limit_exceeded() {
     assert!(!err.is_transient());
 }
 
-#[tokio::test]
-async fn no_reply_times_out() {
+/// Scans `content` against a fake clamd that (after reading the stream, when
+/// `reads`) keeps the connection open and silent until the scan gave up; the error.
+async fn scan_with_silent_fake(content: &[u8], reads: bool) -> ScanError {
     let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
-    let started = std::time::Instant::now();
-    let err = scan_with_fake(b"x", |mut s| async move {
-        read_instream(&mut s).await;
-        // Keep the connection open and silent until the test is done.
+    let err = scan_with_fake(content, move |mut s| async move {
+        if reads {
+            read_instream(&mut s).await;
+        }
         let _ = hold_rx.await;
     })
     .await
     .unwrap_err();
     drop(hold_tx);
+    err
+}
+
+#[tokio::test]
+async fn no_reply_times_out() {
+    let started = std::time::Instant::now();
+    let err = scan_with_silent_fake(b"x", true).await;
     assert!(
         matches!(err, ScanError::Timeout { stage: "scan", .. }),
         "{err:?}"
@@ -459,14 +462,7 @@ async fn no_reply_times_out() {
 #[tokio::test]
 async fn server_that_never_reads_times_out() {
     // The socket buffers fill up and writes block: the scan deadline still holds.
-    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
-    let err = scan_with_fake(&vec![1u8; 16 * MIB], |s| async move {
-        let _keep_open = s;
-        let _ = hold_rx.await;
-    })
-    .await
-    .unwrap_err();
-    drop(hold_tx);
+    let err = scan_with_silent_fake(&vec![1u8; 16 * MIB], false).await;
     assert!(
         matches!(err, ScanError::Timeout { stage: "scan", .. }),
         "{err:?}"

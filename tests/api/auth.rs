@@ -80,34 +80,30 @@ async fn login_errors() {
         AccountType::Internal,
     )
     .await;
-    assert_json(
-        app.post(
-            "/api/auth/token/",
-            None,
+    for (body, status, expected) in [
+        (
             json!({ "email": "bob@example.com", "password": "wrong" }),
-        )
-        .await,
-        401,
-        json!({ "detail": "No active account found with the given credentials" }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            "/api/auth/token/",
-            None,
+            401,
+            json!({ "detail": "No active account found with the given credentials" }),
+        ),
+        (
             json!({ "email": "nobody@example.com", "password": "wrong" }),
+            401,
+            json!({ "detail": "No active account found with the given credentials" }),
+        ),
+        (
+            json!({ "password": null }),
+            400,
+            json!({ "email": ["This field is required."], "password": ["This field may not be null."] }),
+        ),
+    ] {
+        assert_json(
+            app.post("/api/auth/token/", None, body).await,
+            status,
+            expected,
         )
-        .await,
-        401,
-        json!({ "detail": "No active account found with the given credentials" }),
-    )
-    .await;
-    assert_json(
-        app.post("/api/auth/token/", None, json!({ "password": null })).await,
-        400,
-        json!({ "email": ["This field is required."], "password": ["This field may not be null."] }),
-    )
-    .await;
+        .await;
+    }
     let r = app
         .client
         .post(format!("{}/api/auth/token/", app.base))

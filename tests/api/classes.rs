@@ -79,46 +79,35 @@ async fn class_errors() {
         json!({ "detail": "You do not have permission to perform this action." }),
     )
     .await;
-    assert_json(
-        app.post("/api/object-classes/", Some(&admin), json!({}))
-            .await,
-        400,
-        json!({ "name": ["This field is required."] }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            "/api/object-classes/",
-            Some(&admin),
+    for (body, status, expected) in [
+        (
+            json!({}),
+            400,
+            json!({ "name": ["This field is required."] }),
+        ),
+        (
             json!({ "name": "1abc" }),
-        )
-        .await,
-        400,
-        json!({ "name": ["Name must start with a letter."] }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            "/api/object-classes/",
-            Some(&admin),
+            400,
+            json!({ "name": ["Name must start with a letter."] }),
+        ),
+        (
             json!({ "name": "a".repeat(101) }),
-        )
-        .await,
-        400,
-        json!({ "name": ["Ensure this field has no more than 100 characters."] }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            "/api/object-classes/",
-            Some(&admin),
+            400,
+            json!({ "name": ["Ensure this field has no more than 100 characters."] }),
+        ),
+        (
             json!({ "name": "Ok", "description": "d".repeat(501) }),
+            400,
+            json!({ "description": ["Ensure this field has no more than 500 characters."] }),
+        ),
+    ] {
+        assert_json(
+            app.post("/api/object-classes/", Some(&admin), body).await,
+            status,
+            expected,
         )
-        .await,
-        400,
-        json!({ "description": ["Ensure this field has no more than 500 characters."] }),
-    )
-    .await;
+        .await;
+    }
     assert_eq!(
         app.post(
             "/api/object-classes/",
@@ -184,45 +173,30 @@ async fn fields_create_list_and_errors() {
     assert_eq!(field["type"], "document");
     assert_eq!(field["alias"], "scan");
 
-    assert_json(
-        app.post(
-            &path,
-            Some(&admin),
+    for (body, status, expected) in [
+        (
             json!({ "label": "Scan", "alias": "scan2", "type": "text" }),
-        )
-        .await,
-        400,
-        json!({ "label": ["A field with this label already exists in the object class."] }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            &path,
-            Some(&admin),
+            400,
+            json!({ "label": ["A field with this label already exists in the object class."] }),
+        ),
+        (
             json!({ "label": "Other", "alias": "scan", "type": "text" }),
-        )
-        .await,
-        400,
-        json!({ "alias": ["A field with this alias already exists."] }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            &path,
-            Some(&admin),
+            400,
+            json!({ "alias": ["A field with this alias already exists."] }),
+        ),
+        (
             json!({ "label": "T", "alias": "t", "type": "blob" }),
-        )
-        .await,
-        400,
-        json!({ "type": ["\"blob\" is not a valid choice."] }),
-    )
-    .await;
-    assert_json(
-        app.post(&path, Some(&admin), json!({ "label": "T", "alias": "Bad Alias", "type": "text" })).await,
-        400,
-        json!({ "alias": ["Alias must start with a lowercase letter and contain only lowercase letters, digits and underscores."] }),
-    )
-    .await;
+            400,
+            json!({ "type": ["\"blob\" is not a valid choice."] }),
+        ),
+        (
+            json!({ "label": "T", "alias": "Bad Alias", "type": "text" }),
+            400,
+            json!({ "alias": ["Alias must start with a lowercase letter and contain only lowercase letters, digits and underscores."] }),
+        ),
+    ] {
+        assert_json(app.post(&path, Some(&admin), body).await, status, expected).await;
+    }
     assert_json(
         app.post(
             &path,

@@ -154,20 +154,13 @@ impl TestApp {
 
     /// POSTs JSON with an optional JWT.
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Response {
-        let mut req = self.client.post(format!("{}{path}", self.base)).json(&body);
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("JWT {t}"));
-        }
-        req.send().await.unwrap()
+        let req = self.client.post(format!("{}{path}", self.base)).json(&body);
+        send_with_jwt(req, token).await
     }
 
     /// GETs with an optional JWT.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
-        let mut req = self.client.get(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.header("Authorization", format!("JWT {t}"));
-        }
-        req.send().await.unwrap()
+        send_with_jwt(self.client.get(format!("{}{path}", self.base)), token).await
     }
 
     /// A class with one document field (alias `file`) and one text field; (class, field).
@@ -216,6 +209,17 @@ impl TestApp {
             .unwrap()
             .to_string()
     }
+}
+
+/// Sends `req` with `Authorization: JWT <token>` when there is a token.
+async fn send_with_jwt(req: reqwest::RequestBuilder, token: Option<&str>) -> Response {
+    match token {
+        Some(t) => req.header("Authorization", format!("JWT {t}")),
+        None => req,
+    }
+    .send()
+    .await
+    .unwrap()
 }
 
 /// Asserts status and JSON body.

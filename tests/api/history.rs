@@ -138,6 +138,18 @@ fn event(event_id: &str, record_id: &str, event_data: Value) -> Value {
     )
 }
 
+/// An event referencing `file` that `client` must be refused for not having it; the event.
+async fn refused_file_event(app: &TestApp, key: &str, client: &str, file: &str) -> Value {
+    let e = event(
+        &uuid::Uuid::new_v4().to_string(),
+        "R",
+        json!([{ "file_id": file }]),
+    );
+    let r = create_event(app, key, client, &e).await;
+    assert_detail(r, 400, &format!("File '{file}' not found.")).await;
+    e
+}
+
 async fn create_event(app: &TestApp, key: &str, client: &str, body: &Value) -> Response {
     call(
         &app.base,
@@ -457,31 +469,11 @@ async fn event_referencing_a_file_never_uploaded_or_of_another_tenant_is_refused
         .await
         .unwrap();
     let never = body["file_id"].as_str().unwrap().to_string();
-    let e = event(
-        &uuid::Uuid::new_v4().to_string(),
-        "R",
-        json!([{ "file_id": never }]),
-    );
-    assert_detail(
-        create_event(&app, &key, &alpha, &e).await,
-        400,
-        &format!("File '{never}' not found."),
-    )
-    .await;
+    refused_file_event(&app, &key, &alpha, &never).await;
 
     // Beta's file exists, but under beta's prefix.
     let betas = upload(&app, &key, &beta, b"beta's").await;
-    let e = event(
-        &uuid::Uuid::new_v4().to_string(),
-        "R",
-        json!([{ "file_id": betas }]),
-    );
-    assert_detail(
-        create_event(&app, &key, &alpha, &e).await,
-        400,
-        &format!("File '{betas}' not found."),
-    )
-    .await;
+    let e = refused_file_event(&app, &key, &alpha, &betas).await;
     assert_eq!(list(&app, &key, &alpha, "").await["total_count"], 0);
     // Beta may reference it.
     assert_detail(

@@ -105,51 +105,40 @@ async fn record_errors_and_permissions() {
     let (ext_id, ext) = app.user(AccountType::External).await;
     let (_, other_ext) = app.user(AccountType::External).await;
     let class = class_with_fields(&app, &admin).await;
-    assert_json(
-        app.post("/api/object-records/", Some(&admin), json!({})).await,
-        400,
-        json!({ "object_class": ["This field is required."], "object_name": ["This field is required."] }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            "/api/object-records/",
-            Some(&admin),
+    for (body, status, expected) in [
+        (
+            json!({}),
+            400,
+            json!({ "object_class": ["This field is required."], "object_name": ["This field is required."] }),
+        ),
+        (
             json!({ "object_name": "x", "object_class": 99999 }),
-        )
-        .await,
-        400,
-        json!({ "object_class": ["Invalid pk \"99999\" - object does not exist."] }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            "/api/object-records/",
-            Some(&admin),
+            400,
+            json!({ "object_class": ["Invalid pk \"99999\" - object does not exist."] }),
+        ),
+        (
             json!({ "object_name": "x", "object_class": "abc" }),
-        )
-        .await,
-        400,
-        json!({ "object_class": ["Incorrect type. Expected pk value, received str."] }),
-    )
-    .await;
-    assert_json(
-        app.post(
-            "/api/object-records/",
-            Some(&admin),
+            400,
+            json!({ "object_class": ["Incorrect type. Expected pk value, received str."] }),
+        ),
+        (
             json!({ "object_name": "x".repeat(256), "object_class": class }),
+            400,
+            json!({ "object_name": ["Ensure this field has no more than 255 characters."] }),
+        ),
+        (
+            json!({ "object_name": "x", "object_class": class, "field_age": "old", "field_nope": 1 }),
+            400,
+            json!({ "field_age": ["Incorrect type for a integer field, received str."], "field_nope": ["No such field in the object class."] }),
+        ),
+    ] {
+        assert_json(
+            app.post("/api/object-records/", Some(&admin), body).await,
+            status,
+            expected,
         )
-        .await,
-        400,
-        json!({ "object_name": ["Ensure this field has no more than 255 characters."] }),
-    )
-    .await;
-    assert_json(
-        app.post("/api/object-records/", Some(&admin), json!({ "object_name": "x", "object_class": class, "field_age": "old", "field_nope": 1 })).await,
-        400,
-        json!({ "field_age": ["Incorrect type for a integer field, received str."], "field_nope": ["No such field in the object class."] }),
-    )
-    .await;
+        .await;
+    }
     assert_json(
         app.post(
             "/api/object-records/",

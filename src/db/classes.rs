@@ -46,7 +46,6 @@ struct FieldRow {
     object_class_id: i64,
     label: String,
     alias: String,
-    #[sqlx(try_from = "String")]
     field_type: FieldType,
     created_at: i64,
 }

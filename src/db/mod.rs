@@ -4,8 +4,8 @@
 //! Where the SQL must differ (job claiming), `Db::backend` says which to use.
 //!
 //! Rows are read with `#[derive(sqlx::FromRow)]` and `query_as`; columns the Any
-//! driver cannot decode straight into the field's type go through [`IntBool`],
-//! [`JsonObject`] or a `TryFrom<String>` of the stored name.
+//! driver cannot decode straight into the field's type go through [`IntBool`] or
+//! [`JsonObject`]; enums stored by name decode themselves (`stored_by_name!`).
 
 pub mod classes;
 pub mod history;
@@ -179,15 +179,38 @@ impl From<JsonObject> for Map<String, Value> {
     }
 }
 
-/// `TryFrom<String>` for enums stored by name, so that row types read them with
-/// `#[sqlx(try_from = "String")]`; an unknown name fails the row's decoding.
+/// A stored name that none of an enum's values has.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown {what} {name}")]
+pub struct UnknownName {
+    /// What the column holds, e.g. `upload state`.
+    what: &'static str,
+    /// The stored name.
+    name: String,
+}
+
+/// `Type` and `Decode` (on the Any driver) for enums stored by name, so row types
+/// read them like any column; an unknown name fails the row's decoding with an
+/// [`UnknownName`]. (Not `#[sqlx(try_from = "String")]`: sqlx 0.9 loses the
+/// message of a failed `try_from`.)
 macro_rules! stored_by_name {
     ($($ty:ty => $what:literal),* $(,)?) => {$(
-        impl TryFrom<String> for $ty {
-            type Error = String;
+        impl Type<Any> for $ty {
+            fn type_info() -> AnyTypeInfo {
+                <String as Type<Any>>::type_info()
+            }
 
-            fn try_from(name: String) -> Result<Self, String> {
-                <$ty>::parse(&name).ok_or_else(|| format!(concat!("unknown ", $what, " {}"), name))
+            fn compatible(ty: &AnyTypeInfo) -> bool {
+                <String as Type<Any>>::compatible(ty)
+            }
+        }
+
+        impl<'r> Decode<'r, Any> for $ty {
+            fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+                let name = <&str as Decode<Any>>::decode(value)?;
+                <$ty>::parse(name).ok_or_else(|| {
+                    UnknownName { what: $what, name: name.to_owned() }.into()
+                })
             }
         }
     )*};
@@ -198,3 +221,53 @@ stored_by_name!(
     FieldType => "field type",
     UploadState => "upload state",
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, sqlx::FromRow)]
+    struct Decoded {
+        #[sqlx(try_from = "IntBool")]
+        flag: bool,
+        #[sqlx(try_from = "JsonObject")]
+        object: Map<String, Value>,
+        state: UploadState,
+    }
+
+    async fn decode(db: &Db, select: &'static str) -> Result<Decoded, sqlx::Error> {
+        sqlx::query_as(select).fetch_one(&db.pool).await
+    }
+
+    #[tokio::test]
+    async fn row_decoders_convert_and_refuse_unknown_values() {
+        let db = Db::connect("sqlite::memory:", 1).await.unwrap();
+        let row = decode(
+            &db,
+            r#"SELECT 1 AS flag, '{"a": 1}' AS object, 'open' AS state"#,
+        )
+        .await
+        .unwrap();
+        assert!(row.flag);
+        assert_eq!(Value::Object(row.object), serde_json::json!({ "a": 1 }));
+        assert_eq!(row.state, UploadState::Open);
+        assert!(
+            !decode(&db, "SELECT 0 AS flag, '{}' AS object, 'failed' AS state")
+                .await
+                .unwrap()
+                .flag
+        );
+
+        let err = decode(&db, "SELECT 0 AS flag, '{}' AS object, 'gone' AS state")
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown upload state gone"),
+            "{err}"
+        );
+        let err = decode(&db, "SELECT 0 AS flag, '[1]' AS object, 'open' AS state")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("expected a map"), "{err}");
+    }
+}

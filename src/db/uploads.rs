@@ -12,7 +12,6 @@ pub struct UploadRow {
     pub creator_id: i64,
     pub object_class_id: i64,
     pub class_field_id: i64,
-    #[sqlx(try_from = "String")]
     pub state: UploadState,
     pub created_at: i64,
     pub expires_at: i64,

@@ -21,7 +21,6 @@ pub struct UserWithHash {
 struct UserRow {
     id: i64,
     email: String,
-    #[sqlx(try_from = "String")]
     account_type: AccountType,
 }
 

@@ -7,6 +7,7 @@ pub mod classes;
 pub mod history;
 pub mod jobs;
 pub mod messages;
+pub mod progress;
 pub mod records;
 pub mod uploads;
 pub mod users;

@@ -206,7 +206,7 @@ impl Db {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
-            "UPDATE upload_files SET state = 'completed', completed_at = $1
+            "UPDATE upload_files SET state = 'completed', completed_at = $1, monitor_attempt = 1
              WHERE id = $2 AND state = 'pending'",
         )
         .bind(now)

@@ -6,10 +6,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::json::{Fields, JsonObject};
-use crate::auth::{self, AuthUser, TokenType};
+use crate::auth::{self, TokenType};
 use crate::error::{ApiError, ApiResult};
+use crate::http::extractor::AuthUser;
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -81,7 +82,7 @@ async fn ws_ticket(
         .create_ticket(
             &auth::ticket_hash(&ticket),
             user.id,
-            (state.settings.ws_ticket_ttl_secs * 1000) as i64,
+            (state.settings.auth.ws_ticket_ttl_secs * 1000) as i64,
         )
         .await?;
     Ok(Json(json!({ "uuid": ticket })))

@@ -10,13 +10,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::json::{Fields, JsonObject};
 use super::pagination::{Page, absolute_url};
-use crate::auth::AuthUser;
 use crate::db::is_unique_violation;
 use crate::domain::{FieldType, ObjectClass};
 use crate::error::{ApiError, ApiResult};
+use crate::http::extractor::AuthUser;
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {

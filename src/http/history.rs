@@ -20,12 +20,12 @@ use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::AppState;
 use super::pagination::{Page, absolute_url};
 use crate::db::history::{EventFilter, EventRow};
 use crate::domain::iso_ms;
 use crate::error::ApiError;
 use crate::history::{DatabaseName, HistoryError, HistoryResult, Recorded, Tenant, events};
+use crate::state::AppState;
 
 /// The header carrying the service API key.
 pub const API_KEY_HEADER: &str = "x-api-key";

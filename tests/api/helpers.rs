@@ -6,7 +6,7 @@
 use intake::app::Application;
 use intake::config::Settings;
 use intake::domain::AccountType;
-use intake::http::AppState;
+use intake::state::AppState;
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -38,14 +38,10 @@ pub async fn test_settings(dir: &std::path::Path) -> Settings {
         "postgres" => Some(fresh_postgres_database().await),
         _ => None,
     };
-    Settings {
-        data_dir: dir.to_path_buf(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        s3_embedded_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url,
-        database_max_connections: 4,
-        ..Settings::default()
-    }
+    let mut settings = Settings::ephemeral(dir.to_path_buf());
+    settings.database.url = database_url.map(Into::into);
+    settings.database.max_connections = 4;
+    settings
 }
 
 /// A running application.

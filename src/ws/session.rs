@@ -48,87 +48,98 @@ impl Session {
         S: Sink<Message> + Unpin,
         R: Stream<Item = Result<Message, axum::Error>> + Unpin,
     {
-        if send_json(&mut sink, &crate::protocol::connection_established())
-            .await
-            .is_err()
-        {
-            return;
+        if self.greet(&mut sink).await.is_ok() {
+            self.serve(&mut sink, &mut stream).await;
         }
-        // A reconnecting client first gets the current state of its upload.
+        let _ = sink.close().await;
+        tracing::info!(upload_id = %self.upload.id, "upload socket closed");
+    }
+
+    /// `connection_established`, then, for a reconnecting client, the current
+    /// state of its upload.
+    async fn greet<S: Sink<Message> + Unpin>(&mut self, sink: &mut S) -> Result<(), ()> {
+        send_json(sink, &crate::protocol::connection_established()).await?;
         match self.up.db.messages_after(&self.upload.id, 0, 100_000).await {
             Ok(log) => {
                 self.last_log_id = log.last().map_or(0, |(id, _)| *id);
                 for (_, msg) in current_state(log) {
-                    if send_json(&mut sink, &msg).await.is_err() {
-                        return;
-                    }
+                    send_json(sink, &msg).await?;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "reading the upload log"),
         }
+        Ok(())
+    }
 
+    /// The loop: client frames, log growth (woken locally, polled for other
+    /// nodes), and pings that also find idle clients.
+    async fn serve<S, R>(&mut self, sink: &mut S, stream: &mut R)
+    where
+        S: Sink<Message> + Unpin,
+        R: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    {
         let idle = self.idle;
         let mut ping = tokio::time::interval((idle / 3).max(Duration::from_millis(100)));
         ping.tick().await;
         let mut poll = tokio::time::interval(POLL);
         let mut wake = self.up.hub.subscribe();
         let mut last_seen = Instant::now();
-
         loop {
-            tokio::select! {
+            let go_on = tokio::select! {
                 frame = stream.next() => {
                     last_seen = Instant::now();
-                    match frame {
-                        None | Some(Ok(Message::Close(_))) => break,
-                        Some(Ok(Message::Text(text))) => match self.handle(text.as_str()).await {
-                            Ok(Outcome::Reply(v)) => {
-                                if send_json(&mut sink, &v).await.is_err() { break; }
-                            }
-                            Ok(Outcome::Nothing) => {}
-                            Err(err) => {
-                                // Deliver what the log holds first, so the client
-                                // sees everything up to the failure.
-                                let _ = self.forward_log(&mut sink).await;
-                                close_with_error(&mut sink, &err).await;
-                                break;
-                            }
-                        },
-                        Some(Ok(Message::Binary(_))) => {
-                            close_with_error(&mut sink, &WsError::InvalidPayload).await;
-                            break;
-                        }
-                        Some(Ok(_)) => {} // ping/pong: liveness only
-                        Some(Err(e)) => {
-                            if is_too_big(&e) {
-                                let _ = sink.send(Message::Close(Some(CloseFrame {
-                                    code: CLOSE_TOO_BIG,
-                                    reason: "Message too big".into(),
-                                }))).await;
-                            }
-                            break;
-                        }
-                    }
+                    self.on_frame(sink, frame).await.is_ok()
                 }
                 changed = wake.changed() => {
-                    if changed.is_err() || self.forward_log(&mut sink).await.is_err() { break; }
+                    changed.is_ok() && self.forward_log(sink).await.is_ok()
                 }
-                _ = poll.tick() => {
-                    if self.forward_log(&mut sink).await.is_err() { break; }
-                }
+                _ = poll.tick() => self.forward_log(sink).await.is_ok(),
                 _ = ping.tick() => {
                     if last_seen.elapsed() > idle {
-                        let _ = sink.send(Message::Close(Some(CloseFrame {
-                            code: CLOSE_GOING_AWAY,
-                            reason: "Idle timeout".into(),
-                        }))).await;
-                        break;
+                        close(sink, CLOSE_GOING_AWAY, "Idle timeout").await;
+                        false
+                    } else {
+                        sink.send(Message::Ping(Default::default())).await.is_ok()
                     }
-                    if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
                 }
+            };
+            if !go_on {
+                return;
             }
         }
-        let _ = sink.close().await;
-        tracing::info!(upload_id = %self.upload.id, "upload socket closed");
+    }
+
+    /// Answers one client frame; `Err` ends the session.
+    async fn on_frame<S: Sink<Message> + Unpin>(
+        &mut self,
+        sink: &mut S,
+        frame: Option<Result<Message, axum::Error>>,
+    ) -> Result<(), ()> {
+        match frame {
+            None | Some(Ok(Message::Close(_))) => Err(()),
+            Some(Ok(Message::Text(text))) => match self.handle(text.as_str()).await {
+                Ok(Outcome::Reply(v)) => send_json(sink, &v).await,
+                Ok(Outcome::Nothing) => Ok(()),
+                Err(err) => {
+                    // Deliver what the log holds first, so the client sees
+                    // everything up to the failure.
+                    let _ = self.forward_log(sink).await;
+                    close_with_error(sink, &err).await;
+                    Err(())
+                }
+            },
+            Some(Ok(Message::Binary(_))) => {
+                close_with_error(sink, &WsError::InvalidPayload).await;
+                Err(())
+            }
+            Some(Ok(_)) => Ok(()), // ping/pong: liveness only
+            Some(Err(e)) => {
+                if is_too_big(&e) {
+                    close(sink, CLOSE_TOO_BIG, "Message too big").await;
+                }
+                Err(())
+            }
+        }
     }
 
     /// Sends the log entries appended since the last one sent.
@@ -203,10 +214,14 @@ async fn send_json<S: Sink<Message> + Unpin>(sink: &mut S, v: &Value) -> Result<
 
 async fn close_with_error<S: Sink<Message> + Unpin>(sink: &mut S, err: &WsError) {
     let _ = send_json(sink, &err.to_message()).await;
+    close(sink, err.close_code(), "").await;
+}
+
+async fn close<S: Sink<Message> + Unpin>(sink: &mut S, code: u16, reason: &'static str) {
     let _ = sink
         .send(Message::Close(Some(CloseFrame {
-            code: err.close_code(),
-            reason: "".into(),
+            code,
+            reason: reason.into(),
         })))
         .await;
 }

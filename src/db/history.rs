@@ -1,7 +1,7 @@
 //! Event History API tables: service API keys, tenants, their databases (the
 //! per-tenant namespaces) and events. See `docs/PROTOCOL.md`, "Event History API".
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use super::{Db, is_unique_violation, now_ms};
 
@@ -54,7 +54,7 @@ pub enum InsertEvent {
 }
 
 /// A stored event.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
     pub event_id: String,
     pub event_time: i64,
@@ -77,14 +77,13 @@ pub struct EventFilter {
 
 const EVENT_COLUMNS: &str = "event_id, event_time, file_id, detail, created_at";
 
-fn event_from_row(row: &sqlx::any::AnyRow) -> Result<EventRow, sqlx::Error> {
-    Ok(EventRow {
-        event_id: row.try_get("event_id")?,
-        event_time: row.try_get("event_time")?,
-        file_id: row.try_get("file_id")?,
-        detail: row.try_get("detail")?,
-        created_at: row.try_get("created_at")?,
-    })
+/// A tenant joined with its database row, if any.
+#[derive(sqlx::FromRow)]
+struct TenantJoin {
+    client_id: String,
+    database_name: String,
+    db_name: Option<String>,
+    dropped_at: Option<i64>,
 }
 
 impl Db {
@@ -182,7 +181,7 @@ impl Db {
         &self,
         client_id: &str,
     ) -> Result<Option<TenantRow>, sqlx::Error> {
-        let row = sqlx::query(
+        let row: Option<TenantJoin> = sqlx::query_as(
             "SELECT t.client_id, t.database_name, d.name AS db_name, d.dropped_at
              FROM history_tenants t LEFT JOIN history_databases d ON d.name = t.database_name
              WHERE t.client_id = $1",
@@ -190,16 +189,11 @@ impl Db {
         .bind(client_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(|row| {
-            let db_name: Option<String> = row.try_get("db_name")?;
-            let dropped_at: Option<i64> = row.try_get("dropped_at")?;
-            Ok(TenantRow {
-                client_id: row.try_get("client_id")?,
-                database_name: row.try_get("database_name")?,
-                database_exists: db_name.is_some() && dropped_at.is_none(),
-            })
-        })
-        .transpose()
+        Ok(row.map(|t| TenantRow {
+            client_id: t.client_id,
+            database_name: t.database_name,
+            database_exists: t.db_name.is_some() && t.dropped_at.is_none(),
+        }))
     }
 
     /// Deletes a tenant and its events, and marks its database dropped with its files
@@ -297,14 +291,13 @@ impl Db {
         database_name: &str,
         event_id: &str,
     ) -> Result<Option<EventRow>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {EVENT_COLUMNS} FROM history_events WHERE database_name = $1 AND event_id = $2"
         )))
         .bind(database_name)
         .bind(event_id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(event_from_row).transpose()
+        .await
     }
 
     /// A page of a database's events, newest first, and the number matching `filter`.
@@ -366,14 +359,11 @@ impl Db {
             filters + 1,
             filters + 2
         );
-        let rows = bind_filters!(sqlx::query(AssertSqlSafe(page_sql)))
+        let rows = bind_filters!(sqlx::query_as::<_, EventRow>(AssertSqlSafe(page_sql)))
             .bind(limit)
             .bind(offset)
             .fetch_all(&self.pool)
             .await?;
-        Ok((
-            rows.iter().map(event_from_row).collect::<Result<_, _>>()?,
-            total,
-        ))
+        Ok((rows, total))
     }
 }

@@ -2,15 +2,30 @@
 //! single atomic `UPDATE … RETURNING` on SQLite, whose writers are serialized),
 //! kept alive by heartbeats, rescued when a worker dies.
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
 use super::{Backend, Db, now_ms};
+use crate::domain::{JobKind, JobState};
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// What it does.
+    pub kind: JobKind,
+    /// One job per key, however often it is enqueued.
+    pub dedupe_key: String,
+    /// Its serialized payload.
+    pub payload: String,
+    /// Tries before it fails for good.
+    pub max_attempts: i64,
+}
 
 /// A claimed job.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: i64,
-    pub kind: String,
+    #[sqlx(try_from = "String")]
+    pub kind: JobKind,
     pub payload: String,
     /// Attempts so far, this one included.
     pub attempts: i64,
@@ -18,9 +33,10 @@ pub struct Job {
 }
 
 /// A job's state as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobStatus {
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: JobState,
     pub attempts: i64,
     pub last_error: Option<String>,
 }
@@ -33,7 +49,7 @@ impl Db {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let row = sqlx::query(AssertSqlSafe(format!(
+        sqlx::query_as(AssertSqlSafe(format!(
             "UPDATE jobs SET state = 'running', locked_by = $1, heartbeat_at = $2,
                  attempts = attempts + 1, updated_at = $2
              WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $2
@@ -43,17 +59,7 @@ impl Db {
         .bind(worker)
         .bind(now)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(Job {
-                id: r.try_get("id")?,
-                kind: r.try_get("kind")?,
-                payload: r.try_get("payload")?,
-                attempts: r.try_get("attempts")?,
-                max_attempts: r.try_get("max_attempts")?,
-            })
-        })
-        .transpose()
+        .await
     }
 
     /// Refreshes the heartbeat; false when the job is no longer this worker's
@@ -135,17 +141,9 @@ impl Db {
 
     /// A job's state by its dedupe key.
     pub async fn job_status(&self, dedupe_key: &str) -> Result<Option<JobStatus>, sqlx::Error> {
-        let row = sqlx::query("SELECT state, attempts, last_error FROM jobs WHERE dedupe_key = $1")
+        sqlx::query_as("SELECT state, attempts, last_error FROM jobs WHERE dedupe_key = $1")
             .bind(dedupe_key)
             .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| {
-            Ok(JobStatus {
-                state: r.try_get("state")?,
-                attempts: r.try_get("attempts")?,
-                last_error: r.try_get("last_error")?,
-            })
-        })
-        .transpose()
+            .await
     }
 }

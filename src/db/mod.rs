@@ -2,6 +2,10 @@
 //! behind one `Db` handle on sqlx's Any driver. Queries use `$N` placeholders, which
 //! both backends accept; timestamps are epoch milliseconds; booleans are 0/1.
 //! Where the SQL must differ (job claiming), `Db::backend` says which to use.
+//!
+//! Rows are read with `#[derive(sqlx::FromRow)]` and `query_as`; columns the Any
+//! driver cannot decode straight into the field's type go through [`IntBool`],
+//! [`JsonObject`] or a `TryFrom<String>` of the stored name.
 
 pub mod classes;
 pub mod history;
@@ -15,8 +19,12 @@ pub mod users;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use serde_json::{Map, Value};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyTypeInfo, AnyValueRef};
+use sqlx::error::BoxDynError;
+use sqlx::{Any, AnyPool, Decode, Executor, Type};
+
+use crate::domain::{AccountType, FieldType};
 
 /// Which database server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,3 +126,75 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
         _ => false,
     }
 }
+
+/// A boolean stored as a 0/1 `BIGINT`. The Any driver decodes `bool` only from a
+/// real boolean column, so row types read these with `#[sqlx(try_from = "IntBool")]`.
+pub struct IntBool(bool);
+
+impl Type<Any> for IntBool {
+    fn type_info() -> AnyTypeInfo {
+        <i64 as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        <i64 as Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Any> for IntBool {
+    fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(IntBool(<i64 as Decode<Any>>::decode(value)? != 0))
+    }
+}
+
+impl From<IntBool> for bool {
+    fn from(b: IntBool) -> bool {
+        b.0
+    }
+}
+
+/// A JSON object stored as text (the Any driver has no JSON type); row types read
+/// it with `#[sqlx(try_from = "JsonObject")]`.
+pub struct JsonObject(Map<String, Value>);
+
+impl Type<Any> for JsonObject {
+    fn type_info() -> AnyTypeInfo {
+        <String as Type<Any>>::type_info()
+    }
+
+    fn compatible(ty: &AnyTypeInfo) -> bool {
+        <String as Type<Any>>::compatible(ty)
+    }
+}
+
+impl<'r> Decode<'r, Any> for JsonObject {
+    fn decode(value: AnyValueRef<'r>) -> Result<Self, BoxDynError> {
+        let text = <&str as Decode<Any>>::decode(value)?;
+        Ok(JsonObject(serde_json::from_str(text)?))
+    }
+}
+
+impl From<JsonObject> for Map<String, Value> {
+    fn from(o: JsonObject) -> Self {
+        o.0
+    }
+}
+
+/// `TryFrom<String>` for enums stored by name, so that row types read them with
+/// `#[sqlx(try_from = "String")]`; an unknown name fails the row's decoding.
+macro_rules! stored_by_name {
+    ($($ty:ty => $what:literal),* $(,)?) => {$(
+        impl TryFrom<String> for $ty {
+            type Error = String;
+
+            fn try_from(name: String) -> Result<Self, String> {
+                <$ty>::parse(&name).ok_or_else(|| format!(concat!("unknown ", $what, " {}"), name))
+            }
+        }
+    )*};
+}
+
+stored_by_name!(
+    AccountType => "account type",
+    FieldType => "field type",
+);

@@ -1,17 +1,18 @@
 //! Object records.
 
 use serde_json::{Map, Value};
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Db, now_ms};
+use super::{Db, JsonObject, now_ms};
 
 /// A stored record; `field_values` maps field aliases to values.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RecordRow {
     pub id: i64,
     pub object_class_id: i64,
     pub object_name: String,
     pub owner_id: i64,
+    #[sqlx(try_from = "JsonObject")]
     pub field_values: Map<String, Value>,
     pub created_at: i64,
     pub modified_at: i64,
@@ -28,20 +29,6 @@ pub struct NewUploadRecord {
 const RECORD_COLUMNS: &str =
     "id, object_class_id, object_name, owner_id, field_values, created_at, modified_at";
 
-fn record_from_row(row: &sqlx::any::AnyRow) -> Result<RecordRow, sqlx::Error> {
-    let values: String = row.try_get("field_values")?;
-    Ok(RecordRow {
-        id: row.try_get("id")?,
-        object_class_id: row.try_get("object_class_id")?,
-        object_name: row.try_get("object_name")?,
-        owner_id: row.try_get("owner_id")?,
-        field_values: serde_json::from_str(&values)
-            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        created_at: row.try_get("created_at")?,
-        modified_at: row.try_get("modified_at")?,
-    })
-}
-
 impl Db {
     /// Inserts one record.
     pub async fn create_record(
@@ -52,7 +39,7 @@ impl Db {
         field_values: &Map<String, Value>,
     ) -> Result<RecordRow, sqlx::Error> {
         let now = now_ms();
-        let row = sqlx::query(AssertSqlSafe(format!(
+        sqlx::query_as(AssertSqlSafe(format!(
             "INSERT INTO object_records (object_class_id, object_name, owner_id, field_values, created_at, modified_at)
              VALUES ($1, $2, $3, $4, $5, $5) RETURNING {RECORD_COLUMNS}"
         )))
@@ -62,8 +49,7 @@ impl Db {
         .bind(Value::Object(field_values.clone()).to_string())
         .bind(now)
         .fetch_one(&self.pool)
-        .await?;
-        record_from_row(&row)
+        .await
     }
 
     /// Inserts records made from the entries of one uploaded file, in one statement.
@@ -113,34 +99,31 @@ impl Db {
 
     /// Counts the records made from one uploaded file.
     pub async fn count_upload_records(&self, upload_file_id: &str) -> Result<i64, sqlx::Error> {
-        sqlx::query("SELECT COUNT(*) AS n FROM object_records WHERE upload_file_id = $1")
+        sqlx::query_scalar("SELECT COUNT(*) AS n FROM object_records WHERE upload_file_id = $1")
             .bind(upload_file_id)
             .fetch_one(&self.pool)
-            .await?
-            .try_get("n")
+            .await
     }
 
     /// The ids of the records made from an upload's files, in entry order.
     pub async fn upload_record_ids(&self, upload_id: &str) -> Result<Vec<i64>, sqlx::Error> {
-        let rows = sqlx::query(
+        sqlx::query_scalar(
             "SELECT r.id FROM object_records r JOIN upload_files f ON f.id = r.upload_file_id
              WHERE f.upload_id = $1 ORDER BY r.upload_file_id, r.upload_entry",
         )
         .bind(upload_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(|r| r.try_get("id")).collect()
+        .await
     }
 
     /// One record by id.
     pub async fn record_by_id(&self, id: i64) -> Result<Option<RecordRow>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {RECORD_COLUMNS} FROM object_records WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(record_from_row).transpose()
+        .await
     }
 
     /// A page of records (optionally of one class), by id, and the total count.
@@ -162,7 +145,7 @@ impl Db {
             q = q.bind(c);
         }
         let total = q.fetch_one(&self.pool).await?;
-        let mut q = sqlx::query(AssertSqlSafe(format!(
+        let mut q = sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {RECORD_COLUMNS} FROM object_records {filter} ORDER BY id LIMIT $1 OFFSET $2"
         )))
         .bind(limit)
@@ -170,10 +153,6 @@ impl Db {
         if let Some(c) = class_id {
             q = q.bind(c);
         }
-        let rows = q.fetch_all(&self.pool).await?;
-        Ok((
-            rows.iter().map(record_from_row).collect::<Result<_, _>>()?,
-            total,
-        ))
+        Ok((q.fetch_all(&self.pool).await?, total))
     }
 }

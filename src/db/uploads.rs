@@ -1,17 +1,19 @@
 //! Upload transactions (one per `upload_id`) and the files uploaded in them.
 
-use sqlx::{AssertSqlSafe, Row};
+use sqlx::AssertSqlSafe;
 
-use super::{Db, now_ms};
-use crate::domain::UploadState;
+use super::jobs::NewJob;
+use super::{Db, IntBool, now_ms};
+use crate::domain::{FileState, UploadState};
 
 /// An upload transaction.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UploadRow {
     pub id: String,
     pub creator_id: i64,
     pub object_class_id: i64,
     pub class_field_id: i64,
+    #[sqlx(try_from = "String")]
     pub state: UploadState,
     pub created_at: i64,
     pub expires_at: i64,
@@ -25,7 +27,7 @@ impl UploadRow {
 }
 
 /// One file of an upload: the target of one `presigned_url_ready`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UploadFileRow {
     pub id: String,
     pub upload_id: String,
@@ -34,11 +36,13 @@ pub struct UploadFileRow {
     pub file_size: i64,
     pub file_type: String,
     pub s3_key: String,
+    #[sqlx(try_from = "IntBool")]
     pub is_multipart: bool,
     pub s3_upload_id: Option<String>,
     pub chunk_size: Option<i64>,
     pub total_parts: i64,
-    pub state: String,
+    #[sqlx(try_from = "String")]
+    pub state: FileState,
 }
 
 /// A new file session to record.
@@ -56,39 +60,8 @@ pub struct NewUploadFile<'a> {
     pub total_parts: i64,
 }
 
-fn upload_from_row(row: &sqlx::any::AnyRow) -> Result<UploadRow, sqlx::Error> {
-    let state: String = row.try_get("state")?;
-    Ok(UploadRow {
-        id: row.try_get("id")?,
-        creator_id: row.try_get("creator_id")?,
-        object_class_id: row.try_get("object_class_id")?,
-        class_field_id: row.try_get("class_field_id")?,
-        state: UploadState::parse(&state)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown upload state {state}").into()))?,
-        created_at: row.try_get("created_at")?,
-        expires_at: row.try_get("expires_at")?,
-    })
-}
-
 const FILE_COLUMNS: &str = "id, upload_id, temp_upload_id, file_name, file_size, file_type, s3_key,
      is_multipart, s3_upload_id, chunk_size, total_parts, state";
-
-fn file_from_row(row: &sqlx::any::AnyRow) -> Result<UploadFileRow, sqlx::Error> {
-    Ok(UploadFileRow {
-        id: row.try_get("id")?,
-        upload_id: row.try_get("upload_id")?,
-        temp_upload_id: row.try_get("temp_upload_id")?,
-        file_name: row.try_get("file_name")?,
-        file_size: row.try_get("file_size")?,
-        file_type: row.try_get("file_type")?,
-        s3_key: row.try_get("s3_key")?,
-        is_multipart: row.try_get::<i64, _>("is_multipart")? != 0,
-        s3_upload_id: row.try_get("s3_upload_id")?,
-        chunk_size: row.try_get("chunk_size")?,
-        total_parts: row.try_get("total_parts")?,
-        state: row.try_get("state")?,
-    })
-}
 
 impl Db {
     /// Creates an open upload transaction.
@@ -119,14 +92,13 @@ impl Db {
 
     /// One upload transaction.
     pub async fn upload_by_id(&self, id: &str) -> Result<Option<UploadRow>, sqlx::Error> {
-        let row = sqlx::query(
+        sqlx::query_as(
             "SELECT id, creator_id, object_class_id, class_field_id, state, created_at, expires_at
              FROM uploads WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(upload_from_row).transpose()
+        .await
     }
 
     /// Moves an upload to a finished state (only from open or processing).
@@ -169,24 +141,22 @@ impl Db {
 
     /// One file session.
     pub async fn upload_file_by_id(&self, id: &str) -> Result<Option<UploadFileRow>, sqlx::Error> {
-        let row = sqlx::query(AssertSqlSafe(format!(
+        sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {FILE_COLUMNS} FROM upload_files WHERE id = $1"
         )))
         .bind(id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(file_from_row).transpose()
+        .await
     }
 
     /// The file sessions of an upload, oldest first.
     pub async fn upload_files(&self, upload_id: &str) -> Result<Vec<UploadFileRow>, sqlx::Error> {
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        sqlx::query_as(AssertSqlSafe(format!(
             "SELECT {FILE_COLUMNS} FROM upload_files WHERE upload_id = $1 ORDER BY created_at, id"
         )))
         .bind(upload_id)
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(file_from_row).collect()
+        .await
     }
 
     /// Marks a file session as uploaded, enqueues its processing job and appends
@@ -199,8 +169,7 @@ impl Db {
         &self,
         file_id: &str,
         upload_id: &str,
-        job_payload: &str,
-        max_attempts: i64,
+        job: &NewJob,
         first_message: &str,
     ) -> Result<bool, sqlx::Error> {
         let now = now_ms();
@@ -224,12 +193,13 @@ impl Db {
             .await?;
         sqlx::query(
             "INSERT INTO jobs (kind, dedupe_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
-             VALUES ('process_upload_file', $1, $2, 'queued', 0, $3, $4, $4, $4)
+             VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5)
              ON CONFLICT (dedupe_key) DO NOTHING",
         )
-        .bind(format!("process_upload_file:{file_id}"))
-        .bind(job_payload)
-        .bind(max_attempts)
+        .bind(job.kind.as_str())
+        .bind(&job.dedupe_key)
+        .bind(&job.payload)
+        .bind(job.max_attempts)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -258,10 +228,10 @@ impl Db {
     pub async fn set_upload_file_state(
         &self,
         file_id: &str,
-        state: &str,
+        state: FileState,
     ) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE upload_files SET state = $1 WHERE id = $2")
-            .bind(state)
+            .bind(state.as_str())
             .bind(file_id)
             .execute(&self.pool)
             .await?;
@@ -274,7 +244,7 @@ impl Db {
     /// succeeded when at least one file was processed, failed otherwise. Returns
     /// the state it settled in, if it did.
     pub async fn settle_upload(&self, upload_id: &str) -> Result<Option<UploadState>, sqlx::Error> {
-        let rows = sqlx::query(
+        let counts: Vec<(String, i64)> = sqlx::query_as(
             "SELECT state, COUNT(*) AS n FROM upload_files WHERE upload_id = $1 GROUP BY state",
         )
         .bind(upload_id)
@@ -282,13 +252,11 @@ impl Db {
         .await?;
         let mut unfinished = 0;
         let mut processed = 0;
-        for row in &rows {
-            let state: String = row.try_get("state")?;
-            let n: i64 = row.try_get("n")?;
-            match state.as_str() {
-                "pending" | "completed" => unfinished += n,
-                "processed" => processed += n,
-                _ => {}
+        for (state, n) in counts {
+            match FileState::try_from(state).map_err(|e| sqlx::Error::Decode(e.into()))? {
+                FileState::Pending | FileState::Completed => unfinished += n,
+                FileState::Processed => processed += n,
+                FileState::Failed => {}
             }
         }
         if unfinished > 0 {

@@ -1,28 +1,38 @@
 //! Users and one-time WebSocket tickets.
 
-use sqlx::Row;
-
-use super::{Db, now_ms};
+use super::{Db, IntBool, now_ms};
 use crate::domain::{AccountType, User};
 
 /// A user row with its password hash, for logging in.
+#[derive(sqlx::FromRow)]
 pub struct UserWithHash {
     /// The user.
+    #[sqlx(flatten, try_from = "UserRow")]
     pub user: User,
     /// The argon2 PHC string.
     pub password_hash: String,
     /// Whether the account may log in.
+    #[sqlx(try_from = "IntBool")]
     pub is_active: bool,
 }
 
-fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
-    let account: String = row.try_get("account_type")?;
-    Ok(User {
-        id: row.try_get("id")?,
-        email: row.try_get("email")?,
-        account_type: AccountType::parse(&account)
-            .ok_or_else(|| sqlx::Error::Decode(format!("unknown account type {account}").into()))?,
-    })
+/// The `id, email, account_type` columns of a `users` row.
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: i64,
+    email: String,
+    #[sqlx(try_from = "String")]
+    account_type: AccountType,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        User {
+            id: r.id,
+            email: r.email,
+            account_type: r.account_type,
+        }
+    }
 }
 
 impl Db {
@@ -33,7 +43,7 @@ impl Db {
         password_hash: &str,
         account_type: AccountType,
     ) -> Result<User, sqlx::Error> {
-        let row = sqlx::query(
+        let row: UserRow = sqlx::query_as(
             "INSERT INTO users (email, password_hash, account_type, is_active, created_at)
              VALUES ($1, $2, $3, 1, $4) RETURNING id, email, account_type",
         )
@@ -43,36 +53,28 @@ impl Db {
         .bind(now_ms())
         .fetch_one(&self.pool)
         .await?;
-        user_from_row(&row)
+        Ok(row.into())
     }
 
     /// Looks a user up by e-mail (case-insensitive), with the password hash.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserWithHash>, sqlx::Error> {
-        let row = sqlx::query(
+        sqlx::query_as(
             "SELECT id, email, account_type, password_hash, is_active FROM users WHERE lower(email) = lower($1)",
         )
         .bind(email)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| {
-            Ok(UserWithHash {
-                user: user_from_row(&row)?,
-                password_hash: row.try_get("password_hash")?,
-                is_active: row.try_get::<i64, _>("is_active")? != 0,
-            })
-        })
-        .transpose()
+        .await
     }
 
     /// Looks an active user up by id.
     pub async fn user_by_id(&self, id: i64) -> Result<Option<User>, sqlx::Error> {
-        let row = sqlx::query(
+        let row: Option<UserRow> = sqlx::query_as(
             "SELECT id, email, account_type FROM users WHERE id = $1 AND is_active = 1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(user_from_row).transpose()
+        Ok(row.map(User::from))
     }
 
     /// Stores a one-time ticket by its hash.
@@ -103,7 +105,7 @@ impl Db {
     /// marks it used in the same statement, so two sockets can never share one.
     pub async fn consume_ticket(&self, ticket_hash: &str) -> Result<Option<User>, sqlx::Error> {
         let now = now_ms();
-        let row = sqlx::query(
+        let user_id: Option<i64> = sqlx::query_scalar(
             "UPDATE ws_tickets SET used_at = $1
              WHERE ticket_hash = $2 AND used_at IS NULL AND expires_at >= $1
              RETURNING user_id",
@@ -112,8 +114,8 @@ impl Db {
         .bind(ticket_hash)
         .fetch_optional(&self.pool)
         .await?;
-        match row {
-            Some(row) => self.user_by_id(row.try_get("user_id")?).await,
+        match user_id {
+            Some(id) => self.user_by_id(id).await,
             None => Ok(None),
         }
     }

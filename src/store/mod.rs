@@ -17,7 +17,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 pub use embedded::EmbeddedS3;
 pub use error::{Result, StoreError};
@@ -75,7 +74,9 @@ pub struct ObjectMeta {
 /// The object store as the rest of intake sees it.
 ///
 /// Keys are relative to the configured bucket. Presigned URLs are meant for
-/// browsers; every other method is a server-side call.
+/// browsers; every other method is a server-side call. Only what intake itself
+/// calls is here; calls that only tests need (reading, writing and listing
+/// objects directly) are inherent methods of [`S3Store`].
 #[async_trait]
 pub trait ObjectStore: Send + Sync {
     /// A URL for a single `PUT` of exactly `content_length` bytes (at most
@@ -124,9 +125,6 @@ pub trait ObjectStore: Send + Sync {
     /// Drops a multipart upload and the parts stored so far.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
 
-    /// Parts stored so far as `(part_number, etag, size)`, by part number.
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(i32, String, u64)>>;
-
     /// Size, type and ETag of `key`, or `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
 
@@ -135,15 +133,9 @@ pub trait ObjectStore: Send + Sync {
     /// removed.
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64>;
 
-    /// Reads all of `key` into memory; for small objects only.
-    async fn get_bytes(&self, key: &str) -> Result<Bytes>;
-
     /// Streams the file at `path` to `key` without loading it in memory
     /// (single PUT, so at most 5 GiB).
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<()>;
-
-    /// Writes `data` to `key`.
-    async fn put_bytes(&self, key: &str, data: Bytes, content_type: &str) -> Result<()>;
 
     /// Server-side copy of `src` to `dst` within the bucket, any size.
     async fn copy(&self, src: &str, dst: &str) -> Result<()>;
@@ -154,9 +146,6 @@ pub trait ObjectStore: Send + Sync {
     /// Deletes every key starting with `prefix` (which must not be empty) and
     /// returns how many were deleted.
     async fn delete_prefix(&self, prefix: &str) -> Result<u64>;
-
-    /// Every key starting with `prefix`, in lexicographic order.
-    async fn list(&self, prefix: &str) -> Result<Vec<String>>;
 
     /// A URL that downloads `key` until `expires`; with `download_name` the
     /// response asks the browser to save it under that name.

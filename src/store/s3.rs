@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
+use aws_sdk_s3::client::customize::CustomizableOperation;
+use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
     StalledStreamProtectionConfig,
 };
-use aws_sdk_s3::error::DisplayErrorContext;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::{ByteStream, ByteStreamError, Length};
 use aws_sdk_s3::types::{
@@ -77,6 +79,32 @@ impl Default for Limits {
     }
 }
 
+/// The tail every SDK call shares: a failure becomes a [`StoreError`] that names
+/// the S3 operation and the key, upload or bucket it was about.
+trait OrStore<T> {
+    fn or_store(self, op: &'static str, target: &str) -> Result<T>;
+}
+
+impl<T, E> OrStore<T> for std::result::Result<T, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn or_store(self, op: &'static str, target: &str) -> Result<T> {
+        self.map_err(|e| StoreError::from_sdk(op, target, e))
+    }
+}
+
+/// Per-call timeouts, for calls that move more than the default allows for.
+trait WithTimeouts {
+    fn with_timeouts(self, timeouts: TimeoutConfig) -> Self;
+}
+
+impl<T, E, B> WithTimeouts for CustomizableOperation<T, E, B> {
+    fn with_timeouts(self, timeouts: TimeoutConfig) -> Self {
+        self.config_override(aws_sdk_s3::config::Builder::new().timeout_config(timeouts))
+    }
+}
+
 /// [`ObjectStore`] on one bucket of an S3-compatible store.
 ///
 /// Cheap to clone; clones share connections.
@@ -129,14 +157,17 @@ impl S3Store {
     /// Creates the bucket unless it already exists and is usable by us.
     pub async fn ensure_bucket(&self) -> Result<()> {
         let bucket = self.bucket.as_str();
-        match self.client.head_bucket().bucket(bucket).send().await {
+        match self
+            .client
+            .head_bucket()
+            .bucket(bucket)
+            .send()
+            .await
+            .or_store("HeadBucket", bucket)
+        {
             Ok(_) => return Ok(()),
-            Err(e) => {
-                let e = StoreError::from_sdk("HeadBucket", bucket, e);
-                if !e.is_not_found() {
-                    return Err(e);
-                }
-            }
+            Err(e) if !e.is_not_found() => return Err(e),
+            Err(_) => {}
         }
         let mut create = self.client.create_bucket().bucket(bucket);
         // AWS rejects an explicit us-east-1 constraint; every other region needs one.
@@ -147,22 +178,94 @@ impl S3Store {
                     .build(),
             );
         }
-        match create.send().await {
+        match create.send().await.or_store("CreateBucket", bucket) {
             Ok(_) => {
                 info!(bucket, "created bucket");
                 Ok(())
             }
-            Err(e) => {
-                let e = StoreError::from_sdk("CreateBucket", bucket, e);
-                match e.code() {
-                    Some("BucketAlreadyOwnedByYou") => Ok(()),
-                    // Someone created it between our HEAD and CREATE; it is
-                    // ours if we can use it.
-                    Some("BucketAlreadyExists") => self.ping().await,
-                    _ => Err(e),
-                }
-            }
+            Err(e) => match e.code() {
+                Some("BucketAlreadyOwnedByYou") => Ok(()),
+                // Someone created it between our HEAD and CREATE; it is
+                // ours if we can use it.
+                Some("BucketAlreadyExists") => self.ping().await,
+                _ => Err(e),
+            },
         }
+    }
+
+    /// Parts stored so far as `(part_number, etag, size)`, by part number.
+    pub async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(i32, String, u64)>> {
+        let mut parts = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let out = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.clone())
+                .send()
+                .await
+                .or_store("ListParts", key)?;
+            for part in out.parts() {
+                let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) else {
+                    return Err(missing("ListParts", key, "PartNumber/ETag"));
+                };
+                let size = u64::try_from(part.size().unwrap_or_default()).unwrap_or_default();
+                parts.push((number, etag.to_owned(), size));
+            }
+            let next = out.next_part_number_marker().map(str::to_owned);
+            if !out.is_truncated().unwrap_or(false) || next.is_none() || next == marker {
+                break;
+            }
+            marker = next;
+        }
+        parts.sort_by_key(|(number, _, _)| *number);
+        Ok(parts)
+    }
+
+    /// Reads all of `key` into memory; for small objects only.
+    pub async fn get_bytes(&self, key: &str) -> Result<Bytes> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .or_store("GetObject", key)?;
+        let data = out.body.collect().await.map_err(|e| body_error(key, &e))?;
+        Ok(data.into_bytes())
+    }
+
+    /// Writes `data` to `key`.
+    pub async fn put_bytes(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
+        let size = data.len() as u64;
+        check_transfer_size(size, "object")?;
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(data))
+            .customize()
+            .with_timeouts(transfer_timeouts(size))
+            .send()
+            .await
+            .or_store("PutObject", key)?;
+        Ok(())
+    }
+
+    /// Every key starting with `prefix`, in lexicographic order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut all = Vec::new();
+        self.for_each_key_page(prefix, |keys| {
+            all.extend(keys);
+            async { Ok(()) }
+        })
+        .await?;
+        Ok(all)
     }
 
     async fn single_copy(&self, src: &str, dst: &str, size: u64) -> Result<()> {
@@ -172,12 +275,10 @@ impl S3Store {
             .key(dst)
             .copy_source(copy_source(&self.bucket, src))
             .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::new().timeout_config(transfer_timeouts(size)),
-            )
+            .with_timeouts(transfer_timeouts(size))
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk("CopyObject", src, e))?;
+            .or_store("CopyObject", src)?;
         Ok(())
     }
 
@@ -237,12 +338,10 @@ impl S3Store {
                     .copy_source(copy_source(&self.bucket, src))
                     .copy_source_range(format!("bytes={}-{}", offset, offset + len - 1))
                     .customize()
-                    .config_override(
-                        aws_sdk_s3::config::Builder::new().timeout_config(transfer_timeouts(len)),
-                    )
+                    .with_timeouts(transfer_timeouts(len))
                     .send()
                     .await
-                    .map_err(|e| StoreError::from_sdk("UploadPartCopy", src, e))?;
+                    .or_store("UploadPartCopy", src)?;
                 out.copy_part_result()
                     .and_then(|r| r.e_tag())
                     .map(str::to_owned)
@@ -284,18 +383,44 @@ impl S3Store {
                     .content_length(to_i64(len)?)
                     .body(body)
                     .customize()
-                    .config_override(
-                        aws_sdk_s3::config::Builder::new().timeout_config(transfer_timeouts(len)),
-                    )
+                    .with_timeouts(transfer_timeouts(len))
                     .send()
                     .await
-                    .map_err(|e| StoreError::from_sdk("UploadPart", key, e))?;
+                    .or_store("UploadPart", key)?;
                 out.e_tag()
                     .map(str::to_owned)
                     .ok_or_else(|| missing("UploadPart", key, "ETag"))
             },
         )
         .await
+    }
+
+    /// Calls `each` with the keys under `prefix` one page (up to 1,000 keys) at
+    /// a time, in lexicographic order, so memory stays bounded for any number of keys.
+    async fn for_each_key_page<F, Fut>(&self, prefix: &str, mut each: F) -> Result<()>
+    where
+        F: FnMut(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.or_store("ListObjectsV2", prefix)?;
+            each(
+                page.contents()
+                    .iter()
+                    .filter_map(|o| o.key())
+                    .map(str::to_owned)
+                    .collect(),
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     async fn abort_quietly(&self, key: &str, upload_id: &str) {
@@ -333,7 +458,7 @@ impl ObjectStore for S3Store {
             .content_type(content_type)
             .presigned(presigning(expires)?)
             .await
-            .map_err(|e| StoreError::from_sdk("PutObject(presign)", key, e))?;
+            .or_store("PutObject(presign)", key)?;
         Ok(req.uri().to_owned())
     }
 
@@ -345,7 +470,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .presigned(presigning(expires)?)
             .await
-            .map_err(|e| StoreError::from_sdk("PutObject(presign)", key, e))?;
+            .or_store("PutObject(presign)", key)?;
         Ok(req.uri().to_owned())
     }
 
@@ -358,7 +483,7 @@ impl ObjectStore for S3Store {
             .content_type(content_type)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk("CreateMultipartUpload", key, e))?;
+            .or_store("CreateMultipartUpload", key)?;
         let upload_id = out
             .upload_id()
             .ok_or_else(|| missing("CreateMultipartUpload", key, "UploadId"))?;
@@ -386,7 +511,7 @@ impl ObjectStore for S3Store {
             .content_length(to_i64(content_length)?)
             .presigned(presigning(expires)?)
             .await
-            .map_err(|e| StoreError::from_sdk("UploadPart(presign)", key, e))?;
+            .or_store("UploadPart(presign)", key)?;
         Ok(req.uri().to_owned())
     }
 
@@ -433,12 +558,10 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .multipart_upload(completed)
             .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::new().timeout_config(timeouts(COMPLETE_TIMEOUT)),
-            )
+            .with_timeouts(timeouts(COMPLETE_TIMEOUT))
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk("CompleteMultipartUpload", key, e))?;
+            .or_store("CompleteMultipartUpload", key)?;
         debug!(
             key,
             upload_id,
@@ -456,40 +579,9 @@ impl ObjectStore for S3Store {
             .upload_id(upload_id)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk("AbortMultipartUpload", key, e))?;
+            .or_store("AbortMultipartUpload", key)?;
         debug!(key, upload_id, "multipart upload aborted");
         Ok(())
-    }
-
-    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(i32, String, u64)>> {
-        let mut parts = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .set_part_number_marker(marker.clone())
-                .send()
-                .await
-                .map_err(|e| StoreError::from_sdk("ListParts", key, e))?;
-            for part in out.parts() {
-                let (Some(number), Some(etag)) = (part.part_number(), part.e_tag()) else {
-                    return Err(missing("ListParts", key, "PartNumber/ETag"));
-                };
-                let size = u64::try_from(part.size().unwrap_or_default()).unwrap_or_default();
-                parts.push((number, etag.to_owned(), size));
-            }
-            let next = out.next_part_number_marker().map(str::to_owned);
-            if !out.is_truncated().unwrap_or(false) || next.is_none() || next == marker {
-                break;
-            }
-            marker = next;
-        }
-        parts.sort_by_key(|(number, _, _)| *number);
-        Ok(parts)
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
@@ -500,16 +592,15 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
+            .or_store("HeadObject", key)
         {
             Ok(out) => Ok(Some(ObjectMeta {
                 size: u64::try_from(out.content_length().unwrap_or_default()).unwrap_or_default(),
                 content_type: out.content_type().map(str::to_owned),
                 etag: out.e_tag().map(str::to_owned),
             })),
-            Err(e) => match StoreError::from_sdk("HeadObject", key, e) {
-                e if e.is_not_found() => Ok(None),
-                e => Err(e),
-            },
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -521,7 +612,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk("GetObject", key, e))?;
+            .or_store("GetObject", key)?;
         let expected = out.content_length().and_then(|n| u64::try_from(n).ok());
         let mut body = out.body;
         let result = async {
@@ -555,19 +646,6 @@ impl ObjectStore for S3Store {
         result
     }
 
-    async fn get_bytes(&self, key: &str) -> Result<Bytes> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("GetObject", key, e))?;
-        let data = out.body.collect().await.map_err(|e| body_error(key, &e))?;
-        Ok(data.into_bytes())
-    }
-
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<()> {
         let size = tokio::fs::metadata(path)
             .await
@@ -591,31 +669,10 @@ impl ObjectStore for S3Store {
             .content_length(to_i64(size)?)
             .body(body)
             .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::new().timeout_config(transfer_timeouts(size)),
-            )
+            .with_timeouts(transfer_timeouts(size))
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk("PutObject", key, e))?;
-        Ok(())
-    }
-
-    async fn put_bytes(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
-        let size = data.len() as u64;
-        check_transfer_size(size, "object")?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(data))
-            .customize()
-            .config_override(
-                aws_sdk_s3::config::Builder::new().timeout_config(transfer_timeouts(size)),
-            )
-            .send()
-            .await
-            .map_err(|e| StoreError::from_sdk("PutObject", key, e))?;
+            .or_store("PutObject", key)?;
         Ok(())
     }
 
@@ -638,7 +695,7 @@ impl ObjectStore for S3Store {
             .key(key)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk("DeleteObject", key, e))?;
+            .or_store("DeleteObject", key)?;
         Ok(())
     }
 
@@ -648,56 +705,20 @@ impl ObjectStore for S3Store {
                 "refusing to delete with an empty prefix (the whole bucket)".into(),
             ));
         }
-        // Page by page, so memory stays bounded for any number of keys. One
-        // DeleteObject per key: DeleteObjects would be faster, but the
+        // One DeleteObject per key: DeleteObjects would be faster, but the
         // checksum header it requires is not accepted by every S3-compatible
         // store.
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
         let mut count = 0u64;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| StoreError::from_sdk("ListObjectsV2", prefix, e))?;
-            let keys: Vec<String> = page
-                .contents()
-                .iter()
-                .filter_map(|o| o.key())
-                .map(str::to_owned)
-                .collect();
+        self.for_each_key_page(prefix, |keys| {
             count += keys.len() as u64;
             futures::stream::iter(keys)
                 .map(|key| async move { self.delete(&key).await })
                 .buffer_unordered(CONCURRENCY)
                 .try_collect::<()>()
-                .await?;
-        }
+        })
+        .await?;
         debug!(prefix, count, "deleted prefix");
         Ok(count)
-    }
-
-    async fn list(&self, prefix: &str) -> Result<Vec<String>> {
-        let mut keys = Vec::new();
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .into_paginator()
-            .send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| StoreError::from_sdk("ListObjectsV2", prefix, e))?;
-            keys.extend(
-                page.contents()
-                    .iter()
-                    .filter_map(|o| o.key())
-                    .map(str::to_owned),
-            );
-        }
-        Ok(keys)
     }
 
     async fn presign_get(
@@ -714,7 +735,7 @@ impl ObjectStore for S3Store {
             .set_response_content_disposition(download_name.map(attachment_disposition))
             .presigned(presigning(expires)?)
             .await
-            .map_err(|e| StoreError::from_sdk("GetObject(presign)", key, e))?;
+            .or_store("GetObject(presign)", key)?;
         Ok(req.uri().to_owned())
     }
 
@@ -724,7 +745,7 @@ impl ObjectStore for S3Store {
             .bucket(&self.bucket)
             .send()
             .await
-            .map_err(|e| StoreError::from_sdk("HeadBucket", &self.bucket, e))?;
+            .or_store("HeadBucket", &self.bucket)?;
         Ok(())
     }
 }

@@ -79,10 +79,10 @@ pub async fn complete_multipart(
 /// Whether a file is still to be completed (false: already completed, nothing
 /// more to do); a failed one is answered with `refused`.
 fn still_pending(file: &UploadFileRow, refused: WsError) -> Result<bool, WsError> {
-    match FileState::parse(&file.state) {
-        Some(FileState::Pending) => Ok(true),
-        Some(FileState::Failed) => Err(refused),
-        _ => Ok(false),
+    match file.state {
+        FileState::Pending => Ok(true),
+        FileState::Failed => Err(refused),
+        FileState::Completed | FileState::Processed => Ok(false),
     }
 }
 
@@ -115,7 +115,7 @@ async fn the_open_multipart(up: &Uploads, upload: &UploadRow) -> Result<UploadFi
         .map_err(server("listing upload files"))?;
     let mut open: Vec<_> = files
         .into_iter()
-        .filter(|f| f.is_multipart && f.state == FileState::Pending.as_str())
+        .filter(|f| f.is_multipart && f.state == FileState::Pending)
         .collect();
     match open.len() {
         0 => Err(WsError::DoesNotExist),
@@ -182,13 +182,7 @@ async fn enqueue(up: &Uploads, upload: &UploadRow, file: &UploadFileRow) -> Resu
     let first = monitoring_update(fields, 1).to_string();
     let fresh = up
         .db
-        .complete_upload_file(
-            &file.id,
-            &upload.id,
-            &payload.to_json(),
-            MAX_ATTEMPTS,
-            &first,
-        )
+        .complete_upload_file(&file.id, &upload.id, &payload.new_job(MAX_ATTEMPTS), &first)
         .await
         .map_err(server("enqueueing processing"))?;
     if fresh {

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::jobs::NewJob;
 use crate::domain::JobKind;
 
 /// The payload of a `process_upload_file` job.
@@ -22,6 +23,16 @@ impl JobPayload {
     /// The job's unique key: one job per file, however often completion is sent.
     pub fn dedupe_key(&self) -> String {
         format!("{}:{}", Self::KIND.as_str(), self.upload_file_id)
+    }
+
+    /// The job to enqueue for this payload.
+    pub fn new_job(&self, max_attempts: i64) -> NewJob {
+        NewJob {
+            kind: Self::KIND,
+            dedupe_key: self.dedupe_key(),
+            payload: self.to_json(),
+            max_attempts,
+        }
     }
 
     /// The stored JSON.

@@ -16,7 +16,7 @@ use super::process;
 use crate::db::jobs::Job;
 use crate::db::now_ms;
 use crate::db::uploads::UploadFileRow;
-use crate::domain::{FileState, JobKind, Step};
+use crate::domain::{FileState, Step};
 
 /// The longest retry delay.
 const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
@@ -119,8 +119,8 @@ impl Worker {
 
     /// The file a job is about (none: the job is malformed or its file is gone).
     async fn file_of(&self, job: &Job) -> Result<Option<UploadFileRow>, PipelineFailure> {
-        if JobKind::parse(&job.kind) != Some(JobPayload::KIND) {
-            return Err(PipelineFailure::UnknownJob(job.kind.clone()));
+        if job.kind != JobPayload::KIND {
+            return Err(PipelineFailure::UnknownJob(job.kind.to_string()));
         }
         let payload =
             JobPayload::parse(&job.payload).map_err(|e| PipelineFailure::BadJob(e.to_string()))?;
@@ -137,7 +137,7 @@ impl Worker {
             return Ok(0);
         };
         let mut monitor = Monitor::resume(db, &self.up.hub, &file).await?;
-        if file.state == FileState::Processed.as_str() {
+        if file.state == FileState::Processed {
             // A rescued job whose work was done: make sure the end was reported.
             let n = db.count_upload_records(&file.id).await? as u64;
             if !monitor.success_reported() {
@@ -146,7 +146,7 @@ impl Worker {
             return Ok(n);
         }
         let n = process::run(&self.up, &file, &mut monitor).await?;
-        db.set_upload_file_state(&file.id, FileState::Processed.as_str())
+        db.set_upload_file_state(&file.id, FileState::Processed)
             .await?;
         db.settle_upload(&file.upload_id).await?;
         report_success(&mut monitor, n).await?;
@@ -198,7 +198,7 @@ impl Worker {
         fields.insert("error_code".into(), json!(code));
         fields.insert("message".into(), json!(message));
         if let Ok(Some(file)) = self.file_of(job).await {
-            db.set_upload_file_state(&file.id, FileState::Failed.as_str())
+            db.set_upload_file_state(&file.id, FileState::Failed)
                 .await?;
             db.settle_upload(&file.upload_id).await?;
         }

@@ -7,6 +7,7 @@ use intake::app::Application;
 use intake::config::Settings;
 use intake::domain::AccountType;
 use intake::state::AppState;
+use intake::store::{S3Config, S3Store};
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -32,6 +33,10 @@ async fn fresh_postgres_database() -> String {
     format!("{base}/{name}")
 }
 
+/// Credentials of every test app's embedded S3 endpoint, so tests can reach it too.
+const S3_ACCESS_KEY: &str = "test-access";
+const S3_SECRET_KEY: &str = "test-secret-key";
+
 /// Settings for a test app in `dir`.
 pub async fn test_settings(dir: &std::path::Path) -> Settings {
     let database_url = match test_backend().as_str() {
@@ -41,6 +46,8 @@ pub async fn test_settings(dir: &std::path::Path) -> Settings {
     let mut settings = Settings::ephemeral(dir.to_path_buf());
     settings.database.url = database_url.map(Into::into);
     settings.database.max_connections = 4;
+    settings.s3.access_key_id = Some(S3_ACCESS_KEY.into());
+    settings.s3.secret_access_key = Some(S3_SECRET_KEY.into());
     settings
 }
 
@@ -50,8 +57,10 @@ pub struct TestApp {
     pub client: Client,
     pub state: AppState,
     /// The embedded S3 endpoint.
-    #[allow(dead_code)]
     pub s3_endpoint: String,
+    /// The app's bucket through the concrete store, for what only tests do
+    /// (`get_bytes`, `put_bytes`, `list`); the app itself uses `state.store`.
+    pub s3: S3Store,
     /// The data dir (held so it lives as long as the app).
     pub dir: TempDir,
 }
@@ -70,13 +79,26 @@ impl TestApp {
         let app = Application::build(settings).await.expect("app builds");
         let base = format!("http://{}", app.local_addr());
         let state = app.state().clone();
-        let s3_endpoint = app.embedded_s3_endpoint().unwrap_or_default();
+        let s3_endpoint = app
+            .embedded_s3_endpoint()
+            .expect("tests use the embedded S3");
+        let s3 = S3Store::new(&S3Config {
+            endpoint: Some(s3_endpoint.clone()),
+            region: state.settings.s3.region.clone(),
+            bucket: state.settings.s3.bucket.clone(),
+            access_key_id: S3_ACCESS_KEY.into(),
+            secret_access_key: S3_SECRET_KEY.into(),
+            force_path_style: true,
+            public_url: None,
+        })
+        .expect("test store");
         tokio::spawn(app.run_until(std::future::pending()));
         TestApp {
             base,
             client: Client::new(),
             state,
             s3_endpoint,
+            s3,
             dir,
         }
     }

@@ -377,8 +377,7 @@ async fn upload_url_accepts_a_put_and_the_file_is_attached_to_an_event() {
         .unwrap();
     assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
     let stored = app
-        .state
-        .store
+        .s3
         .get_bytes(&format!("alx_demo/{file_id}"))
         .await
         .unwrap();
@@ -1064,7 +1063,7 @@ async fn delete_tenant_removes_events_and_files_and_frees_the_name_after_the_pur
         json!({ "detail": "Tenant deleted." }),
     )
     .await;
-    assert!(app.state.store.list("alx_demo/").await.unwrap().is_empty());
+    assert!(app.s3.list("alx_demo/").await.unwrap().is_empty());
     let gone = json!({ "detail": "Failed to connect to tenant db." });
     assert_json(
         delete(Some(&key), Some(&client)).await.unwrap(),
@@ -1114,7 +1113,7 @@ async fn delete_tenant_removes_events_and_files_and_frees_the_name_after_the_pur
     assert_eq!(history.purge_due(intake::db::now_ms()).await.unwrap(), 0);
     let due = intake::db::now_ms() + history.purge_delay().as_millis() as i64 + 1;
     assert_eq!(history.purge_due(due).await.unwrap(), 1);
-    assert!(app.state.store.list("alx_demo/").await.unwrap().is_empty());
+    assert!(app.s3.list("alx_demo/").await.unwrap().is_empty());
 
     let fresh = tenant(&app, &key, "alx_demo").await;
     assert_ne!(fresh, client);

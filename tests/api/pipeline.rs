@@ -307,7 +307,7 @@ async fn unsafe_archives_are_refused_with_nothing_created() {
         assert_eq!(status["state"], "failed");
     }
     assert!(records_of(&app, &token, class).await.is_empty());
-    let keys = app.state.store.list("").await.unwrap();
+    let keys = app.s3.list("").await.unwrap();
     assert!(
         keys.iter()
             .all(|k| k.starts_with("uploads/") && k.ends_with(".zip") && !k.contains("/files/")),
@@ -350,7 +350,7 @@ async fn unsafe_archives_are_refused_with_nothing_created() {
             "{msgs:#?}"
         );
         assert!(records_of(&app, &token, class).await.is_empty());
-        let keys = app.state.store.list("").await.unwrap();
+        let keys = app.s3.list("").await.unwrap();
         assert!(keys.iter().all(|k| !k.contains("/files/")), "{keys:?}");
     }
 }
@@ -488,7 +488,8 @@ async fn rescued_job_makes_exactly_n_records() {
             .await
             .unwrap()
             .unwrap()
-            .state,
+            .state
+            .as_str(),
         "succeeded"
     );
 }
@@ -574,7 +575,7 @@ async fn clamd_outage_is_retried_until_it_returns() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.state, "queued");
+    assert_eq!(status.state.as_str(), "queued");
     assert_eq!(
         app.state.db.count_upload_records(&session).await.unwrap(),
         0

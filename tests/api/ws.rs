@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use futures::{SinkExt, StreamExt};
 use intake::config::Settings;
 use intake::domain::{AccountType, UploadState};
+use intake::store::ObjectStore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -867,10 +868,7 @@ async fn err_s3_finalize_failed_then_a_retry_succeeds() {
         ready["upload_id"].as_str().unwrap(),
         "temp_mp",
     );
-    assert_eq!(
-        fx.app.state.store.get_bytes(key).await.unwrap().as_ref(),
-        &data[..]
-    );
+    assert_eq!(fx.app.s3.get_bytes(key).await.unwrap().as_ref(), &data[..]);
 }
 
 #[tokio::test]
@@ -917,8 +915,7 @@ async fn err_file_incomplete() {
         ready["s3_key"].as_str().unwrap(),
     );
     fx.app
-        .state
-        .store
+        .s3
         .put_bytes(key, bytes(99, 2).into(), "application/zip")
         .await
         .unwrap();
@@ -1031,7 +1028,7 @@ async fn single_put_upload_end_to_end() {
     let update = recv(&mut ws).await;
     assert_queued(&update, session, temp);
 
-    let store = &fx.app.state.store;
+    let store = &fx.app.s3;
     let meta = store.head(key).await.unwrap().unwrap();
     assert_eq!(meta.size, data.len() as u64);
     assert_eq!(meta.content_type.as_deref(), Some("application/zip"));
@@ -1045,7 +1042,7 @@ async fn single_put_upload_end_to_end() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(job.state, "queued");
+    assert_eq!(job.state.as_str(), "queued");
     let upload = fx
         .app
         .state
@@ -1097,7 +1094,7 @@ async fn multipart_upload_end_to_end() {
     .await;
     assert_queued(&recv(&mut ws).await, session, temp);
 
-    let store = &fx.app.state.store;
+    let store = &fx.app.s3;
     let meta = store.head(key).await.unwrap().unwrap();
     assert_eq!(meta.size, 15 * MIB);
     assert_eq!(store.get_bytes(key).await.unwrap().as_ref(), &data[..]);
@@ -1109,7 +1106,7 @@ async fn multipart_upload_end_to_end() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(job.state, "queued");
+    assert_eq!(job.state.as_str(), "queued");
 }
 
 #[tokio::test]
@@ -1185,8 +1182,7 @@ async fn multipart_completion_with_two_open_sessions_needs_upload_id() {
     );
     assert_eq!(
         fx.app
-            .state
-            .store
+            .s3
             .get_bytes(ready_b["s3_key"].as_str().unwrap())
             .await
             .unwrap()
@@ -1249,8 +1245,7 @@ async fn two_files_in_flight_on_one_connection() {
         assert_queued(&done[*temp], m["upload_id"].as_str().unwrap(), temp);
         let stored = fx
             .app
-            .state
-            .store
+            .s3
             .get_bytes(m["s3_key"].as_str().unwrap())
             .await
             .unwrap();

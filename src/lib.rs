@@ -22,5 +22,4 @@ pub mod pipeline;
 pub mod protocol;
 pub mod scan;
 pub mod store;
-pub mod testkit;
 pub mod ws;

@@ -2,7 +2,6 @@
 //! `worker` claims durable jobs, `process` runs one (download, `scan`, `extract`,
 //! save, records), `monitor` reports each step to the upload's sockets.
 
-pub mod extract;
 pub mod monitor;
 pub mod process;
 pub mod worker;

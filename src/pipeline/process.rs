@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use intake_archive::{EntryInfo, ExtractError, ExtractLimits, ExtractedFile, SafeArchive};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::extract::{EntryInfo, ExtractError, ExtractLimits, ExtractedFile, SafeArchive};
 use super::monitor::Monitor;
 use crate::db::records::NewUploadRecord;
 use crate::db::uploads::UploadFileRow;

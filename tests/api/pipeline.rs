@@ -4,7 +4,7 @@
 
 use intake::domain::AccountType;
 use intake::pipeline::worker::Worker;
-use intake::testkit;
+use intake_archive::testkit;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

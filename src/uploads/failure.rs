@@ -6,9 +6,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::domain::{AvStatus, Step};
-use crate::pipeline::extract::ExtractError;
 use crate::scan::ScanError;
 use crate::store::StoreError;
+use intake_archive::ExtractError;
 
 /// Every way a job can stop before its records exist.
 #[derive(Debug, thiserror::Error)]

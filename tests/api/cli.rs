@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use intake::client::{self, ClientError, Credentials, Progress, StepUpdate, UploadOptions};
 use intake::domain::AccountType;
-use intake::testkit;
+use intake_archive::testkit;
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};

@@ -3,8 +3,8 @@
 //! dead workers and a clamd outage.
 
 use intake::domain::AccountType;
-use intake::testkit;
 use intake::uploads::worker::Worker;
+use intake_archive::testkit;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 

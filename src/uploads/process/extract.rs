@@ -1,5 +1,5 @@
 //! Open the archive with every safety check on its directory (the validator in
-//! `crate::pipeline::extract`, off the async executor), report how many files it
+//! the `intake-archive` crate, off the async executor), report how many files it
 //! holds (`extracting_file`), and stream its entries, one blocking thread
 //! inflating them into temp files as the savers ask for more.
 
@@ -13,9 +13,7 @@ use super::super::failure::PipelineFailure;
 use super::super::monitor::Monitor;
 use crate::config::ArchiveSettings;
 use crate::domain::{AvStatus, Step};
-use crate::pipeline::extract::{
-    EntryInfo, ExtractError, ExtractLimits, ExtractedFile, SafeArchive,
-};
+use intake_archive::{EntryInfo, ExtractError, ExtractLimits, ExtractedFile, SafeArchive};
 
 /// One inflated entry in a temp file.
 pub type Extracted = (EntryInfo, ExtractedFile, PathBuf);

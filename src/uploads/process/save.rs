@@ -13,7 +13,7 @@ use super::extract::{self, Extracted};
 use super::{files_prefix, scan};
 use crate::db::uploads::UploadFileRow;
 use crate::domain::Step;
-use crate::pipeline::extract::{EntryInfo, ExtractedFile, SafeArchive};
+use intake_archive::{EntryInfo, ExtractedFile, SafeArchive};
 
 /// The step this stage reports under.
 pub const STEP: Step = Step::SavingFiles;

@@ -644,32 +644,25 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        let e = load_toml("http_addr = \"not an address\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("http_addr"), "{e}");
-        let e = load_toml("max_upload_gb = \"lots\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("max_upload_gb"), "{e}");
-        let e = load_toml("max_upload_gb = 0").unwrap_err().to_string();
-        assert!(e.contains("INTAKE_MAX_UPLOAD_GB"), "{e}");
-        let e = load_toml("databse_url = \"x\"").unwrap_err().to_string();
-        assert!(e.contains("databse_url"), "{e}");
-        let e = load_toml("database_url = \"mysql://x\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("INTAKE_DATABASE_URL"), "{e}");
-        let e = load_toml("require_scan = true").unwrap_err().to_string();
-        assert!(e.contains("INTAKE_REQUIRE_SCAN"), "{e}");
-        let e = load_toml("s3_endpoint = \"http://s3.example\"")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("INTAKE_S3_ACCESS_KEY_ID"), "{e}");
-        let e = load_toml("multipart_chunk_bytes = 1024")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("INTAKE_MULTIPART_CHUNK_BYTES"), "{e}");
+        for (toml, name) in [
+            ("http_addr = \"not an address\"", "http_addr"),
+            ("max_upload_gb = \"lots\"", "max_upload_gb"),
+            ("max_upload_gb = 0", "INTAKE_MAX_UPLOAD_GB"),
+            ("databse_url = \"x\"", "databse_url"),
+            ("database_url = \"mysql://x\"", "INTAKE_DATABASE_URL"),
+            ("require_scan = true", "INTAKE_REQUIRE_SCAN"),
+            (
+                "s3_endpoint = \"http://s3.example\"",
+                "INTAKE_S3_ACCESS_KEY_ID",
+            ),
+            (
+                "multipart_chunk_bytes = 1024",
+                "INTAKE_MULTIPART_CHUNK_BYTES",
+            ),
+        ] {
+            let e = load_toml(toml).unwrap_err().to_string();
+            assert!(e.contains(name), "{toml}: {e}");
+        }
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::json::{Fields, JsonObject};
 use crate::auth::{self, TokenType};
 use crate::error::{ApiError, ApiResult};
-use crate::http::extractor::AuthUser;
+use crate::http::extractor::{AuthUser, user_of_token};
 use crate::state::AppState;
 
 /// The routes of this module.
@@ -58,15 +58,8 @@ async fn refresh_token(
     let mut fields = Fields::new(&body);
     let refresh = fields.string("refresh", true, 4096);
     fields.finish()?;
-    let user_id = state
-        .jwt
-        .verify(&refresh.unwrap_or_default(), TokenType::Refresh)
-        .ok_or(ApiError::InvalidToken)?;
-    let user = state
-        .db
-        .user_by_id(user_id)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
+    let refresh = refresh.unwrap_or_default();
+    let user = user_of_token(&state, &refresh, TokenType::Refresh).await?;
     Ok(Json(
         json!({ "access": state.jwt.issue(user.id, TokenType::Access)? }),
     ))

@@ -30,15 +30,25 @@ where
             .or_else(|| header.strip_prefix("Bearer "))
             .ok_or(ApiError::NotAuthenticated)?
             .trim();
-        let user_id = state
-            .jwt
-            .verify(token, TokenType::Access)
-            .ok_or(ApiError::InvalidToken)?;
-        let user = state
-            .db
-            .user_by_id(user_id)
-            .await?
-            .ok_or(ApiError::InvalidToken)?;
-        Ok(AuthUser(user))
+        Ok(AuthUser(
+            user_of_token(&state, token, TokenType::Access).await?,
+        ))
     }
+}
+
+/// The user a valid token of `kind` names; any other token is `InvalidToken`.
+pub async fn user_of_token(
+    state: &AppState,
+    token: &str,
+    kind: TokenType,
+) -> Result<User, ApiError> {
+    let user_id = state
+        .jwt
+        .verify(token, kind)
+        .ok_or(ApiError::InvalidToken)?;
+    state
+        .db
+        .user_by_id(user_id)
+        .await?
+        .ok_or(ApiError::InvalidToken)
 }

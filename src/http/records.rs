@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 
 use super::classes::path_id;
 use super::json::{Fields, JsonObject, json_type_name};
-use super::pagination::{Page, absolute_url};
+use super::pagination::Page;
 use crate::db::records::RecordRow;
 use crate::domain::{ClassField, FieldType, User, iso_ms};
 use crate::error::{ApiError, ApiResult};
@@ -163,10 +163,7 @@ async fn list_records(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let page = Page::from_query(
-        q.get("limit").map(String::as_str),
-        q.get("offset").map(String::as_str),
-    );
+    let page = Page::from_params(&q);
     let class_id = match q.get("object_class").filter(|s| !s.is_empty()) {
         Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
             ApiError::field(
@@ -200,12 +197,7 @@ async fn list_records(
     let extra = class_id
         .map(|c| format!("object_class={c}"))
         .unwrap_or_default();
-    Ok(Json(page.envelope(
-        &absolute_url(&headers, "/api/object-records/"),
-        &extra,
-        total,
-        results,
-    )))
+    Ok(page.respond(&headers, "/api/object-records/", &extra, total, results))
 }
 
 async fn get_record(

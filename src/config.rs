@@ -359,6 +359,62 @@ fn grouped_file(path: &Path, groups: &BTreeMap<String, String>) -> Result<Dict, 
     Ok(nested)
 }
 
+/// Optional settings whose values are text, so that an environment value that
+/// looks like a number (`INTAKE_S3_ACCESS_KEY_ID=0123`) stays the text it is.
+const OPTIONAL_TEXT: [&str; 8] = [
+    "database_url",
+    "s3_endpoint",
+    "s3_access_key_id",
+    "s3_secret_access_key",
+    "public_s3_url",
+    "jwt_secret",
+    "clamd_addr",
+    "history_api_key_pepper",
+];
+/// Optional settings whose values are numbers (checked by a test).
+#[cfg(test)]
+const OPTIONAL_NUMBERS: [&str; 1] = ["multipart_chunk_bytes"];
+
+/// Whether `name` holds text (its default is text, or it is optional text).
+fn is_text(name: &str) -> bool {
+    OPTIONAL_TEXT.contains(&name)
+        || matches!(
+            serde_json::to_value(Settings::default()),
+            Ok(serde_json::Value::Object(groups))
+                if groups.values().any(|g| g.get(name).is_some_and(serde_json::Value::is_string))
+        )
+}
+
+/// An environment value as the setting `name` reads it: text stays text; other
+/// values use TOML-like syntax (numbers, `true`, lists such as `["a", "b"]`).
+fn env_value(name: &str, raw: &str) -> Value {
+    if is_text(name) {
+        Value::from(raw.to_string())
+    } else {
+        raw.parse().unwrap_or_else(|_| Value::from(raw.to_string()))
+    }
+}
+
+/// The `INTAKE_*` variables that name a setting, each under its group. Others
+/// share the prefix and are ignored (INTAKE_LOG, INTAKE_CONFIG, the CLI's
+/// INTAKE_EMAIL, tests' INTAKE_TEST_*).
+fn grouped_env(groups: &BTreeMap<String, String>) -> Dict {
+    let mut nested = Dict::new();
+    for (key, raw) in Env::prefixed("INTAKE_").iter() {
+        let name = key.as_str().to_ascii_lowercase();
+        let Some(group) = groups.get(&name) else {
+            continue;
+        };
+        if let Value::Dict(_, fields) = nested
+            .entry(group.clone())
+            .or_insert_with(|| Value::from(Dict::new()))
+        {
+            fields.insert(name.clone(), env_value(&name, &raw));
+        }
+    }
+    nested
+}
+
 impl Settings {
     /// Loads defaults, then `file` (or `./intake.toml` when present), then `INTAKE_*`.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -377,16 +433,7 @@ impl Settings {
         if let Some(path) = path {
             figment = figment.merge(Serialized::defaults(grouped_file(&path, &groups)?));
         }
-        // Only variables that name a setting: others share the prefix (INTAKE_LOG,
-        // INTAKE_CONFIG, the CLI's INTAKE_EMAIL, tests' INTAKE_TEST_*). A dot in the
-        // mapped key nests the value under its group.
-        let env_groups = groups.clone();
-        figment = figment.merge(Env::prefixed("INTAKE_").filter_map(move |k| {
-            let name = k.as_str().to_ascii_lowercase();
-            env_groups
-                .get(&name)
-                .map(|group| format!("{group}.{name}").into())
-        }));
+        figment = figment.merge(Serialized::defaults(grouped_env(&groups)));
         let settings: Settings = figment.extract().map_err(|e| {
             // Name the flat setting, not its group path.
             let setting = e.path.last().cloned().unwrap_or_default();
@@ -747,6 +794,34 @@ mod tests {
         assert_eq!(documented, known);
         assert_eq!(names["s3_bucket"], "s3");
         assert_eq!(names["job_stale_secs"], "jobs");
+    }
+
+    #[test]
+    fn environment_text_stays_text() {
+        assert_eq!(
+            env_value("s3_access_key_id", "0123"),
+            Value::from("0123".to_string())
+        );
+        assert_eq!(env_value("s3_region", "12"), Value::from("12".to_string()));
+        assert_eq!(env_value("max_upload_gb", "2"), Value::from(2u8));
+        assert_eq!(env_value("run_workers", "false"), Value::from(false));
+        let origins = env_value("allowed_origins", r#"["https://a.example"]"#);
+        assert!(
+            matches!(origins, Value::Array(_, ref a) if a.len() == 1),
+            "{origins:?}"
+        );
+        // Every optional setting is classified, so a new one cannot be misread.
+        if let Ok(serde_json::Value::Object(groups)) = serde_json::to_value(Settings::default()) {
+            for (name, value) in groups.values().filter_map(|g| g.as_object()).flatten() {
+                if value.is_null() {
+                    assert!(
+                        OPTIONAL_TEXT.contains(&name.as_str())
+                            || OPTIONAL_NUMBERS.contains(&name.as_str()),
+                        "classify {name} in OPTIONAL_TEXT or OPTIONAL_NUMBERS"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

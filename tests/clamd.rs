@@ -1,19 +1,22 @@
 //! Tests of `ClamdScanner`: against the real clamd that `.ci/clamd.sh` starts
-//! (address from `INTAKE_TEST_CLAMD_ADDR`, default `tcp://127.0.0.1:3310`), and
-//! against fake servers in this process for the replies a healthy clamd never gives.
-//!
-//! When the real clamd cannot be reached, its tests fail if `CI=true` (CI must
-//! provide clamd) and otherwise print a "skipping" line and pass.
+//! (found by the shared probe in `tests/common/clamd.rs`, which also says what
+//! happens when it cannot be reached), and against fake servers in this process for
+//! the replies a healthy clamd never gives.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use intake::scan::{ClamdAddr, ClamdScanner, ClamdTimeouts, ScanError, Scanner, Verdict};
+use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use zip::CompressionMethod;
 use zip::write::SimpleFileOptions;
+
+#[path = "common/clamd.rs"]
+mod common_clamd;
+use common_clamd::{live_clamd, reachable_or_skip};
 
 /// The name `.ci/clamd.sh` gives its EICAR signature; clamd appends `.UNOFFICIAL`
 /// because the database is not one of ClamAV's own.
@@ -33,34 +36,31 @@ fn eicar() -> Vec<u8> {
     .into_bytes()
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
+/// The real clamd and a directory for the files it scans.
+struct Live {
+    clamd: ClamdScanner,
+    dir: TempDir,
 }
 
-fn clamd_addr() -> String {
-    std::env::var("INTAKE_TEST_CLAMD_ADDR").unwrap_or_else(|_| "tcp://127.0.0.1:3310".to_owned())
+/// The real clamd, if it answers (see the module docs for what happens if not).
+async fn live() -> Option<Live> {
+    Some(Live {
+        clamd: live_clamd().await?,
+        dir: tempfile::tempdir().unwrap(),
+    })
 }
 
-/// The real clamd, if it answers PING; see the module docs for what happens if not.
-async fn live_clamd() -> Option<ClamdScanner> {
-    let addr = clamd_addr();
-    let scanner = ClamdScanner::from_addr(&addr)
-        .unwrap_or_else(|e| panic!("INTAKE_TEST_CLAMD_ADDR is not a valid address: {e}"));
-    reachable_or_skip(scanner, &addr).await
-}
+impl Live {
+    /// Writes `content` to a file `name` and scans it.
+    async fn scan(&self, name: &str, content: &[u8]) -> Verdict {
+        let path = write_file(self.dir.path(), name, content);
+        self.clamd.scan_file(&path).await.unwrap()
+    }
 
-async fn reachable_or_skip(scanner: ClamdScanner, addr: &str) -> Option<ClamdScanner> {
-    match scanner.ping().await {
-        Ok(()) => Some(scanner),
-        Err(e) if ci() => panic!(
-            "clamd not reachable at {addr} ({e}); CI=true requires it: run `bash .ci/clamd.sh` first"
-        ),
-        Err(e) => {
-            eprintln!(
-                "skipping: clamd not reachable at {addr} ({e}); run `bash .ci/clamd.sh` to start one"
-            );
-            None
-        }
+    /// Writes a ZIP of `members` to a file `name` and scans it.
+    async fn scan_zip(&self, name: &str, members: &[(&str, &[u8], CompressionMethod)]) -> Verdict {
+        let path = write_zip(self.dir.path(), name, members);
+        self.clamd.scan_file(&path).await.unwrap()
     }
 }
 
@@ -112,95 +112,80 @@ async fn ping_answers() {
 
 #[tokio::test]
 async fn clean_file_is_clean() {
-    let Some(clamd) = live_clamd().await else {
+    let Some(live) = live().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "notes.txt", b"Minutes of the meeting.\n");
-    assert_eq!(clamd.scan_file(&path).await.unwrap(), Verdict::Clean);
+    let verdict = live.scan("notes.txt", b"Minutes of the meeting.\n").await;
+    assert_eq!(verdict, Verdict::Clean);
 }
 
 #[tokio::test]
 async fn empty_file_is_clean() {
-    let Some(clamd) = live_clamd().await else {
+    let Some(live) = live().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "empty", b"");
-    assert_eq!(clamd.scan_file(&path).await.unwrap(), Verdict::Clean);
+    assert_eq!(live.scan("empty", b"").await, Verdict::Clean);
 }
 
 #[tokio::test]
 async fn clean_zip_of_several_chunks_is_clean() {
-    let Some(clamd) = live_clamd().await else {
+    let Some(live) = live().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     // Stored, so the upload itself spans several 1 MiB chunks.
     let data: Vec<u8> = (0..3 * MIB + 12345).map(|i| (i % 251) as u8).collect();
-    let path = write_zip(
-        dir.path(),
-        "clean.zip",
-        &[
-            ("a.bin", &data, CompressionMethod::Stored),
-            ("b.txt", b"hello", CompressionMethod::Deflated),
-        ],
-    );
-    assert!(std::fs::metadata(&path).unwrap().len() > 3 * MIB as u64);
-    assert_eq!(clamd.scan_file(&path).await.unwrap(), Verdict::Clean);
+    let members: &[(&str, &[u8], CompressionMethod)] = &[
+        ("a.bin", &data, CompressionMethod::Stored),
+        ("b.txt", b"hello", CompressionMethod::Deflated),
+    ];
+    assert_eq!(live.scan_zip("clean.zip", members).await, Verdict::Clean);
+    let size = std::fs::metadata(live.dir.path().join("clean.zip"))
+        .unwrap()
+        .len();
+    assert!(size > 3 * MIB as u64);
 }
 
 #[tokio::test]
 async fn eicar_is_infected() {
-    let Some(clamd) = live_clamd().await else {
+    let Some(live) = live().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "eicar.com", &eicar());
-    assert_infected(clamd.scan_file(&path).await.unwrap());
+    assert_infected(live.scan("eicar.com", &eicar()).await);
 }
 
 #[tokio::test]
 async fn eicar_after_3_mib_of_zeros_is_infected() {
-    let Some(clamd) = live_clamd().await else {
+    let Some(live) = live().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_file(dir.path(), "padded.bin", &zeros_then_eicar(3 * MIB));
-    assert_infected(clamd.scan_file(&path).await.unwrap());
+    assert_infected(live.scan("padded.bin", &zeros_then_eicar(3 * MIB)).await);
 }
 
 #[tokio::test]
 async fn eicar_zipped_is_infected() {
-    let Some(clamd) = live_clamd().await else {
+    let Some(live) = live().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let path = write_zip(
-        dir.path(),
-        "eicar.zip",
-        &[
-            ("readme.txt", b"nothing to see", CompressionMethod::Deflated),
-            ("eicar.com", &eicar(), CompressionMethod::Deflated),
-        ],
-    );
-    assert_infected(clamd.scan_file(&path).await.unwrap());
+    let eicar = eicar();
+    let members: &[(&str, &[u8], CompressionMethod)] = &[
+        ("readme.txt", b"nothing to see", CompressionMethod::Deflated),
+        ("eicar.com", &eicar, CompressionMethod::Deflated),
+    ];
+    assert_infected(live.scan_zip("eicar.zip", members).await);
 }
 
 #[tokio::test]
 async fn eicar_in_zip_member_after_3_mib_of_zeros_is_infected() {
-    let Some(clamd) = live_clamd().await else {
+    let Some(live) = live().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
     let content = zeros_then_eicar(3 * MIB);
     for method in [CompressionMethod::Deflated, CompressionMethod::Stored] {
-        let path = write_zip(
-            dir.path(),
-            &format!("padded-{method:?}.zip"),
-            &[("data/padded.bin", &content, method)],
-        );
-        match clamd.scan_file(&path).await.unwrap() {
+        let name = format!("padded-{method:?}.zip");
+        match live
+            .scan_zip(&name, &[("data/padded.bin", &content, method)])
+            .await
+        {
             Verdict::Infected { signature } => assert!(
                 signature.starts_with(SIGNATURE_PREFIX),
                 "{method:?}: unexpected signature {signature:?}"
@@ -359,6 +344,16 @@ where
     result
 }
 
+/// Scans one byte against a fake clamd that reads the stream, answers `reply`
+/// and hangs up.
+async fn scan_with_reply(reply: &'static [u8]) -> Result<Verdict, ScanError> {
+    scan_with_fake(b"x", move |mut s| async move {
+        read_instream(&mut s).await;
+        s.write_all(reply).await.unwrap();
+    })
+    .await
+}
+
 #[tokio::test]
 async fn stream_framing_matches_the_protocol() {
     let content: Vec<u8> = (0..2 * MIB + 777).map(|i| (i % 253) as u8).collect();
@@ -377,14 +372,9 @@ async fn stream_framing_matches_the_protocol() {
 
 #[tokio::test]
 async fn found_reply_is_infected_with_its_name() {
-    let verdict = scan_with_fake(b"x", |mut s| async move {
-        read_instream(&mut s).await;
-        s.write_all(b"stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0")
-            .await
-            .unwrap();
-    })
-    .await
-    .unwrap();
+    let verdict = scan_with_reply(b"stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0")
+        .await
+        .unwrap();
     assert_eq!(
         verdict,
         Verdict::Infected {
@@ -395,12 +385,7 @@ async fn found_reply_is_infected_with_its_name() {
 
 #[tokio::test]
 async fn error_reply_is_a_protocol_error() {
-    let err = scan_with_fake(b"x", |mut s| async move {
-        read_instream(&mut s).await;
-        s.write_all(b"stream: ERROR\0").await.unwrap();
-    })
-    .await
-    .unwrap_err();
+    let err = scan_with_reply(b"stream: ERROR\0").await.unwrap_err();
     assert!(
         matches!(&err, ScanError::Protocol(r) if r == "stream: ERROR"),
         "{err:?}"
@@ -410,13 +395,8 @@ async fn error_reply_is_a_protocol_error() {
 
 #[tokio::test]
 async fn ok_without_terminator_is_not_clean() {
-    let err = scan_with_fake(b"x", |mut s| async move {
-        read_instream(&mut s).await;
-        s.write_all(b"stream: OK").await.unwrap();
-        // Dropping the stream closes it before the NUL.
-    })
-    .await
-    .unwrap_err();
+    // The fake hangs up after its reply, so the NUL never comes.
+    let err = scan_with_reply(b"stream: OK").await.unwrap_err();
     assert!(matches!(err, ScanError::Protocol(_)), "{err:?}");
 }
 
@@ -451,18 +431,26 @@ async fn size_limit_reply_mid_stream_is_size_limit_exceeded() {
     assert!(!err.is_transient());
 }
 
-#[tokio::test]
-async fn no_reply_times_out() {
+/// Scans `content` against a fake clamd that (after reading the stream, when
+/// `reads`) keeps the connection open and silent until the scan gave up; the error.
+async fn scan_with_silent_fake(content: &[u8], reads: bool) -> ScanError {
     let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
-    let started = std::time::Instant::now();
-    let err = scan_with_fake(b"x", |mut s| async move {
-        read_instream(&mut s).await;
-        // Keep the connection open and silent until the test is done.
+    let err = scan_with_fake(content, move |mut s| async move {
+        if reads {
+            read_instream(&mut s).await;
+        }
         let _ = hold_rx.await;
     })
     .await
     .unwrap_err();
     drop(hold_tx);
+    err
+}
+
+#[tokio::test]
+async fn no_reply_times_out() {
+    let started = std::time::Instant::now();
+    let err = scan_with_silent_fake(b"x", true).await;
     assert!(
         matches!(err, ScanError::Timeout { stage: "scan", .. }),
         "{err:?}"
@@ -474,14 +462,7 @@ async fn no_reply_times_out() {
 #[tokio::test]
 async fn server_that_never_reads_times_out() {
     // The socket buffers fill up and writes block: the scan deadline still holds.
-    let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
-    let err = scan_with_fake(&vec![1u8; 16 * MIB], |s| async move {
-        let _keep_open = s;
-        let _ = hold_rx.await;
-    })
-    .await
-    .unwrap_err();
-    drop(hold_tx);
+    let err = scan_with_silent_fake(&vec![1u8; 16 * MIB], false).await;
     assert!(
         matches!(err, ScanError::Timeout { stage: "scan", .. }),
         "{err:?}"

@@ -40,6 +40,26 @@ impl Harness {
             s3,
         })
     }
+
+    /// PUTs `data` as part `number` of `upload_id` through a presigned URL; its ETag.
+    async fn put_part(&self, key: &str, upload_id: &str, number: i32, data: Vec<u8>) -> String {
+        let len = data.len() as u64;
+        let url = self
+            .store
+            .presign_part(key, upload_id, number, len, HOUR)
+            .await
+            .unwrap();
+        let resp = self.http.put(&url).body(data).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let etag = resp.headers().get(ETAG).expect("part ETag");
+        etag.to_str().unwrap().to_owned()
+    }
+
+    /// Whether the multipart upload is gone (completed or aborted).
+    async fn upload_is_gone(&self, key: &str, upload_id: &str) -> bool {
+        let parts = self.store.list_parts(key, upload_id).await;
+        parts.is_err_and(|e| e.is_not_found())
+    }
 }
 
 fn config(s3: &EmbeddedS3, bucket: &str) -> S3Config {
@@ -205,13 +225,7 @@ async fn multipart_upload_through_presigned_parts() -> anyhow::Result<()> {
     assert!(tokio::fs::read(&file).await? == chunks.concat());
 
     // The upload is gone once completed.
-    assert!(
-        h.store
-            .list_parts(key, &upload_id)
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
+    assert!(h.upload_is_gone(key, &upload_id).await);
     Ok(())
 }
 
@@ -221,13 +235,7 @@ async fn completing_with_a_wrong_etag_fails() -> anyhow::Result<()> {
     let key = "in/bad.zip";
     let upload_id = h.store.create_multipart(key, "application/zip").await?;
     let data = pattern(5 * MIB, 7);
-    let url = h
-        .store
-        .presign_part(key, &upload_id, 1, data.len() as u64, HOUR)
-        .await?;
-    let resp = h.http.put(&url).body(data.clone()).send().await?;
-    assert_eq!(resp.status(), StatusCode::OK);
-    let good = resp.headers().get(ETAG).expect("ETag").to_str()?.to_owned();
+    let good = h.put_part(key, &upload_id, 1, data.clone()).await;
 
     let err = h
         .store
@@ -261,17 +269,9 @@ async fn aborted_upload_is_gone() -> anyhow::Result<()> {
     let h = Harness::start().await?;
     let key = "in/aborted.zip";
     let upload_id = h.store.create_multipart(key, "application/zip").await?;
-    let url = h.store.presign_part(key, &upload_id, 1, 4, HOUR).await?;
-    let resp = h.http.put(&url).body(vec![1, 2, 3, 4]).send().await?;
-    assert_eq!(resp.status(), StatusCode::OK);
+    h.put_part(key, &upload_id, 1, vec![1, 2, 3, 4]).await;
     h.store.abort_multipart(key, &upload_id).await?;
-    assert!(
-        h.store
-            .list_parts(key, &upload_id)
-            .await
-            .unwrap_err()
-            .is_not_found()
-    );
+    assert!(h.upload_is_gone(key, &upload_id).await);
     assert!(
         h.store
             .complete_multipart(key, &upload_id, &[(1, "\"x\"".into())])

@@ -2,7 +2,9 @@
 //! single atomic `UPDATE … RETURNING` on SQLite, whose writers are serialized),
 //! kept alive by heartbeats, rescued when a worker dies.
 
-use sqlx::AssertSqlSafe;
+use sqlx::any::AnyArguments;
+use sqlx::query::Query;
+use sqlx::{Any, AssertSqlSafe};
 
 use super::{Backend, Db, now_ms};
 use crate::domain::{JobKind, JobState};
@@ -65,16 +67,11 @@ impl Db {
     /// Refreshes the heartbeat; false when the job is no longer this worker's
     /// (it was rescued and maybe claimed by another), so the worker must stop.
     pub async fn heartbeat_job(&self, id: i64, worker: &str) -> Result<bool, sqlx::Error> {
-        let n = sqlx::query(
+        let query = sqlx::query(
             "UPDATE jobs SET heartbeat_at = $1 WHERE id = $2 AND locked_by = $3 AND state = 'running'",
         )
-        .bind(now_ms())
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .bind(now_ms());
+        self.update_owned_job(query, id, worker).await
     }
 
     /// Ends a job: `succeeded` or `failed` (final), guarded by ownership.
@@ -85,19 +82,14 @@ impl Db {
         succeeded: bool,
         error: Option<&str>,
     ) -> Result<bool, sqlx::Error> {
-        let n = sqlx::query(
+        let query = sqlx::query(
             "UPDATE jobs SET state = $1, last_error = $2, locked_by = NULL, updated_at = $3
              WHERE id = $4 AND locked_by = $5 AND state = 'running'",
         )
         .bind(if succeeded { "succeeded" } else { "failed" })
         .bind(error)
-        .bind(now_ms())
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        .bind(now_ms());
+        self.update_owned_job(query, id, worker).await
     }
 
     /// Puts a job back in the queue to run at `run_at` (a transient failure).
@@ -108,18 +100,31 @@ impl Db {
         run_at: i64,
         error: &str,
     ) -> Result<bool, sqlx::Error> {
-        let n = sqlx::query(
+        let query = sqlx::query(
             "UPDATE jobs SET state = 'queued', run_at = $1, last_error = $2, locked_by = NULL, updated_at = $3
              WHERE id = $4 AND locked_by = $5 AND state = 'running'",
         )
         .bind(run_at)
         .bind(error)
-        .bind(now_ms())
-        .bind(id)
-        .bind(worker)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .bind(now_ms());
+        self.update_owned_job(query, id, worker).await
+    }
+
+    /// Runs `query`, an update of a running job ending in
+    /// `WHERE id = $n AND locked_by = $n+1 AND state = 'running'`, with those two
+    /// bound; true when it applied, false when the job is no longer `worker`'s.
+    async fn update_owned_job(
+        &self,
+        query: Query<'_, Any, AnyArguments>,
+        id: i64,
+        worker: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let n = query
+            .bind(id)
+            .bind(worker)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 

@@ -16,7 +16,7 @@ use aws_sdk_s3::config::{
     StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::presigning::PresigningConfig;
+use aws_sdk_s3::presigning::{PresignedRequest, PresigningConfig};
 use aws_sdk_s3::primitives::{ByteStream, ByteStreamError, Length};
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
@@ -91,6 +91,20 @@ where
 {
     fn or_store(self, op: &'static str, target: &str) -> Result<T> {
         self.map_err(|e| StoreError::from_sdk(op, target, e))
+    }
+}
+
+/// [`OrStore`] for presigning: the URL of the presigned request.
+trait UriOrStore {
+    fn uri_or_store(self, op: &'static str, target: &str) -> Result<String>;
+}
+
+impl<E> UriOrStore for std::result::Result<PresignedRequest, SdkError<E, HttpResponse>>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    fn uri_or_store(self, op: &'static str, target: &str) -> Result<String> {
+        Ok(self.or_store(op, target)?.uri().to_owned())
     }
 }
 
@@ -243,18 +257,8 @@ impl S3Store {
     pub async fn put_bytes(&self, key: &str, data: Bytes, content_type: &str) -> Result<()> {
         let size = data.len() as u64;
         check_transfer_size(size, "object")?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .body(ByteStream::from(data))
-            .customize()
-            .with_timeouts(transfer_timeouts(size))
-            .send()
+        self.put_object_body(key, content_type, ByteStream::from(data), size)
             .await
-            .or_store("PutObject", key)?;
-        Ok(())
     }
 
     /// Every key starting with `prefix`, in lexicographic order.
@@ -365,14 +369,7 @@ impl S3Store {
             size,
             part_size,
             |upload_id, number, offset, len| async move {
-                let body = ByteStream::read_from()
-                    .path(path)
-                    .offset(offset)
-                    .length(Length::Exact(len))
-                    .buffer_size(FILE_BUFFER)
-                    .build()
-                    .await
-                    .map_err(|e| StoreError::io("UploadPart", path, std::io::Error::other(e)))?;
+                let body = file_body("UploadPart", path, offset, len).await?;
                 let out = self
                     .client
                     .upload_part()
@@ -423,6 +420,29 @@ impl S3Store {
         Ok(())
     }
 
+    /// A single PUT of `body`, `size` bytes, to `key`.
+    async fn put_object_body(
+        &self,
+        key: &str,
+        content_type: &str,
+        body: ByteStream,
+        size: u64,
+    ) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type(content_type)
+            .content_length(to_i64(size)?)
+            .body(body)
+            .customize()
+            .with_timeouts(transfer_timeouts(size))
+            .send()
+            .await
+            .or_store("PutObject", key)?;
+        Ok(())
+    }
+
     async fn abort_quietly(&self, key: &str, upload_id: &str) {
         if let Err(e) = self.abort_multipart(key, upload_id).await {
             warn!(key, upload_id, error = %e, "could not abort multipart upload");
@@ -449,8 +469,7 @@ impl ObjectStore for S3Store {
         // An explicit Content-Length/Content-Type is serialized as a header
         // before signing, so both land in X-Amz-SignedHeaders; the store then
         // rejects a PUT whose headers differ (checked in tests/store.rs).
-        let req = self
-            .presigner
+        self.presigner
             .put_object()
             .bucket(&self.bucket)
             .key(key)
@@ -458,20 +477,17 @@ impl ObjectStore for S3Store {
             .content_type(content_type)
             .presigned(presigning(expires)?)
             .await
-            .or_store("PutObject(presign)", key)?;
-        Ok(req.uri().to_owned())
+            .uri_or_store("PutObject(presign)", key)
     }
 
     async fn presign_put_any(&self, key: &str, expires: Duration) -> Result<String> {
-        let req = self
-            .presigner
+        self.presigner
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .presigned(presigning(expires)?)
             .await
-            .or_store("PutObject(presign)", key)?;
-        Ok(req.uri().to_owned())
+            .uri_or_store("PutObject(presign)", key)
     }
 
     async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String> {
@@ -501,8 +517,7 @@ impl ObjectStore for S3Store {
     ) -> Result<String> {
         check_part_number(part_number)?;
         check_transfer_size(content_length, "part")?;
-        let req = self
-            .presigner
+        self.presigner
             .upload_part()
             .bucket(&self.bucket)
             .key(key)
@@ -511,8 +526,7 @@ impl ObjectStore for S3Store {
             .content_length(to_i64(content_length)?)
             .presigned(presigning(expires)?)
             .await
-            .or_store("UploadPart(presign)", key)?;
-        Ok(req.uri().to_owned())
+            .uri_or_store("UploadPart(presign)", key)
     }
 
     async fn complete_multipart(
@@ -654,26 +668,8 @@ impl ObjectStore for S3Store {
         if size > self.limits.single_put_max {
             return self.multipart_put_file(key, path, content_type, size).await;
         }
-        let body = ByteStream::read_from()
-            .path(path)
-            .length(Length::Exact(size))
-            .buffer_size(FILE_BUFFER)
-            .build()
-            .await
-            .map_err(|e| StoreError::io("PutObject", path, std::io::Error::other(e)))?;
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .content_type(content_type)
-            .content_length(to_i64(size)?)
-            .body(body)
-            .customize()
-            .with_timeouts(transfer_timeouts(size))
-            .send()
-            .await
-            .or_store("PutObject", key)?;
-        Ok(())
+        let body = file_body("PutObject", path, 0, size).await?;
+        self.put_object_body(key, content_type, body, size).await
     }
 
     async fn copy(&self, src: &str, dst: &str) -> Result<()> {
@@ -727,16 +723,14 @@ impl ObjectStore for S3Store {
         expires: Duration,
         download_name: Option<&str>,
     ) -> Result<String> {
-        let req = self
-            .presigner
+        self.presigner
             .get_object()
             .bucket(&self.bucket)
             .key(key)
             .set_response_content_disposition(download_name.map(attachment_disposition))
             .presigned(presigning(expires)?)
             .await
-            .or_store("GetObject(presign)", key)?;
-        Ok(req.uri().to_owned())
+            .uri_or_store("GetObject(presign)", key)
     }
 
     async fn ping(&self) -> Result<()> {
@@ -805,6 +799,18 @@ fn timeouts(attempt: Duration) -> TimeoutConfig {
 /// Timeouts for a call that moves `bytes` through the store.
 fn transfer_timeouts(bytes: u64) -> TimeoutConfig {
     timeouts(ATTEMPT_TIMEOUT + Duration::from_secs(bytes / MIN_TRANSFER_RATE))
+}
+
+/// The `len` bytes of the file at `path` from `offset` on, streamed as a request body.
+async fn file_body(op: &'static str, path: &Path, offset: u64, len: u64) -> Result<ByteStream> {
+    ByteStream::read_from()
+        .path(path)
+        .offset(offset)
+        .length(Length::Exact(len))
+        .buffer_size(FILE_BUFFER)
+        .build()
+        .await
+        .map_err(|e| StoreError::io(op, path, std::io::Error::other(e)))
 }
 
 fn presigning(expires: Duration) -> Result<PresigningConfig> {

@@ -3,6 +3,10 @@
 // Shared by every test module; not each uses every helper.
 #![allow(dead_code)]
 
+#[path = "../common/clamd.rs"]
+pub mod clamd;
+pub mod socket;
+
 use intake::app::Application;
 use intake::config::Settings;
 use intake::domain::AccountType;

@@ -14,8 +14,12 @@ const UPLOAD_URL: &str = "/api/files/upload-url";
 const CREATE_EVENT: &str = "/api/event-bridge/create-event";
 const EVENTS: &str = "/api/history/events";
 
-fn unauthorized_key() -> Value {
-    json!({ "detail": "Unauthorized API Key." })
+const UNAUTHORIZED_KEY: &str = "Unauthorized API Key.";
+
+/// Asserts the status and the `{"detail": …}` body every error (and most
+/// successes) of this API answer with.
+async fn assert_detail(r: Response, status: u16, detail: &str) {
+    assert_json(r, status, json!({ "detail": detail })).await;
 }
 
 /// A request to the app with optional `X-API-Key` and `X-Client-Id`.
@@ -36,6 +40,17 @@ fn call(
     req
 }
 
+/// [`call`] without a body, sent.
+async fn send(
+    base: &str,
+    method: Method,
+    path: &str,
+    key: Option<&str>,
+    client: Option<&str>,
+) -> Response {
+    call(base, method, path, key, client).send().await.unwrap()
+}
+
 /// The seed page's request: GET with `Content-Type: application/json` and both headers.
 async fn get_upload_url(app: &TestApp, key: Option<&str>, client: Option<&str>) -> Response {
     call(&app.base, Method::GET, UPLOAD_URL, key, client)
@@ -47,6 +62,14 @@ async fn get_upload_url(app: &TestApp, key: Option<&str>, client: Option<&str>) 
 
 async fn api_key(app: &TestApp) -> String {
     app.state.history.create_api_key("tests").await.unwrap()
+}
+
+/// A test app with an API key and the tenant `alx_demo`: (app, key, client id).
+async fn demo_tenant() -> (TestApp, String, String) {
+    let app = TestApp::spawn().await;
+    let key = api_key(&app).await;
+    let client = tenant(&app, &key, "alx_demo").await;
+    (app, key, client)
 }
 
 /// Creates a tenant; its client id.
@@ -105,6 +128,17 @@ fn envelope(
     })
 }
 
+/// An event of type `"t"` at a fixed time.
+fn event(event_id: &str, record_id: &str, event_data: Value) -> Value {
+    envelope(
+        event_id,
+        record_id,
+        json!("t"),
+        "2024-05-01T10:00:00Z",
+        event_data,
+    )
+}
+
 async fn create_event(app: &TestApp, key: &str, client: &str, body: &Value) -> Response {
     call(
         &app.base,
@@ -120,31 +154,36 @@ async fn create_event(app: &TestApp, key: &str, client: &str, body: &Value) -> R
 }
 
 async fn list(app: &TestApp, key: &str, client: &str, query: &str) -> Value {
-    let r = call(
+    let r = send(
         &app.base,
         Method::GET,
         &format!("{EVENTS}{query}"),
         Some(key),
         Some(client),
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }
 
 async fn event_file(app: &TestApp, key: &str, client: &str, event_id: &str) -> Response {
-    call(
+    send(
         &app.base,
         Method::GET,
         &format!("{EVENTS}/{event_id}/file"),
         Some(key),
         Some(client),
     )
-    .send()
     .await
-    .unwrap()
+}
+
+async fn delete_tenant(app: &TestApp, key: Option<&str>, client: Option<&str>) -> Response {
+    send(&app.base, Method::DELETE, "/api/delete-tenant", key, client).await
+}
+
+/// Whether `key` exists in the app's bucket.
+async fn stored(app: &TestApp, key: &str) -> bool {
+    app.state.store.head(key).await.unwrap().is_some()
 }
 
 /// Drops a tenant's database behind the API's back (what "a tenant whose database is
@@ -162,59 +201,36 @@ async fn drop_database(app: &TestApp, name: &str) {
 
 #[tokio::test]
 async fn upload_url_without_api_key_is_401() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
-    assert_json(
-        get_upload_url(&app, None, Some(&client)).await,
-        401,
-        unauthorized_key(),
-    )
-    .await;
+    let (app, _, client) = demo_tenant().await;
     // The key is checked first: no tenant information leaks without one.
-    assert_json(
-        get_upload_url(&app, None, None).await,
-        401,
-        unauthorized_key(),
-    )
-    .await;
-    assert_json(
-        get_upload_url(&app, None, Some("no-such-client")).await,
-        401,
-        unauthorized_key(),
-    )
-    .await;
-    assert_json(
-        get_upload_url(&app, Some(""), Some(&client)).await,
-        401,
-        unauthorized_key(),
-    )
-    .await;
+    for (key, client) in [
+        (None, Some(client.as_str())),
+        (None, None),
+        (None, Some("no-such-client")),
+        (Some(""), Some(client.as_str())),
+    ] {
+        assert_detail(
+            get_upload_url(&app, key, client).await,
+            401,
+            UNAUTHORIZED_KEY,
+        )
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn upload_url_with_wrong_api_key_is_401() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     // Well-formed but unknown, malformed, and a real key with its secret altered.
     let unknown = format!("ihk_{}_{}", "0".repeat(16), "0".repeat(64));
     let mut altered = key.clone();
     let last = if altered.ends_with('a') { "b" } else { "a" };
     altered.replace_range(altered.len() - 1.., last);
     for wrong in [unknown.as_str(), "not-a-key", altered.as_str()] {
-        assert_json(
-            get_upload_url(&app, Some(wrong), Some(&client)).await,
-            401,
-            unauthorized_key(),
-        )
-        .await;
-        assert_json(
-            get_upload_url(&app, Some(wrong), None).await,
-            401,
-            unauthorized_key(),
-        )
-        .await;
+        for client in [Some(client.as_str()), None] {
+            let r = get_upload_url(&app, Some(wrong), client).await;
+            assert_detail(r, 401, UNAUTHORIZED_KEY).await;
+        }
     }
 }
 
@@ -243,10 +259,10 @@ async fn upload_url_for_unknown_client_is_400_failed_to_connect() {
     let key = api_key(&app).await;
     tenant(&app, &key, "alx_demo").await;
     for client in ["no-such-client", &uuid::Uuid::new_v4().to_string()] {
-        assert_json(
+        assert_detail(
             get_upload_url(&app, Some(&key), Some(client)).await,
             400,
-            json!({ "detail": "Failed to connect to tenant db." }),
+            "Failed to connect to tenant db.",
         )
         .await;
     }
@@ -254,9 +270,7 @@ async fn upload_url_for_unknown_client_is_400_failed_to_connect() {
 
 #[tokio::test]
 async fn upload_url_for_tenant_without_database_is_400_tenant_not_found() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     drop_database(&app, "alx_demo").await;
     let expected = json!({ "detail": "'alx_demo' tenant not found in database." });
     assert_json(
@@ -266,31 +280,20 @@ async fn upload_url_for_tenant_without_database_is_400_tenant_not_found() {
     )
     .await;
     // The same row answers event creation and listing.
-    let body = envelope(
-        &uuid::Uuid::new_v4().to_string(),
-        "R1",
-        json!("t"),
-        "2024-05-01T10:00:00Z",
-        json!([]),
-    );
+    let body = event(&uuid::Uuid::new_v4().to_string(), "R1", json!([]));
     assert_json(
         create_event(&app, &key, &client, &body).await,
         400,
         expected.clone(),
     )
     .await;
-    let r = call(&app.base, Method::GET, EVENTS, Some(&key), Some(&client))
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app.base, Method::GET, EVENTS, Some(&key), Some(&client)).await;
     assert_json(r, 400, expected).await;
 }
 
 #[tokio::test]
 async fn upload_url_with_any_other_method_is_405() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     for method in [
         Method::POST,
         Method::PUT,
@@ -300,28 +303,18 @@ async fn upload_url_with_any_other_method_is_405() {
     ] {
         // Even without credentials: the method is refused before anything else.
         for (k, c) in [(Some(key.as_str()), Some(client.as_str())), (None, None)] {
-            let r = call(&app.base, method.clone(), UPLOAD_URL, k, c)
-                .send()
-                .await
-                .unwrap();
-            assert_json(
-                r,
-                405,
-                json!({ "detail": format!("Method \"{method}\" not allowed.") }),
-            )
-            .await;
+            let r = send(&app.base, method.clone(), UPLOAD_URL, k, c).await;
+            assert_detail(r, 405, &format!("Method \"{method}\" not allowed.")).await;
         }
     }
-    let r = call(
+    let r = send(
         &app.base,
         Method::HEAD,
         UPLOAD_URL,
         Some(&key),
         Some(&client),
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status(), 405);
 }
 
@@ -329,9 +322,7 @@ async fn upload_url_with_any_other_method_is_405() {
 
 #[tokio::test]
 async fn upload_url_accepts_a_put_and_the_file_is_attached_to_an_event() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
 
     let r = get_upload_url(&app, Some(&key), Some(&client)).await;
     assert_eq!(r.status(), 200);
@@ -392,10 +383,10 @@ async fn upload_url_accepts_a_put_and_the_file_is_attached_to_an_event() {
         "2024-05-01T10:00:00.123Z",
         data.clone(),
     );
-    assert_json(
+    assert_detail(
         create_event(&app, &key, &client, &body).await,
         201,
-        json!({ "detail": "Event created." }),
+        "Event created.",
     )
     .await;
 
@@ -467,50 +458,44 @@ async fn event_referencing_a_file_never_uploaded_or_of_another_tenant_is_refused
         .await
         .unwrap();
     let never = body["file_id"].as_str().unwrap().to_string();
-    let e = envelope(
+    let e = event(
         &uuid::Uuid::new_v4().to_string(),
         "R",
-        json!("t"),
-        "2024-05-01T10:00:00Z",
         json!([{ "file_id": never }]),
     );
-    assert_json(
+    assert_detail(
         create_event(&app, &key, &alpha, &e).await,
         400,
-        json!({ "detail": format!("File '{never}' not found.") }),
+        &format!("File '{never}' not found."),
     )
     .await;
 
     // Beta's file exists, but under beta's prefix.
     let betas = upload(&app, &key, &beta, b"beta's").await;
-    let e = envelope(
+    let e = event(
         &uuid::Uuid::new_v4().to_string(),
         "R",
-        json!("t"),
-        "2024-05-01T10:00:00Z",
         json!([{ "file_id": betas }]),
     );
-    assert_json(
+    assert_detail(
         create_event(&app, &key, &alpha, &e).await,
         400,
-        json!({ "detail": format!("File '{betas}' not found.") }),
+        &format!("File '{betas}' not found."),
     )
     .await;
     assert_eq!(list(&app, &key, &alpha, "").await["total_count"], 0);
     // Beta may reference it.
-    assert_json(
+    assert_detail(
         create_event(&app, &key, &beta, &e).await,
         201,
-        json!({ "detail": "Event created." }),
+        "Event created.",
     )
     .await;
 }
 
 #[tokio::test]
 async fn create_event_is_idempotent_on_event_id() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     let event_id = uuid::Uuid::new_v4().to_string();
     let body = envelope(
         &event_id,
@@ -519,20 +504,20 @@ async fn create_event_is_idempotent_on_event_id() {
         "2024-05-01T10:00:00Z",
         json!([{ "x": 1 }]),
     );
-    assert_json(
+    assert_detail(
         create_event(&app, &key, &client, &body).await,
         201,
-        json!({ "detail": "Event created." }),
+        "Event created.",
     )
     .await;
     // A retried delivery (a new envelope id, the same detail) changes nothing.
     let mut retry = body.clone();
     retry["id"] = json!("another-delivery");
     for b in [&body, &retry] {
-        assert_json(
+        assert_detail(
             create_event(&app, &key, &client, b).await,
             201,
-            json!({ "detail": "Event already recorded." }),
+            "Event already recorded.",
         )
         .await;
     }
@@ -545,10 +530,10 @@ async fn create_event_is_idempotent_on_event_id() {
         "2024-05-01T10:00:00Z",
         json!([]),
     );
-    assert_json(
+    assert_detail(
         create_event(&app, &key, &client, &other).await,
         400,
-        json!({ "detail": format!("Event '{event_id}' already exists with different content.") }),
+        &format!("Event '{event_id}' already exists with different content."),
     )
     .await;
     let page = list(&app, &key, &client, "").await;
@@ -558,11 +543,9 @@ async fn create_event_is_idempotent_on_event_id() {
 
 #[tokio::test]
 async fn create_event_validates_the_envelope() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     let id = uuid::Uuid::new_v4().to_string();
-    let mut bad_time = envelope(&id, "R", json!("t"), "2024-05-01T10:00:00Z", json!([]));
+    let mut bad_time = event(&id, "R", json!([]));
     bad_time["detail"]["event_time"] = json!("yesterday");
     let cases = [
         (json!({}), "detail: This field is required."),
@@ -575,23 +558,12 @@ async fn create_event_validates_the_envelope() {
             "detail.event_time: Must be an ISO 8601 date-time with a time zone.",
         ),
         (
-            envelope(
-                &id,
-                "R",
-                json!("t"),
-                "2024-05-01T10:00:00Z",
-                json!([{ "file_id": "x" }]),
-            ),
+            event(&id, "R", json!([{ "file_id": "x" }])),
             "detail.event_data: file_id must be a valid UUID.",
         ),
     ];
     for (body, detail) in cases {
-        assert_json(
-            create_event(&app, &key, &client, &body).await,
-            400,
-            json!({ "detail": detail }),
-        )
-        .await;
+        assert_detail(create_event(&app, &key, &client, &body).await, 400, detail).await;
     }
     let r = call(
         &app.base,
@@ -617,13 +589,13 @@ async fn create_event_validates_the_envelope() {
         .send()
         .await
         .unwrap();
-    assert_json(r, 401, unauthorized_key()).await;
+    assert_detail(r, 401, UNAUTHORIZED_KEY).await;
     let r = call(&app.base, Method::POST, CREATE_EVENT, Some(&key), None)
         .body("{")
         .send()
         .await
         .unwrap();
-    assert_json(r, 400, json!({ "detail": "Unauthorized Client." })).await;
+    assert_detail(r, 400, "Unauthorized Client.").await;
     let r = call(
         &app.base,
         Method::POST,
@@ -635,12 +607,7 @@ async fn create_event_validates_the_envelope() {
     .send()
     .await
     .unwrap();
-    assert_json(
-        r,
-        400,
-        json!({ "detail": "Failed to connect to tenant db." }),
-    )
-    .await;
+    assert_detail(r, 400, "Failed to connect to tenant db.").await;
 }
 
 #[tokio::test]
@@ -651,17 +618,11 @@ async fn tenants_are_isolated() {
     let beta = tenant(&app, &key, "beta").await;
     let file = upload(&app, &key, &alpha, b"alpha's secret").await;
     let event_id = uuid::Uuid::new_v4().to_string();
-    let body = envelope(
-        &event_id,
-        "R1",
-        json!("t"),
-        "2024-05-01T10:00:00Z",
-        json!([{ "file_id": file }]),
-    );
-    assert_json(
+    let body = event(&event_id, "R1", json!([{ "file_id": file }]));
+    assert_detail(
         create_event(&app, &key, &alpha, &body).await,
         201,
-        json!({ "detail": "Event created." }),
+        "Event created.",
     )
     .await;
 
@@ -673,32 +634,26 @@ async fn tenants_are_isolated() {
         list(&app, &key, &beta, "?record_id=R1").await["total_count"],
         0
     );
-    assert_json(
+    assert_detail(
         event_file(&app, &key, &beta, &event_id).await,
         404,
-        json!({ "detail": "Event not found." }),
+        "Event not found.",
     )
     .await;
 
     // The same event id is independent per tenant: beta's copy is its own (and
     // cannot reference alpha's file).
-    assert_json(
+    assert_detail(
         create_event(&app, &key, &beta, &body).await,
         400,
-        json!({ "detail": format!("File '{file}' not found.") }),
+        &format!("File '{file}' not found."),
     )
     .await;
-    let own = envelope(
-        &event_id,
-        "B1",
-        json!("t"),
-        "2024-05-01T10:00:00Z",
-        json!([]),
-    );
-    assert_json(
+    let own = event(&event_id, "B1", json!([]));
+    assert_detail(
         create_event(&app, &key, &beta, &own).await,
         201,
-        json!({ "detail": "Event created." }),
+        "Event created.",
     )
     .await;
     assert_eq!(
@@ -709,10 +664,10 @@ async fn tenants_are_isolated() {
         list(&app, &key, &alpha, "").await["results"][0]["record_id"],
         "R1"
     );
-    assert_json(
+    assert_detail(
         event_file(&app, &key, &beta, &event_id).await,
         404,
-        json!({ "detail": "Event has no file." }),
+        "Event has no file.",
     )
     .await;
     assert_eq!(
@@ -721,33 +676,19 @@ async fn tenants_are_isolated() {
     );
 
     // Deleting beta leaves alpha whole.
-    let r = call(
-        &app.base,
-        Method::DELETE,
-        "/api/delete-tenant",
-        Some(&key),
-        Some(&beta),
+    assert_detail(
+        delete_tenant(&app, Some(&key), Some(&beta)).await,
+        200,
+        "Tenant deleted.",
     )
-    .send()
-    .await
-    .unwrap();
-    assert_json(r, 200, json!({ "detail": "Tenant deleted." })).await;
+    .await;
     assert_eq!(list(&app, &key, &alpha, "").await["total_count"], 1);
-    assert!(
-        app.state
-            .store
-            .head(&format!("alpha/{file}"))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(stored(&app, &format!("alpha/{file}")).await);
 }
 
 #[tokio::test]
 async fn events_list_filters_and_pages() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     let mut ids = Vec::new();
     for (i, (record, kind)) in [
         ("R1", "created"),
@@ -825,16 +766,14 @@ async fn events_list_filters_and_pages() {
         next.ends_with("/api/history/events?record_id=R1&limit=2&offset=2"),
         "{next}"
     );
-    let next = call(
+    let next = send(
         &app.base,
         Method::GET,
         &next[next.find("/api/").unwrap()..],
         Some(&key),
         Some(&client),
     )
-    .send()
     .await
-    .unwrap()
     .json::<Value>()
     .await
     .unwrap();
@@ -847,73 +786,58 @@ async fn events_list_filters_and_pages() {
             .ends_with("?record_id=R1&limit=2&offset=0")
     );
 
-    let r = call(
+    let r = send(
         &app.base,
         Method::GET,
         &format!("{EVENTS}?event_time_after=soon"),
         Some(&key),
         Some(&client),
     )
-    .send()
-    .await
-    .unwrap();
-    assert_json(
+    .await;
+    assert_detail(
         r,
         400,
-        json!({ "detail": "event_time_after: Must be an ISO 8601 date-time with a time zone." }),
+        "event_time_after: Must be an ISO 8601 date-time with a time zone.",
     )
     .await;
-    let r = call(&app.base, Method::GET, EVENTS, None, Some(&client))
-        .send()
-        .await
-        .unwrap();
-    assert_json(r, 401, unauthorized_key()).await;
+    let r = send(&app.base, Method::GET, EVENTS, None, Some(&client)).await;
+    assert_detail(r, 401, UNAUTHORIZED_KEY).await;
 }
 
 #[tokio::test]
 async fn event_file_is_404_without_event_or_file() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     let event_id = uuid::Uuid::new_v4().to_string();
-    let body = envelope(
-        &event_id,
-        "R1",
-        json!("t"),
-        "2024-05-01T10:00:00Z",
-        json!([{ "note": "no file" }]),
-    );
+    let body = event(&event_id, "R1", json!([{ "note": "no file" }]));
     assert_eq!(create_event(&app, &key, &client, &body).await.status(), 201);
-    assert_json(
+    assert_detail(
         event_file(&app, &key, &client, &event_id).await,
         404,
-        json!({ "detail": "Event has no file." }),
+        "Event has no file.",
     )
     .await;
     let unknown = uuid::Uuid::new_v4().to_string();
-    assert_json(
+    assert_detail(
         event_file(&app, &key, &client, &unknown).await,
         404,
-        json!({ "detail": "Event not found." }),
+        "Event not found.",
     )
     .await;
-    assert_json(
+    assert_detail(
         event_file(&app, &key, &client, "not-a-uuid").await,
         404,
-        json!({ "detail": "Event not found." }),
+        "Event not found.",
     )
     .await;
-    let r = call(
+    let r = send(
         &app.base,
         Method::GET,
         &format!("{EVENTS}/{event_id}/file"),
         Some("wrong"),
         Some(&client),
     )
-    .send()
-    .await
-    .unwrap();
-    assert_json(r, 401, unauthorized_key()).await;
+    .await;
+    assert_detail(r, 401, UNAUTHORIZED_KEY).await;
 }
 
 // --- Tenants ---
@@ -941,7 +865,7 @@ async fn initialize_tenant_answers_and_errors() {
     assert!(uuid::Uuid::parse_str(body["client_id"].as_str().unwrap()).is_ok());
     assert_eq!(body["client_secret"].as_str().unwrap().len(), 64);
 
-    assert_json(
+    assert_detail(
         post(
             Some(&key),
             json!({ "database_name": "alx_demo", "client_label": "again" }),
@@ -949,10 +873,10 @@ async fn initialize_tenant_answers_and_errors() {
         .await
         .unwrap(),
         400,
-        json!({ "detail": "Client already exist." }),
+        "Client already exist.",
     )
     .await;
-    assert_json(
+    assert_detail(
         post(
             None,
             json!({ "database_name": "other", "client_label": "x" }),
@@ -960,13 +884,13 @@ async fn initialize_tenant_answers_and_errors() {
         .await
         .unwrap(),
         401,
-        unauthorized_key(),
+        UNAUTHORIZED_KEY,
     )
     .await;
-    assert_json(
+    assert_detail(
         post(Some("wrong"), json!({})).await.unwrap(),
         401,
-        unauthorized_key(),
+        UNAUTHORIZED_KEY,
     )
     .await;
     let name_rule = "database_name: Must be at most 64 characters: a letter, then letters, digits or underscores.";
@@ -1004,12 +928,7 @@ async fn initialize_tenant_answers_and_errors() {
             "client_label: This field may not be blank.".to_string(),
         ),
     ] {
-        assert_json(
-            post(Some(&key), body).await.unwrap(),
-            400,
-            json!({ "detail": detail }),
-        )
-        .await;
+        assert_detail(post(Some(&key), body).await.unwrap(), 400, &detail).await;
     }
     let r = post(
         Some(&key),
@@ -1022,18 +941,10 @@ async fn initialize_tenant_answers_and_errors() {
 
 #[tokio::test]
 async fn delete_tenant_removes_events_and_files_and_frees_the_name_after_the_purge() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     let file = upload(&app, &key, &client, b"to be deleted").await;
     let event_id = uuid::Uuid::new_v4().to_string();
-    let body = envelope(
-        &event_id,
-        "R1",
-        json!("t"),
-        "2024-05-01T10:00:00Z",
-        json!([{ "file_id": file }]),
-    );
+    let body = event(&event_id, "R1", json!([{ "file_id": file }]));
     assert_eq!(create_event(&app, &key, &client, &body).await.status(), 201);
     // A URL issued before the deletion, used after it.
     let late: Value = get_upload_url(&app, Some(&key), Some(&client))
@@ -1042,45 +953,25 @@ async fn delete_tenant_removes_events_and_files_and_frees_the_name_after_the_pur
         .await
         .unwrap();
 
-    let delete = |k: Option<&str>, c: Option<&str>| {
-        call(&app.base, Method::DELETE, "/api/delete-tenant", k, c).send()
-    };
-    assert_json(
-        delete(None, Some(&client)).await.unwrap(),
-        401,
-        unauthorized_key(),
-    )
-    .await;
-    assert_json(
-        delete(Some(&key), None).await.unwrap(),
-        400,
-        json!({ "detail": "Unauthorized Client." }),
-    )
-    .await;
-    assert_json(
-        delete(Some(&key), Some(&client)).await.unwrap(),
+    let delete = |k, c| delete_tenant(&app, k, c);
+    assert_detail(delete(None, Some(&client)).await, 401, UNAUTHORIZED_KEY).await;
+    assert_detail(delete(Some(&key), None).await, 400, "Unauthorized Client.").await;
+    assert_detail(
+        delete(Some(&key), Some(&client)).await,
         200,
-        json!({ "detail": "Tenant deleted." }),
+        "Tenant deleted.",
     )
     .await;
     assert!(app.s3.list("alx_demo/").await.unwrap().is_empty());
     let gone = json!({ "detail": "Failed to connect to tenant db." });
-    assert_json(
-        delete(Some(&key), Some(&client)).await.unwrap(),
-        400,
-        gone.clone(),
-    )
-    .await;
+    assert_json(delete(Some(&key), Some(&client)).await, 400, gone.clone()).await;
     assert_json(
         get_upload_url(&app, Some(&key), Some(&client)).await,
         400,
         gone.clone(),
     )
     .await;
-    let r = call(&app.base, Method::GET, EVENTS, Some(&key), Some(&client))
-        .send()
-        .await
-        .unwrap();
+    let r = send(&app.base, Method::GET, EVENTS, Some(&key), Some(&client)).await;
     assert_json(r, 400, gone).await;
 
     let put = reqwest::Client::new()
@@ -1103,10 +994,10 @@ async fn delete_tenant_removes_events_and_files_and_frees_the_name_after_the_pur
     .send()
     .await
     .unwrap();
-    assert_json(
+    assert_detail(
         r,
         400,
-        json!({ "detail": "'alx_demo' is still being deleted; try again later." }),
+        "'alx_demo' is still being deleted; try again later.",
     )
     .await;
     let history = &app.state.history;
@@ -1122,30 +1013,16 @@ async fn delete_tenant_removes_events_and_files_and_frees_the_name_after_the_pur
 
 #[tokio::test]
 async fn a_tenant_whose_database_is_missing_can_still_be_deleted() {
-    let app = TestApp::spawn().await;
-    let key = api_key(&app).await;
-    let client = tenant(&app, &key, "alx_demo").await;
+    let (app, key, client) = demo_tenant().await;
     let file = upload(&app, &key, &client, b"orphan").await;
     drop_database(&app, "alx_demo").await;
-    let r = call(
-        &app.base,
-        Method::DELETE,
-        "/api/delete-tenant",
-        Some(&key),
-        Some(&client),
+    assert_detail(
+        delete_tenant(&app, Some(&key), Some(&client)).await,
+        200,
+        "Tenant deleted.",
     )
-    .send()
-    .await
-    .unwrap();
-    assert_json(r, 200, json!({ "detail": "Tenant deleted." })).await;
-    assert!(
-        app.state
-            .store
-            .head(&format!("alx_demo/{file}"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    .await;
+    assert!(!stored(&app, &format!("alx_demo/{file}")).await);
 }
 
 // --- API keys ---
@@ -1155,17 +1032,17 @@ async fn revoked_keys_stop_working_within_the_cache_ttl() {
     // Without a cache, at once.
     let app = TestApp::spawn_with(|s| s.history.cache_ttl_secs = 0).await;
     let key = app.state.history.create_api_key("to-revoke").await.unwrap();
-    assert_json(
+    assert_detail(
         get_upload_url(&app, Some(&key), None).await,
         400,
-        json!({ "detail": "Unauthorized Client." }),
+        "Unauthorized Client.",
     )
     .await;
     assert_eq!(app.state.db.revoke_api_keys("to-revoke").await.unwrap(), 1);
-    assert_json(
+    assert_detail(
         get_upload_url(&app, Some(&key), None).await,
         401,
-        unauthorized_key(),
+        UNAUTHORIZED_KEY,
     )
     .await;
 
@@ -1177,10 +1054,10 @@ async fn revoked_keys_stop_working_within_the_cache_ttl() {
     app.state.db.revoke_api_keys("cached").await.unwrap();
     assert_eq!(get_upload_url(&app, Some(&key), None).await.status(), 400);
     app.state.history.forget_cached();
-    assert_json(
+    assert_detail(
         get_upload_url(&app, Some(&key), None).await,
         401,
-        unauthorized_key(),
+        UNAUTHORIZED_KEY,
     )
     .await;
 }
@@ -1219,11 +1096,8 @@ async fn admin_cli_creates_and_revokes_api_keys() {
     let base = format!("http://{}", app.local_addr());
     let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
-    let r = call(&base, Method::GET, UPLOAD_URL, Some(&key), None)
-        .send()
-        .await
-        .unwrap();
-    assert_json(r, 400, json!({ "detail": "Unauthorized Client." })).await;
+    let r = send(&base, Method::GET, UPLOAD_URL, Some(&key), None).await;
+    assert_detail(r, 400, "Unauthorized Client.").await;
 
     assert_eq!(
         serde_json::from_str::<Value>(&cli(&["admin", "revoke-api-key", "--label", "ingest"]))
@@ -1231,11 +1105,8 @@ async fn admin_cli_creates_and_revokes_api_keys() {
         json!({ "revoked": 1 })
     );
     state.history.forget_cached();
-    let r = call(&base, Method::GET, UPLOAD_URL, Some(&key), None)
-        .send()
-        .await
-        .unwrap();
-    assert_json(r, 401, unauthorized_key()).await;
+    let r = send(&base, Method::GET, UPLOAD_URL, Some(&key), None).await;
+    assert_detail(r, 401, UNAUTHORIZED_KEY).await;
 }
 
 // --- serve --only ---
@@ -1255,20 +1126,11 @@ async fn serve_only_history_or_api() {
         let base = format!("http://{}", app.local_addr());
         let key = app.state().history.create_api_key("only").await.unwrap();
         tokio::spawn(app.run_until(std::future::pending()));
-        let r = call(&base, Method::GET, UPLOAD_URL, Some(&key), None)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&base, Method::GET, UPLOAD_URL, Some(&key), None).await;
         assert_eq!(r.status(), if history { 400 } else { 404 }, "{routes:?}");
-        let r = call(&base, Method::GET, "/api/object-classes/", None, None)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&base, Method::GET, "/api/object-classes/", None, None).await;
         assert_eq!(r.status(), if api { 401 } else { 404 }, "{routes:?}");
-        let r = call(&base, Method::GET, "/healthz", None, None)
-            .send()
-            .await
-            .unwrap();
+        let r = send(&base, Method::GET, "/healthz", None, None).await;
         assert_eq!(r.status(), 200);
     }
 }

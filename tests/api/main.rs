@@ -8,7 +8,6 @@ mod auth;
 mod classes;
 mod cli;
 mod faults;
-mod flow;
 mod health;
 mod history;
 mod pipeline;

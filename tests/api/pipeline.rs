@@ -8,8 +8,8 @@ use intake_archive::testkit;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::flow::{Socket, clamd_addr};
 use crate::helpers::TestApp;
+use crate::helpers::{clamd::clamd_addr, socket::Socket};
 
 fn sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))

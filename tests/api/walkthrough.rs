@@ -12,27 +12,23 @@ async fn readme_walkthrough() {
     let app = TestApp::spawn().await;
     // `intake admin create-user` against the same database and data dir.
     let settings = app.state.settings.clone();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args([
-            "admin",
-            "create-user",
-            "--email",
-            "admin@example.com",
-            "--password",
-            "s3cret-pass",
-            "--account-type",
-            "super_admin",
-        ])
-        .env("INTAKE_DATA_DIR", &settings.server.data_dir)
-        .envs(
-            settings
-                .database
-                .url
-                .as_ref()
-                .map(|u| ("INTAKE_DATABASE_URL", u.expose_secret().to_string())),
-        )
-        .output()
-        .unwrap();
+    let admin = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+            .args(["admin", "create-user", "--email", "admin@example.com"])
+            .args(["--password", "s3cret-pass"])
+            .args(extra)
+            .env("INTAKE_DATA_DIR", &settings.server.data_dir)
+            .envs(
+                settings
+                    .database
+                    .url
+                    .as_ref()
+                    .map(|u| ("INTAKE_DATABASE_URL", u.expose_secret().to_string())),
+            )
+            .output()
+            .unwrap()
+    };
+    let out = admin(&["--account-type", "super_admin"]);
     assert!(
         out.status.success(),
         "{}",
@@ -79,25 +75,7 @@ async fn readme_walkthrough() {
     assert!(uuid::Uuid::parse_str(&ticket).is_ok());
 
     // The same user again is refused with a clear message.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
-        .args([
-            "admin",
-            "create-user",
-            "--email",
-            "admin@example.com",
-            "--password",
-            "s3cret-pass",
-        ])
-        .env("INTAKE_DATA_DIR", &settings.server.data_dir)
-        .envs(
-            settings
-                .database
-                .url
-                .as_ref()
-                .map(|u| ("INTAKE_DATABASE_URL", u.expose_secret().to_string())),
-        )
-        .output()
-        .unwrap();
+    let out = admin(&[]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }

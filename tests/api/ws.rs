@@ -10,24 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use intake::config::Settings;
 use intake::domain::{AccountType, UploadState};
 use intake::store::ObjectStore;
 use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::helpers::TestApp;
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use crate::helpers::socket::{Socket, WAIT, parts_json, put, put_parts, socket_path};
 
 const MIB: u64 = 1024 * 1024;
-/// Longest wait for any one server message (generous: CI machines are shared).
-const WAIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------
 // Client helpers
@@ -74,22 +69,15 @@ fn small_multipart(s: &mut Settings) {
     s.uploads.multipart_chunk_bytes = Some(5 * MIB);
 }
 
-fn socket_path(upload: &str) -> String {
-    format!("/ws/object-records/uploads/{upload}/")
-}
-
 impl Fx {
     /// A socket on `upload` with a fresh ticket, before any message is read.
-    async fn connect_to(&self, upload: &str) -> Ws {
-        let ticket = self.app.ticket(&self.token).await;
-        connect(&self.app, &format!("{}?uuid={ticket}", socket_path(upload))).await
+    async fn connect_to(&self, upload: &str) -> Socket {
+        Socket::open_upload(&self.app, &self.token, upload).await
     }
 
     /// A socket on the fixture's upload, past `connection_established`.
-    async fn open(&self) -> Ws {
-        let mut ws = self.connect_to(&self.upload).await;
-        expect_established(&mut ws).await;
-        ws
+    async fn open(&self) -> Socket {
+        Socket::connect(&self.app, &self.token, &self.upload).await
     }
 
     /// A valid `request_presigned_url` for a ZIP of `size` bytes.
@@ -108,8 +96,14 @@ impl Fx {
     /// Opens a socket, sends `text`, and expects the error row then close 1000.
     async fn rejects(&self, text: &str, code: &str, detail: &str) {
         let mut ws = self.open().await;
-        send_text(&mut ws, text).await;
-        expect_error(&mut ws, code, detail).await;
+        ws.send_text(text).await;
+        ws.expect_error(code, detail).await;
+    }
+
+    /// [`Fx::rejects`] for the presign request with `field` set to `value`.
+    async fn rejects_field(&self, field: &str, value: Value, code: &str, detail: &str) {
+        self.rejects(&self.presign_with(field, Some(value)), code, detail)
+            .await;
     }
 
     /// The presign request with `field` replaced (or removed when `value` is None).
@@ -124,99 +118,20 @@ impl Fx {
         msg.to_string()
     }
 
+    /// The state of the processing job of file session `session`.
+    async fn job_state(&self, session: &str) -> String {
+        let key = format!("process_upload_file:{session}");
+        let job = self.app.state.db.job_status(&key).await.unwrap();
+        job.expect("a job for the session").state.to_string()
+    }
+
     /// Requests a URL for `size` bytes and returns the `message` of the answer.
-    async fn request(&self, ws: &mut Ws, temp: &str, size: u64) -> Value {
-        send(ws, &self.presign(temp, size as i64)).await;
-        let ready = recv(ws).await;
+    async fn request(&self, ws: &mut Socket, temp: &str, size: u64) -> Value {
+        ws.send(&self.presign(temp, size as i64)).await;
+        let ready = ws.recv().await;
         assert_eq!(ready["type"], "presigned_url_ready", "{ready}");
         ready["message"].clone()
     }
-}
-
-/// Upgrades `path_and_query`; `Err(status)` when refused at the HTTP level.
-async fn try_connect(app: &TestApp, path_and_query: &str, origin: Option<&str>) -> Result<Ws, u16> {
-    let mut req = format!("{}{path_and_query}", app.ws_base())
-        .into_client_request()
-        .unwrap();
-    if let Some(origin) = origin {
-        req.headers_mut().insert("Origin", origin.parse().unwrap());
-    }
-    let result = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
-        .await
-        .expect("handshake in time");
-    match result {
-        Ok((ws, resp)) => {
-            assert_eq!(resp.status(), 101);
-            Ok(ws)
-        }
-        Err(tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
-        Err(e) => panic!("handshake failed: {e}"),
-    }
-}
-
-async fn connect(app: &TestApp, path_and_query: &str) -> Ws {
-    match try_connect(app, path_and_query, None).await {
-        Ok(ws) => ws,
-        Err(status) => panic!("handshake refused with HTTP {status}"),
-    }
-}
-
-/// The next data or close frame; pings and pongs are liveness only. `None` once
-/// the connection is gone.
-async fn next_frame(ws: &mut Ws) -> Option<Message> {
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a frame in time")
-        {
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            Some(Ok(m)) => return Some(m),
-            Some(Err(_)) | None => return None,
-        }
-    }
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    match next_frame(ws).await {
-        Some(Message::Text(t)) => serde_json::from_str(t.as_str()).expect("server sends JSON"),
-        other => panic!("expected a text message, got {other:?}"),
-    }
-}
-
-async fn send(ws: &mut Ws, v: &Value) {
-    send_text(ws, &v.to_string()).await;
-}
-
-async fn send_text(ws: &mut Ws, text: &str) {
-    ws.send(Message::text(text)).await.unwrap();
-}
-
-/// The next frame is a Close with `code`, and nothing follows it.
-async fn expect_close(ws: &mut Ws, code: u16) {
-    match next_frame(ws).await {
-        Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), code, "close code"),
-        other => panic!("expected a close frame with code {code}, got {other:?}"),
-    }
-    assert!(
-        next_frame(ws).await.is_none(),
-        "nothing after the close frame"
-    );
-}
-
-/// The page's error message, exactly, then close 1000.
-async fn expect_error(ws: &mut Ws, code: &str, detail: &str) {
-    assert_eq!(
-        recv(ws).await,
-        json!({ "type": "error", "error_code": code, "detail": detail })
-    );
-    expect_close(ws, 1000).await;
-}
-
-async fn expect_established(ws: &mut Ws) {
-    assert_eq!(
-        recv(ws).await,
-        json!({ "type": "connection_established", "message": "WebSocket connected successfully" })
-    );
 }
 
 /// Deterministic, incompressible-looking bytes (a ZIP's first bytes, then noise).
@@ -236,41 +151,28 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// A plain HTTP PUT to a presigned URL; `Content-Length` is the body's.
-async fn put(
-    app: &TestApp,
-    url: &str,
-    body: Vec<u8>,
-    content_type: Option<&str>,
-) -> reqwest::Response {
-    let mut req = app.client.put(url).body(body);
-    if let Some(ct) = content_type {
-        req = req.header("Content-Type", ct);
-    }
-    req.send().await.unwrap()
-}
-
-/// PUTs each chunk of `data` to its part URL; the `(part_number, e_tag)` list.
-async fn put_parts(app: &TestApp, ready: &Value, data: &[u8]) -> Vec<(i64, String)> {
-    let chunk = ready["chunk_size"].as_u64().unwrap() as usize;
-    let mut tags = Vec::new();
-    for (i, part) in ready["part_urls"].as_array().unwrap().iter().enumerate() {
-        assert_eq!(part["part"], json!(i + 1));
-        let slice = data[i * chunk..data.len().min((i + 1) * chunk)].to_vec();
-        let r = put(app, part["url"].as_str().unwrap(), slice, None).await;
-        assert_eq!(r.status(), 200, "part {}", i + 1);
-        let tag = r.headers()["etag"].to_str().unwrap().to_string();
-        tags.push(((i + 1) as i64, tag));
-    }
-    tags
-}
-
-fn parts_json(tags: &[(i64, String)]) -> Value {
-    Value::Array(
-        tags.iter()
-            .map(|(n, t)| json!({ "part_number": n, "e_tag": t }))
-            .collect(),
+/// The file session id and key of a `presigned_url_ready` message.
+fn session_and_key(ready: &Value) -> (&str, &str) {
+    (
+        ready["upload_id"].as_str().unwrap(),
+        ready["s3_key"].as_str().unwrap(),
     )
+}
+
+/// `upload_complete` naming `upload_id` (a file session's or the transaction's) and `key`.
+fn upload_complete(upload_id: &str, key: &str) -> Value {
+    json!({ "type": "upload_complete", "upload_id": upload_id, "s3_key": key })
+}
+
+/// PUTs `data` as a ZIP to the single-PUT URL of the `presigned_url_ready` message `ready`.
+async fn put_zip(app: &TestApp, ready: &Value, data: Vec<u8>) -> reqwest::Response {
+    put(
+        app,
+        ready["presigned_url"].as_str().unwrap(),
+        data,
+        Some("application/zip"),
+    )
+    .await
 }
 
 /// Checks the first `monitoring_update` of a completed file session.
@@ -311,7 +213,7 @@ async fn execute(app: &TestApp, sql: &str) {
 async fn connection_established_is_the_page_message() {
     let fx = fixture().await;
     let mut ws = fx.connect_to(&fx.upload).await;
-    match next_frame(&mut ws).await {
+    match ws.next_frame().await {
         Some(Message::Text(t)) => assert_eq!(
             serde_json::from_str::<Value>(t.as_str()).unwrap(),
             json!({ "type": "connection_established", "message": "WebSocket connected successfully" })
@@ -319,8 +221,8 @@ async fn connection_established_is_the_page_message() {
         other => panic!("expected connection_established, got {other:?}"),
     }
     // The client ends the session normally.
-    ws.close(None).await.unwrap();
-    while next_frame(&mut ws).await.is_some() {}
+    ws.close().await;
+    while ws.next_frame().await.is_some() {}
 }
 
 #[tokio::test]
@@ -338,12 +240,13 @@ async fn err_incorrect_url() {
         format!("/ws/object-records/uploads/{id}/extra/"),
         format!("/ws/object-records/downloads/{id}/"),
     ] {
-        let mut ws = connect(&fx.app, &format!("{path}?uuid={ticket}")).await;
-        expect_error(&mut ws, "ERR_INCORRECT_URL", "Incorrect WebSocket URL.").await;
+        let mut ws = Socket::open(&fx.app, &format!("{path}?uuid={ticket}")).await;
+        ws.expect_error("ERR_INCORRECT_URL", "Incorrect WebSocket URL.")
+            .await;
     }
     // The path is checked before the ticket is spent.
-    let mut ws = connect(&fx.app, &format!("{}?uuid={ticket}", socket_path(id))).await;
-    expect_established(&mut ws).await;
+    let mut ws = Socket::open(&fx.app, &format!("{}?uuid={ticket}", socket_path(id))).await;
+    ws.expect_established().await;
 }
 
 #[tokio::test]
@@ -356,7 +259,8 @@ async fn err_invalid_uuid_for_bad_used_or_expired_upload_ids() {
         "3c2b9b89-2f2a-497c-aa0a-1be5a8fd93c8x",
     ] {
         let mut ws = fx.connect_to(bad).await;
-        expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+        ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+            .await;
     }
 
     // Finished uploads (succeeded or failed) are used.
@@ -364,14 +268,16 @@ async fn err_invalid_uuid_for_bad_used_or_expired_upload_ids() {
         let upload = fx.app.create_upload(&fx.token, fx.class, fx.field).await;
         fx.app.state.db.finish_upload(&upload, state).await.unwrap();
         let mut ws = fx.connect_to(&upload).await;
-        expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+        ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+            .await;
     }
 
     // An open upload past its expiry.
     let upload = fx.app.create_upload(&fx.token, fx.class, fx.field).await;
     set_upload_expiry(&fx.app, &upload, intake::db::now_ms() - 1).await;
     let mut ws = fx.connect_to(&upload).await;
-    expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+    ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
 
     // An upload that finishes while its socket is open: the next message is refused.
     let mut ws = fx.open().await;
@@ -381,8 +287,9 @@ async fn err_invalid_uuid_for_bad_used_or_expired_upload_ids() {
         .finish_upload(&fx.upload, UploadState::Succeeded)
         .await
         .unwrap();
-    send(&mut ws, &fx.presign("temp_1", 1024)).await;
-    expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+    ws.send(&fx.presign("temp_1", 1024)).await;
+    ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
 }
 
 #[tokio::test]
@@ -391,7 +298,8 @@ async fn err_invalid_uuid_for_upload_expired_by_configuration() {
     // Created with a lifetime of 0 s: expired once its creation millisecond is past.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let mut ws = fx.connect_to(&fx.upload).await;
-    expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+    ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
 }
 
 #[tokio::test]
@@ -405,22 +313,28 @@ async fn err_invalid_uuid_for_missing_unknown_used_or_expired_tickets() {
         "?ticket=x".into(),
         format!("?uuid={unknown}"),
     ] {
-        let mut ws = connect(&fx.app, &format!("{path}{query}")).await;
-        expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+        let mut ws = Socket::open(&fx.app, &format!("{path}{query}")).await;
+        ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+            .await;
     }
     // Without a valid ticket nothing is said about the upload, even a missing one.
-    let mut ws = connect(&fx.app, &socket_path(&uuid::Uuid::new_v4().to_string())).await;
-    expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+    let mut ws = Socket::open(&fx.app, &socket_path(&uuid::Uuid::new_v4().to_string())).await;
+    ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
 
     // A ticket is spent by its first socket, even one that was later closed.
     let ticket = fx.app.ticket(&fx.token).await;
-    let mut first = connect(&fx.app, &format!("{path}?uuid={ticket}")).await;
-    expect_established(&mut first).await;
-    let mut again = connect(&fx.app, &format!("{path}?uuid={ticket}")).await;
-    expect_error(&mut again, "ERR_INVALID_UUID", "A valid UUID is required.").await;
-    first.close(None).await.unwrap();
-    let mut again = connect(&fx.app, &format!("{path}?uuid={ticket}")).await;
-    expect_error(&mut again, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+    let mut first = Socket::open(&fx.app, &format!("{path}?uuid={ticket}")).await;
+    first.expect_established().await;
+    let mut again = Socket::open(&fx.app, &format!("{path}?uuid={ticket}")).await;
+    again
+        .expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
+    first.close().await;
+    let mut again = Socket::open(&fx.app, &format!("{path}?uuid={ticket}")).await;
+    again
+        .expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
 
     // An expired ticket.
     let ticket = fx.app.ticket(&fx.token).await;
@@ -430,8 +344,9 @@ async fn err_invalid_uuid_for_missing_unknown_used_or_expired_tickets() {
         .execute(&fx.app.state.db.pool)
         .await
         .unwrap();
-    let mut ws = connect(&fx.app, &format!("{path}?uuid={ticket}")).await;
-    expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+    let mut ws = Socket::open(&fx.app, &format!("{path}?uuid={ticket}")).await;
+    ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
 }
 
 #[tokio::test]
@@ -439,10 +354,12 @@ async fn reused_ticket_is_refused() {
     let fx = fixture().await;
     let ticket = fx.app.ticket(&fx.token).await;
     let url = format!("{}?uuid={ticket}", socket_path(&fx.upload));
-    let mut ws = connect(&fx.app, &url).await;
-    expect_established(&mut ws).await;
-    let mut reused = connect(&fx.app, &url).await;
-    expect_error(&mut reused, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+    let mut ws = Socket::open(&fx.app, &url).await;
+    ws.expect_established().await;
+    let mut reused = Socket::open(&fx.app, &url).await;
+    reused
+        .expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
     // The first socket is unaffected.
     let ready = fx.request(&mut ws, "temp_1", 10).await;
     assert_eq!(ready["temp_upload_id"], "temp_1");
@@ -455,13 +372,13 @@ async fn err_does_not_exist() {
 
     // A well-formed upload id that does not exist.
     let mut ws = fx.connect_to(&uuid::Uuid::new_v4().to_string()).await;
-    expect_error(&mut ws, "ERR_DOES_NOT_EXIST", NOT_FOUND).await;
+    ws.expect_error("ERR_DOES_NOT_EXIST", NOT_FOUND).await;
 
     // Another user's upload.
     let (_, other) = fx.app.user(AccountType::ConfigAdmin).await;
     let theirs = fx.app.create_upload(&other, fx.class, fx.field).await;
     let mut ws = fx.connect_to(&theirs).await;
-    expect_error(&mut ws, "ERR_DOES_NOT_EXIST", NOT_FOUND).await;
+    ws.expect_error("ERR_DOES_NOT_EXIST", NOT_FOUND).await;
 
     // object_class / class_field that are not the upload's.
     let (class2, field2) = fx.app.class_with_document_field(&fx.token).await;
@@ -471,41 +388,35 @@ async fn err_does_not_exist() {
         ("object_class", json!(987_654)),
         ("class_field", json!(987_654)),
     ] {
-        fx.rejects(
-            &fx.presign_with(field, Some(value)),
-            "ERR_DOES_NOT_EXIST",
-            NOT_FOUND,
-        )
-        .await;
+        fx.rejects_field(field, value, "ERR_DOES_NOT_EXIST", NOT_FOUND)
+            .await;
     }
     // Primary keys may come as strings of digits, as REST forms send them.
     let mut ws = fx.open().await;
     let mut msg = fx.presign("temp_s", 10);
     msg["object_class"] = json!(fx.class.to_string());
     msg["class_field"] = json!(fx.field.to_string());
-    send(&mut ws, &msg).await;
-    assert_eq!(recv(&mut ws).await["type"], "presigned_url_ready");
+    ws.send(&msg).await;
+    assert_eq!(ws.recv().await["type"], "presigned_url_ready");
 
     // upload_complete naming a session that does not exist...
-    let complete =
-        |id: &str, key: &str| json!({ "type": "upload_complete", "upload_id": id, "s3_key": key });
     let unknown = uuid::Uuid::new_v4().to_string();
     let key = format!("uploads/{}/{unknown}.zip", fx.upload);
     fx.rejects(
-        &complete(&unknown, &key).to_string(),
+        &upload_complete(&unknown, &key).to_string(),
         "ERR_DOES_NOT_EXIST",
         NOT_FOUND,
     )
     .await;
     fx.rejects(
-        &complete("nope", "nope").to_string(),
+        &upload_complete("nope", "nope").to_string(),
         "ERR_DOES_NOT_EXIST",
         NOT_FOUND,
     )
     .await;
     // ... or the transaction id with an s3_key that is none of its files'...
     fx.rejects(
-        &complete(&fx.upload, &key).to_string(),
+        &upload_complete(&fx.upload, &key).to_string(),
         "ERR_DOES_NOT_EXIST",
         NOT_FOUND,
     )
@@ -514,18 +425,16 @@ async fn err_does_not_exist() {
     let mut ws = fx.open().await;
     let ready = fx.request(&mut ws, "temp_2", 10).await;
     let session = ready["upload_id"].as_str().unwrap();
-    send(&mut ws, &complete(session, "uploads/elsewhere.zip")).await;
-    expect_error(&mut ws, "ERR_DOES_NOT_EXIST", NOT_FOUND).await;
+    ws.send(&upload_complete(session, "uploads/elsewhere.zip"))
+        .await;
+    ws.expect_error("ERR_DOES_NOT_EXIST", NOT_FOUND).await;
     // ... or another upload's session (same user).
     let upload2 = fx.app.create_upload(&fx.token, fx.class, fx.field).await;
     let mut ws = fx.connect_to(&upload2).await;
-    expect_established(&mut ws).await;
-    send(
-        &mut ws,
-        &complete(session, ready["s3_key"].as_str().unwrap()),
-    )
-    .await;
-    expect_error(&mut ws, "ERR_DOES_NOT_EXIST", NOT_FOUND).await;
+    ws.expect_established().await;
+    ws.send(&upload_complete(session, ready["s3_key"].as_str().unwrap()))
+        .await;
+    ws.expect_error("ERR_DOES_NOT_EXIST", NOT_FOUND).await;
 
     // complete_multipart_upload with no multipart session open, or naming a
     // single-PUT session.
@@ -555,19 +464,16 @@ async fn err_unsupported_file_type() {
         "application/zip; charset=binary",
         "zip",
     ] {
-        fx.rejects(
-            &fx.presign_with("file_type", Some(json!(file_type))),
+        fx.rejects_field(
+            "file_type",
+            json!(file_type),
             "ERR_UNSUPPORTED_FILE_TYPE",
             &format!("File extension \u{201c}{file_type}\u{201d} is not allowed. {allowed}"),
         )
         .await;
     }
     // The exact text.
-    fx.rejects(
-        &fx.presign_with("file_type", Some(json!("text/plain"))),
-        "ERR_UNSUPPORTED_FILE_TYPE",
-        "File extension “text/plain” is not allowed. Allowed extensions are: application/zip, application/x-zip-compressed.",
-    )
+    fx.rejects_field("file_type", json!("text/plain"), "ERR_UNSUPPORTED_FILE_TYPE", "File extension “text/plain” is not allowed. Allowed extensions are: application/zip, application/x-zip-compressed.")
     .await;
     // Both ZIP types are accepted, whatever their case.
     let mut ws = fx.open().await;
@@ -581,8 +487,8 @@ async fn err_unsupported_file_type() {
     {
         let mut msg = fx.presign(&format!("temp_{i}"), 10);
         msg["file_type"] = json!(t);
-        send(&mut ws, &msg).await;
-        assert_eq!(recv(&mut ws).await["type"], "presigned_url_ready", "{t}");
+        ws.send(&msg).await;
+        assert_eq!(ws.recv().await["type"], "presigned_url_ready", "{t}");
     }
 }
 
@@ -601,9 +507,8 @@ async fn err_invalid_payload() {
         "{}".into(),
         json!({ "type": null, "file_name": "a.zip" }).to_string(),
     ];
-    // Each required field missing.
+    // Each other required field missing (no type at all is `{}` above).
     for field in [
-        "type",
         "temp_upload_id",
         "file_name",
         "file_size",
@@ -611,9 +516,7 @@ async fn err_invalid_payload() {
         "object_class",
         "class_field",
     ] {
-        if field != "type" {
-            cases.push(fx.presign_with(field, None));
-        }
+        cases.push(fx.presign_with(field, None));
     }
     // Fields of the wrong type.
     for (field, value) in [
@@ -651,20 +554,20 @@ async fn err_invalid_payload() {
     }
     // A binary frame is not a JSON message either.
     let mut ws = fx.open().await;
-    ws.send(Message::binary(
+    ws.send_frame(Message::binary(
         fx.presign("temp_b", 10).to_string().into_bytes(),
     ))
-    .await
-    .unwrap();
-    expect_error(&mut ws, "ERR_INVALID_PAYLOAD", detail).await;
+    .await;
+    ws.expect_error("ERR_INVALID_PAYLOAD", detail).await;
 }
 
 #[tokio::test]
 async fn err_file_too_large_with_the_default_limit() {
     let fx = fixture().await;
     for size in [json!(5_000_000_001_i64), json!(u64::MAX), json!(i64::MAX)] {
-        fx.rejects(
-            &fx.presign_with("file_size", Some(size)),
+        fx.rejects_field(
+            "file_size",
+            size,
             "ERR_FILE_TOO_LARGE",
             "Max file size is 5 GB.",
         )
@@ -685,8 +588,9 @@ async fn err_file_too_large_with_the_default_limit() {
 #[tokio::test]
 async fn err_file_too_large_with_a_configured_limit() {
     let fx = fixture_with(|s| s.uploads.max_upload_gb = 1).await;
-    fx.rejects(
-        &fx.presign_with("file_size", Some(json!(1_000_000_001_i64))),
+    fx.rejects_field(
+        "file_size",
+        json!(1_000_000_001_i64),
         "ERR_FILE_TOO_LARGE",
         "Max file size is 1 GB.",
     )
@@ -702,8 +606,9 @@ async fn err_file_empty() {
         json!(-5_000_000_000_i64),
         json!(i64::MIN),
     ] {
-        fx.rejects(
-            &fx.presign_with("file_size", Some(size)),
+        fx.rejects_field(
+            "file_size",
+            size,
             "ERR_FILE_EMPTY",
             "File size must be larger than 0.",
         )
@@ -715,24 +620,27 @@ async fn err_file_empty() {
 async fn err_null_field() {
     let fx = fixture().await;
     for field in ["file_name", "file_size", "file_type"] {
-        fx.rejects(
-            &fx.presign_with(field, Some(Value::Null)),
+        fx.rejects_field(
+            field,
+            Value::Null,
             "ERR_NULL_FIELD",
             &format!("Field \u{201c}{field}\u{201d} may not be null."),
         )
         .await;
     }
     for (field, value) in [("file_name", ""), ("file_type", ""), ("file_name", "   ")] {
-        fx.rejects(
-            &fx.presign_with(field, Some(json!(value))),
+        fx.rejects_field(
+            field,
+            json!(value),
             "ERR_NULL_FIELD",
             &format!("Field \u{201c}{field}\u{201d} may not be empty."),
         )
         .await;
     }
     // The page's own wording, once verbatim.
-    fx.rejects(
-        &fx.presign_with("file_name", Some(Value::Null)),
+    fx.rejects_field(
+        "file_name",
+        Value::Null,
         "ERR_NULL_FIELD",
         "Field “file_name” may not be null.",
     )
@@ -786,8 +694,9 @@ async fn err_generation_error_when_s3_fails_while_presigning() {
     let fx = fixture_with(small_multipart).await;
     // Take the embedded store's storage away: CreateMultipartUpload now fails.
     std::fs::remove_dir_all(fx.app.dir.path().join("s3")).unwrap();
-    fx.rejects(
-        &fx.presign_with("file_size", Some(json!(6 * MIB))),
+    fx.rejects_field(
+        "file_size",
+        json!(6 * MIB),
         "ERR_GENERATION_ERROR",
         "Failed to generate presigned URL",
     )
@@ -809,9 +718,8 @@ async fn err_server_error_when_the_database_fails() {
     let fx = fixture().await;
     let mut ws = fx.open().await;
     execute(&fx.app, "DROP TABLE upload_files").await;
-    send(&mut ws, &fx.presign("temp_1", 1024)).await;
-    expect_error(
-        &mut ws,
+    ws.send(&fx.presign("temp_1", 1024)).await;
+    ws.expect_error(
         "ERR_SERVER_ERROR",
         "Upload could not be initialized. Please try again later.",
     )
@@ -823,7 +731,7 @@ async fn handshake_failure_is_http_500() {
     let fx = fixture().await;
     let ticket = fx.app.ticket(&fx.token).await;
     execute(&fx.app, "DROP TABLE ws_tickets").await;
-    let status = try_connect(
+    let status = Socket::try_open(
         &fx.app,
         &format!("{}?uuid={ticket}", socket_path(&fx.upload)),
         None,
@@ -842,13 +750,9 @@ async fn err_s3_finalize_failed_then_a_retry_succeeds() {
     let tags = put_parts(&fx.app, &ready, &data).await;
     let mut wrong = tags.clone();
     wrong[1].1 = "\"00000000000000000000000000000000\"".into();
-    send(
-        &mut ws,
-        &json!({ "type": "complete_multipart_upload", "parts": parts_json(&wrong) }),
-    )
-    .await;
-    expect_error(
-        &mut ws,
+    ws.send(&json!({ "type": "complete_multipart_upload", "parts": parts_json(&wrong) }))
+        .await;
+    ws.expect_error(
         "ERR_S3_FINALIZE_FAILED",
         "Could not finalize multipart upload. Please try again later.",
     )
@@ -858,13 +762,10 @@ async fn err_s3_finalize_failed_then_a_retry_succeeds() {
 
     // The multipart upload survives a refused completion: the right ETags complete it.
     let mut ws = fx.open().await;
-    send(
-        &mut ws,
-        &json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags) }),
-    )
-    .await;
+    ws.send(&json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags) }))
+        .await;
     assert_queued(
-        &recv(&mut ws).await,
+        &ws.recv().await,
         ready["upload_id"].as_str().unwrap(),
         "temp_mp",
     );
@@ -879,65 +780,35 @@ async fn err_file_incomplete() {
     // upload_complete before the PUT.
     let mut ws = fx.open().await;
     let ready = fx.request(&mut ws, "temp_early", 100).await;
-    let (session, key) = (
-        ready["upload_id"].as_str().unwrap(),
-        ready["s3_key"].as_str().unwrap(),
-    );
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": session, "s3_key": key }),
-    )
-    .await;
-    expect_error(&mut ws, "ERR_FILE_INCOMPLETE", detail).await;
+    let (session, key) = session_and_key(&ready);
+    ws.send(&upload_complete(session, key)).await;
+    ws.expect_error("ERR_FILE_INCOMPLETE", detail).await;
     // The same file, once PUT, completes on a new socket.
-    let r = put(
-        &fx.app,
-        ready["presigned_url"].as_str().unwrap(),
-        bytes(100, 1),
-        Some("application/zip"),
-    )
-    .await;
+    let r = put_zip(&fx.app, &ready, bytes(100, 1)).await;
     assert_eq!(r.status(), 200);
     let mut ws = fx.open().await;
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": session, "s3_key": key }),
-    )
-    .await;
-    let queued = recv(&mut ws).await;
+    ws.send(&upload_complete(session, key)).await;
+    let queued = ws.recv().await;
     assert_queued(&queued, session, "temp_early");
 
     // An object of another size than declared (presigned URLs bind the length, so
     // it is written server-side).
     let ready = fx.request(&mut ws, "temp_size", 100).await;
-    let (session, key) = (
-        ready["upload_id"].as_str().unwrap(),
-        ready["s3_key"].as_str().unwrap(),
-    );
+    let (session, key) = session_and_key(&ready);
     fx.app
         .s3
         .put_bytes(key, bytes(99, 2).into(), "application/zip")
         .await
         .unwrap();
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": session, "s3_key": key }),
-    )
-    .await;
-    expect_error(&mut ws, "ERR_FILE_INCOMPLETE", detail).await;
+    ws.send(&upload_complete(session, key)).await;
+    ws.expect_error("ERR_FILE_INCOMPLETE", detail).await;
 
     // A presigned URL refuses a body of another length than declared. (Each new
     // socket first replays the upload's state: the queued file above.)
     let mut ws = fx.open().await;
-    assert_eq!(recv(&mut ws).await, queued);
+    assert_eq!(ws.recv().await, queued);
     let ready = fx.request(&mut ws, "temp_len", 100).await;
-    let r = put(
-        &fx.app,
-        ready["presigned_url"].as_str().unwrap(),
-        bytes(99, 1),
-        Some("application/zip"),
-    )
-    .await;
+    let r = put_zip(&fx.app, &ready, bytes(99, 1)).await;
     assert_eq!(r.status(), 403);
 
     // A multipart completion naming fewer parts than total_parts.
@@ -945,25 +816,15 @@ async fn err_file_incomplete() {
     let ready = fx.request(&mut ws, "temp_mp", data.len() as u64).await;
     assert_eq!(ready["total_parts"], 3);
     let tags = put_parts(&fx.app, &ready, &data).await;
-    send(
-        &mut ws,
-        &json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags[..2]) }),
-    )
-    .await;
-    expect_error(&mut ws, "ERR_FILE_INCOMPLETE", detail).await;
+    ws.send(&json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags[..2]) }))
+        .await;
+    ws.expect_error("ERR_FILE_INCOMPLETE", detail).await;
     // ... or announcing a multipart file with upload_complete before completing it.
     let mut ws = fx.open().await;
-    assert_eq!(recv(&mut ws).await, queued);
-    let (session, key) = (
-        ready["upload_id"].as_str().unwrap(),
-        ready["s3_key"].as_str().unwrap(),
-    );
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": session, "s3_key": key }),
-    )
-    .await;
-    expect_error(&mut ws, "ERR_FILE_INCOMPLETE", detail).await;
+    assert_eq!(ws.recv().await, queued);
+    let (session, key) = session_and_key(&ready);
+    ws.send(&upload_complete(session, key)).await;
+    ws.expect_error("ERR_FILE_INCOMPLETE", detail).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -976,8 +837,8 @@ async fn single_put_upload_end_to_end() {
     let mut ws = fx.open().await;
     let data = bytes(64 * 1024 + 17, 1);
     let temp = "temp_1749545666136_csyydasgl";
-    send(&mut ws, &fx.presign(temp, data.len() as i64)).await;
-    let ready = recv(&mut ws).await;
+    ws.send(&fx.presign(temp, data.len() as i64)).await;
+    let ready = ws.recv().await;
     assert_eq!(ready["type"], "presigned_url_ready");
     assert_eq!(ready.as_object().unwrap().len(), 2);
     let m = &ready["message"];
@@ -1020,12 +881,8 @@ async fn single_put_upload_end_to_end() {
     let r = put(&fx.app, url, data.clone(), Some("application/zip")).await;
     assert_eq!(r.status(), 200);
 
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": session, "s3_key": key }),
-    )
-    .await;
-    let update = recv(&mut ws).await;
+    ws.send(&upload_complete(session, key)).await;
+    let update = ws.recv().await;
     assert_queued(&update, session, temp);
 
     let store = &fx.app.s3;
@@ -1034,25 +891,10 @@ async fn single_put_upload_end_to_end() {
     assert_eq!(meta.content_type.as_deref(), Some("application/zip"));
     assert_eq!(store.get_bytes(key).await.unwrap().as_ref(), &data[..]);
     // The job is recorded and the upload is processing.
-    let job = fx
-        .app
-        .state
-        .db
-        .job_status(&format!("process_upload_file:{session}"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(job.state.as_str(), "queued");
-    let upload = fx
-        .app
-        .state
-        .db
-        .upload_by_id(&fx.upload)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(upload.state, UploadState::Processing);
-    ws.close(None).await.unwrap();
+    assert_eq!(fx.job_state(session).await, "queued");
+    let upload = fx.app.state.db.upload_by_id(&fx.upload).await.unwrap();
+    assert_eq!(upload.unwrap().state, UploadState::Processing);
+    ws.close().await;
 }
 
 #[tokio::test]
@@ -1087,26 +929,15 @@ async fn multipart_upload_end_to_end() {
 
     let tags = put_parts(&fx.app, &m, &data).await;
     // As the page: no upload_id; the one open multipart session is meant.
-    send(
-        &mut ws,
-        &json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags) }),
-    )
-    .await;
-    assert_queued(&recv(&mut ws).await, session, temp);
+    ws.send(&json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags) }))
+        .await;
+    assert_queued(&ws.recv().await, session, temp);
 
     let store = &fx.app.s3;
     let meta = store.head(key).await.unwrap().unwrap();
     assert_eq!(meta.size, 15 * MIB);
     assert_eq!(store.get_bytes(key).await.unwrap().as_ref(), &data[..]);
-    let job = fx
-        .app
-        .state
-        .db
-        .job_status(&format!("process_upload_file:{session}"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(job.state.as_str(), "queued");
+    assert_eq!(fx.job_state(session).await, "queued");
 }
 
 #[tokio::test]
@@ -1127,14 +958,9 @@ async fn multipart_completion_with_two_open_sessions_needs_upload_id() {
     let tags_b = put_parts(&fx.app, &ready_b, &b).await;
 
     // Ambiguous without upload_id.
-    send(
-        &mut ws,
-        &json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags_b) }),
-    )
-    .await;
-    expect_error(
-        &mut ws,
-        "ERR_INVALID_PAYLOAD",
+    ws.send(&json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags_b) }))
+        .await;
+    ws.expect_error("ERR_INVALID_PAYLOAD",
         "Required fields: type, temp_upload_id, file_name, file_size, file_type, object_class, class_field",
     )
     .await;
@@ -1142,41 +968,34 @@ async fn multipart_completion_with_two_open_sessions_needs_upload_id() {
     // With the session id, both complete; then the last one needs no id.
     let mut ws = fx.open().await;
     let id_b = ready_b["upload_id"].as_str().unwrap();
-    send(&mut ws, &json!({ "type": "complete_multipart_upload", "upload_id": id_b, "parts": parts_json(&tags_b) }))
+    ws.send(&json!({ "type": "complete_multipart_upload", "upload_id": id_b, "parts": parts_json(&tags_b) }))
         .await;
-    assert_queued(&recv(&mut ws).await, id_b, "temp_b");
+    assert_queued(&ws.recv().await, id_b, "temp_b");
     let ready_c = fx.request(&mut ws, "temp_c", 5 * MIB).await;
     // Two open again (a and c): the transaction id plus s3_key names one.
     let s3_key_a = ready_a["s3_key"].as_str().unwrap();
-    send(
-        &mut ws,
-        &json!({ "type": "complete_multipart_upload", "upload_id": fx.upload, "s3_key": s3_key_a, "parts": parts_json(&tags_a) }),
+    ws.send(&json!({ "type": "complete_multipart_upload", "upload_id": fx.upload, "s3_key": s3_key_a, "parts": parts_json(&tags_a) }),
     )
     .await;
     assert_queued(
-        &recv(&mut ws).await,
+        &ws.recv().await,
         ready_a["upload_id"].as_str().unwrap(),
         "temp_a",
     );
     // Only c is left: no id needed; a mismatched s3_key is refused.
     let tags_c = put_parts(&fx.app, &ready_c, &a).await;
-    send(
-        &mut ws,
-        &json!({ "type": "complete_multipart_upload", "upload_id": ready_c["upload_id"], "s3_key": s3_key_a, "parts": parts_json(&tags_c) }),
+    ws.send(&json!({ "type": "complete_multipart_upload", "upload_id": ready_c["upload_id"], "s3_key": s3_key_a, "parts": parts_json(&tags_c) }),
     )
     .await;
-    expect_error(&mut ws, "ERR_DOES_NOT_EXIST", "Not found.").await;
+    ws.expect_error("ERR_DOES_NOT_EXIST", "Not found.").await;
     let mut ws = fx.open().await;
     for _ in 0..2 {
-        assert_eq!(recv(&mut ws).await["type"], "monitoring_update"); // replayed: a and b
+        assert_eq!(ws.recv().await["type"], "monitoring_update"); // replayed: a and b
     }
-    send(
-        &mut ws,
-        &json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags_c) }),
-    )
-    .await;
+    ws.send(&json!({ "type": "complete_multipart_upload", "parts": parts_json(&tags_c) }))
+        .await;
     assert_queued(
-        &recv(&mut ws).await,
+        &ws.recv().await,
         ready_c["upload_id"].as_str().unwrap(),
         "temp_c",
     );
@@ -1203,11 +1022,11 @@ async fn two_files_in_flight_on_one_connection() {
     for (temp, data, file_type) in &files {
         let mut msg = fx.presign(temp, data.len() as i64);
         msg["file_type"] = json!(file_type);
-        send(&mut ws, &msg).await;
+        ws.send(&msg).await;
     }
     let mut ready = std::collections::HashMap::new();
     for _ in 0..2 {
-        let v = recv(&mut ws).await;
+        let v = ws.recv().await;
         assert_eq!(v["type"], "presigned_url_ready");
         ready.insert(
             v["message"]["temp_upload_id"].as_str().unwrap().to_string(),
@@ -1230,11 +1049,11 @@ async fn two_files_in_flight_on_one_connection() {
     }
     for (temp, _, _) in files.iter().rev() {
         let m = &ready[*temp];
-        send(&mut ws, &json!({ "type": "upload_complete", "upload_id": m["upload_id"], "s3_key": m["s3_key"] })).await;
+        ws.send(&json!({ "type": "upload_complete", "upload_id": m["upload_id"], "s3_key": m["s3_key"] })).await;
     }
     let mut done = std::collections::HashMap::new();
     for _ in 0..2 {
-        let v = recv(&mut ws).await;
+        let v = ws.recv().await;
         done.insert(
             v["message"]["temp_upload_id"].as_str().unwrap().to_string(),
             v,
@@ -1258,36 +1077,15 @@ async fn upload_complete_by_transaction_id_and_duplicates_are_no_ops() {
     let fx = fixture().await;
     let mut ws = fx.open().await;
     let ready = fx.request(&mut ws, "temp_t", 300).await;
-    let (session, key) = (
-        ready["upload_id"].as_str().unwrap(),
-        ready["s3_key"].as_str().unwrap(),
-    );
-    let r = put(
-        &fx.app,
-        ready["presigned_url"].as_str().unwrap(),
-        bytes(300, 5),
-        Some("application/zip"),
-    )
-    .await;
+    let (session, key) = session_and_key(&ready);
+    let r = put_zip(&fx.app, &ready, bytes(300, 5)).await;
     assert_eq!(r.status(), 200);
     // The transaction's id plus the s3_key names the file too.
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": fx.upload, "s3_key": key }),
-    )
-    .await;
-    assert_queued(&recv(&mut ws).await, session, "temp_t");
+    ws.send(&upload_complete(&fx.upload, key)).await;
+    assert_queued(&ws.recv().await, session, "temp_t");
     // A repeated completion is answered by nothing; the next answer is the next request's.
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": session, "s3_key": key }),
-    )
-    .await;
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": fx.upload, "s3_key": key }),
-    )
-    .await;
+    ws.send(&upload_complete(session, key)).await;
+    ws.send(&upload_complete(&fx.upload, key)).await;
     let next = fx.request(&mut ws, "temp_next", 10).await;
     assert_eq!(next["temp_upload_id"], "temp_next");
     assert_eq!(
@@ -1307,30 +1105,17 @@ async fn reconnect_replays_the_current_state() {
     let fx = fixture().await;
     let mut ws = fx.open().await;
     let ready = fx.request(&mut ws, "temp_r", 500).await;
-    let (session, key) = (
-        ready["upload_id"].as_str().unwrap(),
-        ready["s3_key"].as_str().unwrap(),
-    );
-    let r = put(
-        &fx.app,
-        ready["presigned_url"].as_str().unwrap(),
-        bytes(500, 9),
-        Some("application/zip"),
-    )
-    .await;
+    let (session, key) = session_and_key(&ready);
+    let r = put_zip(&fx.app, &ready, bytes(500, 9)).await;
     assert_eq!(r.status(), 200);
-    send(
-        &mut ws,
-        &json!({ "type": "upload_complete", "upload_id": session, "s3_key": key }),
-    )
-    .await;
-    let update = recv(&mut ws).await;
+    ws.send(&upload_complete(session, key)).await;
+    let update = ws.recv().await;
     assert_queued(&update, session, "temp_r");
-    ws.close(None).await.unwrap();
+    ws.close().await;
 
     // A new socket with a fresh ticket to the (now processing) upload.
     let mut ws = fx.open().await;
-    assert_eq!(recv(&mut ws).await, update);
+    assert_eq!(ws.recv().await, update);
     // And it is a working socket.
     let next = fx.request(&mut ws, "temp_after", 10).await;
     assert_eq!(next["temp_upload_id"], "temp_after");
@@ -1339,9 +1124,10 @@ async fn reconnect_replays_the_current_state() {
     // new file.
     set_upload_expiry(&fx.app, &fx.upload, intake::db::now_ms() - 1).await;
     let mut ws = fx.open().await;
-    assert_eq!(recv(&mut ws).await, update);
-    send(&mut ws, &fx.presign("temp_late", 10)).await;
-    expect_error(&mut ws, "ERR_INVALID_UUID", "A valid UUID is required.").await;
+    assert_eq!(ws.recv().await, update);
+    ws.send(&fx.presign("temp_late", 10)).await;
+    ws.expect_error("ERR_INVALID_UUID", "A valid UUID is required.")
+        .await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1360,14 +1146,14 @@ async fn messages_over_64_kib_close_with_1009() {
     .await;
     // ... one byte more closes with 1009, without an error message.
     let mut ws = fx.open().await;
-    send_text(&mut ws, &"a".repeat(64 * 1024 + 1)).await;
-    expect_close(&mut ws, 1009).await;
+    ws.send_text(&"a".repeat(64 * 1024 + 1)).await;
+    ws.expect_close(1009).await;
     // A valid message padded past the limit too.
     let mut ws = fx.open().await;
     let mut msg = fx.presign("temp_1", 10);
     msg["file_name"] = json!(format!("{}.zip", "n".repeat(70 * 1024)));
-    send(&mut ws, &msg).await;
-    expect_close(&mut ws, 1009).await;
+    ws.send(&msg).await;
+    ws.expect_close(1009).await;
 }
 
 #[tokio::test]
@@ -1383,26 +1169,26 @@ async fn origin_must_be_allowed() {
         "http://app.example.com",
     ] {
         assert_eq!(
-            try_connect(&fx.app, &url, Some(origin)).await.err(),
+            Socket::try_open(&fx.app, &url, Some(origin)).await.err(),
             Some(403),
             "{origin}"
         );
     }
     // A refused origin does not spend the ticket; an allowed one connects.
-    let mut ws = try_connect(&fx.app, &url, Some("https://app.example.com"))
+    let mut ws = Socket::try_open(&fx.app, &url, Some("https://app.example.com"))
         .await
         .unwrap();
-    expect_established(&mut ws).await;
+    ws.expect_established().await;
     // Non-browser clients send no Origin.
     let ticket = fx.app.ticket(&fx.token).await;
-    let mut ws = try_connect(
+    let mut ws = Socket::try_open(
         &fx.app,
         &format!("{}?uuid={ticket}", socket_path(&fx.upload)),
         None,
     )
     .await
     .unwrap();
-    expect_established(&mut ws).await;
+    ws.expect_established().await;
 }
 
 #[tokio::test]
@@ -1412,27 +1198,27 @@ async fn sockets_per_user_are_capped() {
     let _second = fx.open().await;
     let mut third = fx.connect_to(&fx.upload).await;
     assert_eq!(
-        recv(&mut third).await,
+        third.recv().await,
         json!({ "type": "error", "error_code": "ERR_TOO_MANY_CONNECTIONS", "detail": "Too many open upload connections." })
     );
-    expect_close(&mut third, 1008).await;
+    third.expect_close(1008).await;
 
     // Another user is not affected.
     let (_, other) = fx.app.user(AccountType::ConfigAdmin).await;
     let theirs = fx.app.create_upload(&other, fx.class, fx.field).await;
     let ticket = fx.app.ticket(&other).await;
-    let mut ws = connect(&fx.app, &format!("{}?uuid={ticket}", socket_path(&theirs))).await;
-    expect_established(&mut ws).await;
+    let mut ws = Socket::open(&fx.app, &format!("{}?uuid={ticket}", socket_path(&theirs))).await;
+    ws.expect_established().await;
 
     // Closing a socket frees its slot (released as the server ends the session,
     // just after the close handshake; checked with a bounded retry).
     let mut first = first;
-    first.close(None).await.unwrap();
-    while next_frame(&mut first).await.is_some() {}
+    first.close().await;
+    while first.next_frame().await.is_some() {}
     let deadline = Instant::now() + WAIT;
     loop {
         let mut ws = fx.connect_to(&fx.upload).await;
-        let v = recv(&mut ws).await;
+        let v = ws.recv().await;
         if v["type"] == "connection_established" {
             break;
         }
@@ -1474,19 +1260,20 @@ async fn the_ticket_is_never_logged() {
 
     let fx = fixture().await;
     let ticket = fx.app.ticket(&fx.token).await;
-    let mut ws = connect(
+    let mut ws = Socket::open(
         &fx.app,
         &format!("{}?uuid={ticket}", socket_path(&fx.upload)),
     )
     .await;
-    expect_established(&mut ws).await;
+    ws.expect_established().await;
     let _ = fx.request(&mut ws, "temp_1", 10).await;
-    ws.close(None).await.unwrap();
-    while next_frame(&mut ws).await.is_some() {}
+    ws.close().await;
+    while ws.next_frame().await.is_some() {}
     // A refused handshake logs its request too.
     let ticket2 = fx.app.ticket(&fx.token).await;
-    let mut ws = connect(&fx.app, &format!("/ws/nope/?uuid={ticket2}")).await;
-    expect_error(&mut ws, "ERR_INCORRECT_URL", "Incorrect WebSocket URL.").await;
+    let mut ws = Socket::open(&fx.app, &format!("/ws/nope/?uuid={ticket2}")).await;
+    ws.expect_error("ERR_INCORRECT_URL", "Incorrect WebSocket URL.")
+        .await;
 
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     // Requests are logged (method and path)...
@@ -1599,7 +1386,7 @@ async fn a_client_answering_pings_stays_connected() {
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
     let mut pings = 0;
     loop {
-        match tokio::time::timeout_at(until, ws.next()).await {
+        match tokio::time::timeout_at(until, ws.ws.next()).await {
             Err(_) => break,
             Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
             Ok(other) => panic!("unexpected {other:?}"),

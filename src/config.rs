@@ -663,6 +663,14 @@ fn bad(name: &str, why: &str) -> Result<(), ConfigError> {
 mod tests {
     use super::*;
 
+    /// Each `(file, name)`: loading the file fails with a message naming `name`.
+    fn refused_naming(cases: &[(&str, &str)]) {
+        for (toml, name) in cases {
+            let e = load_toml(toml).unwrap_err().to_string();
+            assert!(e.contains(name), "{toml}: {e}");
+        }
+    }
+
     fn load_toml(text: &str) -> Result<Settings, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("intake.toml");
@@ -691,7 +699,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_setting() {
-        for (toml, name) in [
+        refused_naming(&[
             ("http_addr = \"not an address\"", "http_addr"),
             ("max_upload_gb = \"lots\"", "max_upload_gb"),
             ("max_upload_gb = 0", "INTAKE_MAX_UPLOAD_GB"),
@@ -706,10 +714,7 @@ mod tests {
                 "multipart_chunk_bytes = 1024",
                 "INTAKE_MULTIPART_CHUNK_BYTES",
             ),
-        ] {
-            let e = load_toml(toml).unwrap_err().to_string();
-            assert!(e.contains(name), "{toml}: {e}");
-        }
+        ]);
     }
 
     #[test]
@@ -717,7 +722,7 @@ mod tests {
         let s = load_toml("").unwrap();
         assert_eq!(s.history.upload_url_ttl_secs, 900);
         assert_eq!(s.history.cache_ttl_secs, 30);
-        for (toml, name) in [
+        refused_naming(&[
             (
                 "history_upload_url_ttl_secs = 0",
                 "INTAKE_HISTORY_UPLOAD_URL_TTL_SECS",
@@ -734,15 +739,12 @@ mod tests {
                 "history_api_key_pepper = \"short\"",
                 "INTAKE_HISTORY_API_KEY_PEPPER",
             ),
-        ] {
-            let e = load_toml(toml).unwrap_err().to_string();
-            assert!(e.contains(name), "{toml}: {e}");
-        }
+        ]);
     }
 
     #[test]
     fn each_check_names_its_own_variable() {
-        for (toml, name) in [
+        refused_naming(&[
             ("access_token_ttl_secs = 0", "INTAKE_ACCESS_TOKEN_TTL_SECS"),
             ("presign_ttl_secs = 0", "INTAKE_PRESIGN_TTL_SECS"),
             ("download_url_ttl_secs = 0", "INTAKE_DOWNLOAD_URL_TTL_SECS"),
@@ -758,10 +760,7 @@ mod tests {
                 "s3_endpoint = \"http://s3.example\"\ns3_access_key_id = \"k\"",
                 "INTAKE_S3_SECRET_ACCESS_KEY",
             ),
-        ] {
-            let e = load_toml(toml).unwrap_err().to_string();
-            assert!(e.contains(name), "{toml}: {e}");
-        }
+        ]);
     }
 
     #[test]

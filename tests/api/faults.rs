@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use axum::extract::ws::Message;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
+use intake::db::uploads::UploadFileRow;
 use intake::domain::{AccountType, FileState};
 use intake::scan::{ScanError, Scanner, Verdict};
 use intake::store::{ObjectMeta, ObjectStore, StoreError};
@@ -212,13 +213,7 @@ async fn queued_over_channels(app: &TestApp, zip: &[u8]) -> String {
 
 /// The monitoring updates of `session` in the upload log, oldest first.
 async fn updates_of(app: &TestApp, session: &str) -> Vec<Value> {
-    let file = app
-        .state
-        .db
-        .upload_file_by_id(session)
-        .await
-        .unwrap()
-        .unwrap();
+    let file = file_of(app, session).await;
     let log = app
         .state
         .db
@@ -240,14 +235,13 @@ async fn due_now(app: &TestApp) {
         .unwrap();
 }
 
+async fn file_of(app: &TestApp, session: &str) -> UploadFileRow {
+    let file = app.state.db.upload_file_by_id(session).await.unwrap();
+    file.expect("the file session exists")
+}
+
 async fn saved_files(app: &TestApp, session: &str) -> usize {
-    let file = app
-        .state
-        .db
-        .upload_file_by_id(session)
-        .await
-        .unwrap()
-        .unwrap();
+    let file = file_of(app, session).await;
     let prefix = format!("uploads/{}/{}/files/", file.upload_id, file.id);
     let mut n = 0;
     for i in 0..10 {
@@ -264,16 +258,7 @@ async fn a_session_over_channels_speaks_the_page_protocol() {
     let app = TestApp::spawn_with(|s| s.jobs.run_workers = false).await;
     let zip = testkit::zip_of(&[("a.txt", b"a")]);
     let session = queued_over_channels(&app, &zip).await;
-    assert_eq!(
-        app.state
-            .db
-            .upload_file_by_id(&session)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        FileState::Completed
-    );
+    assert_eq!(file_of(&app, &session).await.state, FileState::Completed);
 
     // A bad message ends the session with the page's error and close 1000.
     let (_, token) = app.user(AccountType::Internal).await;
@@ -381,13 +366,7 @@ async fn a_scanner_that_times_out_fails_the_upload_after_its_attempts() {
             .starts_with("Processing failed after 8 attempts (ERR_SCANNER_UNAVAILABLE: antivirus: scanner timed out"),
         "{last}"
     );
-    let file = app
-        .state
-        .db
-        .upload_file_by_id(&session)
-        .await
-        .unwrap()
-        .unwrap();
+    let file = file_of(&app, &session).await;
     assert_eq!(file.state, FileState::Failed);
     assert_eq!(
         app.state.db.count_upload_records(&session).await.unwrap(),
@@ -422,13 +401,7 @@ async fn a_threat_in_one_file_quarantines_the_upload() {
         last["message"],
         "Threat \u{201c}Fake.Test.Threat\u{201d} found in \u{201c}docs/bad.txt\u{201d}. No records were created."
     );
-    let file = app
-        .state
-        .db
-        .upload_file_by_id(&session)
-        .await
-        .unwrap()
-        .unwrap();
+    let file = file_of(&app, &session).await;
     assert!(app.state.store.head(&file.s3_key).await.unwrap().is_none());
     assert!(
         app.state

@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     let secs: u64 = env_or("BENCH_SECS", 10);
     let cache_ttl: u64 = env_or(
         "BENCH_CACHE_TTL_SECS",
-        Settings::default().history_cache_ttl_secs,
+        Settings::default().history.cache_ttl_secs,
     );
     let server_threads: usize = env_or("BENCH_SERVER_THREADS", 2);
     let client_threads: usize = env_or("BENCH_CLIENT_THREADS", 2);
@@ -57,13 +57,8 @@ fn main() -> anyhow::Result<()> {
     };
 
     let dir = tempfile::tempdir()?;
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        http_addr: "127.0.0.1:0".parse()?,
-        s3_embedded_addr: "127.0.0.1:0".parse()?,
-        history_cache_ttl_secs: cache_ttl,
-        ..Settings::default()
-    };
+    let mut settings = Settings::ephemeral(dir.path().to_path_buf());
+    settings.history.cache_ttl_secs = cache_ttl;
 
     // The server on its own runtime and threads.
     let server_rt = tokio::runtime::Builder::new_multi_thread()

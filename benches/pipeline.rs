@@ -103,12 +103,7 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
     let (files, bytes) = make(&zip_path);
     let zip_len = std::fs::metadata(&zip_path).unwrap().len();
 
-    let settings = Settings {
-        data_dir: dir.path().join("data"),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        s3_embedded_addr: "127.0.0.1:0".parse().unwrap(),
-        ..Settings::default()
-    };
+    let settings = Settings::ephemeral(dir.path().join("data"));
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.local_addr());
     let state = app.state().clone();

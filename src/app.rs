@@ -12,18 +12,20 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::pipeline::worker::Worker;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Notify;
 
 use crate::auth::JwtKeys;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::history::History;
-use crate::http::{self, AppState, Routes};
+use crate::http::{self, Routes};
 use crate::live::{Hub, SocketLimiter};
 use crate::scan::{ClamdScanner, Scanner};
-use crate::store::EmbeddedS3;
-use crate::store::{S3Config, S3Store};
-use tokio::sync::Notify;
+use crate::state::AppState;
+use crate::store::{EmbeddedS3, ObjectStore, S3Config, S3Store};
+use crate::uploads::worker::Worker;
+use crate::uploads::{FlowSettings, Uploads};
 
 /// Secrets generated on first start and kept in the data dir (mode 0600).
 #[derive(Debug, Serialize, Deserialize)]
@@ -81,28 +83,98 @@ fn write_secrets(data_dir: &Path, secrets: &Secrets) -> anyhow::Result<()> {
 /// The pepper of Event History API key hashes: `history_api_key_pepper`, or the one
 /// generated and kept in the data dir.
 pub fn history_pepper(settings: &Settings) -> anyhow::Result<Vec<u8>> {
-    if let Some(pepper) = &settings.history_api_key_pepper {
-        return Ok(pepper.as_bytes().to_vec());
+    if let Some(pepper) = &settings.history.api_key_pepper {
+        return Ok(pepper.expose_secret().as_bytes().to_vec());
     }
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    Ok(load_or_create_secrets(&settings.data_dir)?
+    let data_dir = &settings.server.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    Ok(load_or_create_secrets(data_dir)?
         .history_api_key_pepper
         .into_bytes())
 }
 
 /// Connects to the configured database and applies migrations.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let data_dir = &settings.server.data_dir;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let db = Db::connect(
-        &settings.effective_database_url(),
-        settings.database_max_connections,
+        settings.effective_database_url().expose_secret(),
+        settings.database.max_connections,
     )
     .await
     .context("connecting to the database (INTAKE_DATABASE_URL)")?;
     db.migrate().await.context("applying database migrations")?;
     Ok(db)
+}
+
+/// The object store: the external S3 of the settings, or the embedded endpoint
+/// (started here, with keys from the data dir unless set).
+async fn connect_store(
+    settings: &Settings,
+    secrets: &Secrets,
+) -> anyhow::Result<(Option<EmbeddedS3>, Arc<dyn ObjectStore>)> {
+    let s3 = &settings.s3;
+    let secret_of = |s: &Option<SecretString>| s.as_ref().map(|s| s.expose_secret().to_string());
+    let (embedded, endpoint, access_key, secret_key) = match &s3.endpoint {
+        Some(endpoint) => (
+            None,
+            endpoint.clone(),
+            s3.access_key_id.clone().unwrap_or_default(),
+            secret_of(&s3.secret_access_key).unwrap_or_default(),
+        ),
+        None => {
+            let access = s3
+                .access_key_id
+                .clone()
+                .unwrap_or(secrets.s3_access_key_id.clone());
+            let secret =
+                secret_of(&s3.secret_access_key).unwrap_or(secrets.s3_secret_access_key.clone());
+            let root = settings.server.data_dir.join("s3");
+            std::fs::create_dir_all(&root)?;
+            let server = EmbeddedS3::start(root.clone(), s3.embedded_addr, &access, &secret)
+                .await
+                .with_context(|| {
+                    format!(
+                        "starting the embedded S3 endpoint on {} (INTAKE_S3_EMBEDDED_ADDR)",
+                        s3.embedded_addr
+                    )
+                })?;
+            let endpoint = server.endpoint();
+            tracing::info!(%endpoint, "embedded S3 endpoint serving {}", root.display());
+            (Some(server), endpoint, access, secret)
+        }
+    };
+    let store = S3Store::connect(&S3Config {
+        endpoint: Some(endpoint),
+        region: s3.region.clone(),
+        bucket: s3.bucket.clone(),
+        access_key_id: access_key,
+        secret_access_key: secret_key,
+        force_path_style: s3.force_path_style,
+        public_url: s3.public_s3_url.clone(),
+    })
+    .await
+    .context("connecting to the object store")?;
+    Ok((embedded, Arc::new(store)))
+}
+
+/// clamd, when configured; a clamd that does not answer yet is not fatal (jobs
+/// wait and retry until it does).
+async fn connect_scanner(settings: &Settings) -> anyhow::Result<Option<Arc<dyn Scanner>>> {
+    let Some(addr) = &settings.scan.clamd_addr else {
+        tracing::warn!(
+            "no INTAKE_CLAMD_ADDR: uploads are NOT scanned for viruses (av-status \"skipped\")"
+        );
+        return Ok(None);
+    };
+    let scanner =
+        ClamdScanner::from_addr(addr).map_err(|e| anyhow::anyhow!("INTAKE_CLAMD_ADDR: {e}"))?;
+    if let Err(e) = scanner.ping().await {
+        tracing::warn!(error = %e, "clamd does not answer yet");
+    }
+    Ok(Some(Arc::new(scanner)))
 }
 
 /// A built, bound application, ready to run.
@@ -117,93 +189,48 @@ impl Application {
     /// Builds every part and binds the HTTP listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let db = connect_database(&settings).await?;
-        let secrets = load_or_create_secrets(&settings.data_dir)?;
-
-        let (embedded_s3, endpoint, access_key, secret_key) = match &settings.s3_endpoint {
-            Some(endpoint) => (
-                None,
-                endpoint.clone(),
-                settings.s3_access_key_id.clone().unwrap_or_default(),
-                settings.s3_secret_access_key.clone().unwrap_or_default(),
-            ),
-            None => {
-                let access = settings
-                    .s3_access_key_id
-                    .clone()
-                    .unwrap_or(secrets.s3_access_key_id.clone());
-                let secret = settings
-                    .s3_secret_access_key
-                    .clone()
-                    .unwrap_or(secrets.s3_secret_access_key.clone());
-                let root = settings.data_dir.join("s3");
-                std::fs::create_dir_all(&root)?;
-                let s3 = EmbeddedS3::start(root, settings.s3_embedded_addr, &access, &secret)
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "starting the embedded S3 endpoint on {} (INTAKE_S3_EMBEDDED_ADDR)",
-                            settings.s3_embedded_addr
-                        )
-                    })?;
-                let endpoint = s3.endpoint();
-                tracing::info!(%endpoint, "embedded S3 endpoint serving {}", settings.data_dir.join("s3").display());
-                (Some(s3), endpoint, access, secret)
-            }
+        let secrets = load_or_create_secrets(&settings.server.data_dir)?;
+        let (embedded_s3, store) = connect_store(&settings, &secrets).await?;
+        let jwt_secret = match &settings.auth.jwt_secret {
+            Some(s) => s.expose_secret().to_string(),
+            None => secrets.jwt_secret.clone(),
         };
-        let store = S3Store::connect(&S3Config {
-            endpoint: Some(endpoint),
-            region: settings.s3_region.clone(),
-            bucket: settings.s3_bucket.clone(),
-            access_key_id: access_key,
-            secret_access_key: secret_key,
-            force_path_style: settings.s3_force_path_style,
-            public_url: settings.public_s3_url.clone(),
-        })
-        .await
-        .context("connecting to the object store")?;
-
-        let jwt_secret = settings.jwt_secret.clone().unwrap_or(secrets.jwt_secret);
         let jwt = JwtKeys::new(
             jwt_secret.as_bytes(),
-            settings.access_token_ttl_secs,
-            settings.refresh_token_ttl_secs,
+            settings.auth.access_token_ttl_secs,
+            settings.auth.refresh_token_ttl_secs,
         );
-        let scanner: Option<Arc<dyn Scanner>> = match &settings.clamd_addr {
-            Some(addr) => {
-                let scanner = ClamdScanner::from_addr(addr)
-                    .map_err(|e| anyhow::anyhow!("INTAKE_CLAMD_ADDR: {e}"))?;
-                if let Err(e) = scanner.ping().await {
-                    // Not fatal: jobs wait and retry until clamd answers.
-                    tracing::warn!(error = %e, "clamd does not answer yet");
-                }
-                Some(Arc::new(scanner))
-            }
-            None => {
-                tracing::warn!(
-                    "no INTAKE_CLAMD_ADDR: uploads are NOT scanned for viruses (av-status \"skipped\")"
-                );
-                None
-            }
-        };
-        let listener = TcpListener::bind(settings.http_addr)
+        let scanner = connect_scanner(&settings).await?;
+        let http_addr = settings.server.http_addr;
+        let listener = TcpListener::bind(http_addr)
             .await
-            .with_context(|| format!("binding {} (INTAKE_HTTP_ADDR)", settings.http_addr))?;
-        let store: Arc<dyn crate::store::ObjectStore> = Arc::new(store);
-        let pepper = match &settings.history_api_key_pepper {
-            Some(p) => p.as_bytes().to_vec(),
-            None => secrets.history_api_key_pepper.into_bytes(),
+            .with_context(|| format!("binding {http_addr} (INTAKE_HTTP_ADDR)"))?;
+        let pepper = match &settings.history.api_key_pepper {
+            Some(p) => p.expose_secret().as_bytes().to_vec(),
+            None => secrets.history_api_key_pepper.clone().into_bytes(),
         };
         let history = History::new(db.clone(), store.clone(), pepper, &settings);
+        let uploads = Uploads {
+            db: db.clone(),
+            store: store.clone(),
+            scanner,
+            hub: Arc::new(Hub::default()),
+            workers: Arc::new(Notify::new()),
+            settings: Arc::new(FlowSettings {
+                uploads: settings.uploads.clone(),
+                archive: settings.archive.clone(),
+                jobs: settings.jobs.clone(),
+                tmp_dir: settings.server.data_dir.join("tmp"),
+            }),
+        };
         let state = AppState {
             settings: Arc::new(settings),
             db,
             store,
+            uploads,
             history: Arc::new(history),
             jwt: Arc::new(jwt),
-            scanner,
-            hub: Arc::new(Hub::default()),
             sockets: Arc::new(SocketLimiter::default()),
-            workers: Arc::new(Notify::new()),
         };
         Ok(Application {
             listener,
@@ -246,9 +273,10 @@ impl Application {
         let stop_workers = CancellationToken::new();
         let mut workers = Vec::new();
         // Pipeline workers serve uploads; a history-only process runs none.
-        if self.state.settings.run_workers && self.routes.serves_api() {
-            for _ in 0..self.state.settings.worker_concurrency {
-                let worker = Worker::new(self.state.clone());
+        let jobs = &self.state.settings.jobs;
+        if jobs.run_workers && self.routes.serves_api() {
+            for _ in 0..jobs.worker_concurrency {
+                let worker = Worker::new(self.state.uploads.clone());
                 workers.push(tokio::spawn(worker.run(stop_workers.clone())));
             }
         }

@@ -1,15 +1,10 @@
-//! Passwords (argon2), JWT access and refresh tokens, one-time WebSocket tickets,
-//! and the `AuthUser` extractor that authenticates REST calls.
+//! Passwords (argon2), JWT access and refresh tokens, one-time WebSocket tickets.
+//! The extractor that authenticates REST calls with them is at the HTTP edge
+//! (`crate::http::extractor`).
 
-use axum::extract::{FromRef, FromRequestParts};
-use axum::http::request::Parts;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-
-use crate::domain::User;
-use crate::error::ApiError;
-use crate::http::AppState;
 
 /// Hashes a password with argon2id and a random salt (PHC string).
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
@@ -116,39 +111,4 @@ pub fn new_ticket() -> String {
 /// Tickets are stored hashed: a leaked table grants no socket.
 pub fn ticket_hash(ticket: &str) -> String {
     hex::encode(Sha256::digest(ticket.as_bytes()))
-}
-
-/// An authenticated REST caller (`Authorization: JWT <access>` or `Bearer <access>`).
-pub struct AuthUser(pub User);
-
-impl<S> FromRequestParts<S> for AuthUser
-where
-    AppState: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(ApiError::NotAuthenticated)?;
-        let header = header.to_str().map_err(|_| ApiError::InvalidToken)?;
-        let token = header
-            .strip_prefix("JWT ")
-            .or_else(|| header.strip_prefix("Bearer "))
-            .ok_or(ApiError::NotAuthenticated)?
-            .trim();
-        let user_id = state
-            .jwt
-            .verify(token, TokenType::Access)
-            .ok_or(ApiError::InvalidToken)?;
-        let user = state
-            .db
-            .user_by_id(user_id)
-            .await?
-            .ok_or(ApiError::InvalidToken)?;
-        Ok(AuthUser(user))
-    }
 }

@@ -158,44 +158,142 @@ pub struct ClassField {
     pub created_at: String,
 }
 
-/// The life of an upload transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UploadState {
-    /// Created; files may be requested and uploaded.
-    Open,
-    /// A completed file is being processed.
-    Processing,
-    /// Processing finished with records created; the upload id is used.
-    Succeeded,
-    /// Processing failed for good; the upload id is used.
-    Failed,
+/// Declares a closed set of stored names: the enum, `as_str`, `parse`, `ALL`,
+/// `Display`, and `TryFrom<String>` (so database rows decode into it).
+macro_rules! stored_names {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            /// The stored (and wire) name.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+
+            /// Parses the stored name.
+            pub fn parse(s: &str) -> Option<$name> {
+                match s { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<$name, String> {
+                $name::parse(&s).ok_or_else(|| format!(concat!("unknown ", stringify!($name), " {:?}"), s))
+            }
+        }
+    };
+}
+
+stored_names! {
+    /// The life of an upload transaction.
+    pub enum UploadState {
+        /// Created; files may be requested and uploaded.
+        Open => "open",
+        /// A completed file is being processed.
+        Processing => "processing",
+        /// Processing finished with records created; the upload id is used.
+        Succeeded => "succeeded",
+        /// Processing failed for good; the upload id is used.
+        Failed => "failed",
+    }
 }
 
 impl UploadState {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UploadState::Open => "open",
-            UploadState::Processing => "processing",
-            UploadState::Succeeded => "succeeded",
-            UploadState::Failed => "failed",
-        }
-    }
-
-    /// Parses the stored name.
-    pub fn parse(s: &str) -> Option<UploadState> {
-        Some(match s {
-            "open" => UploadState::Open,
-            "processing" => UploadState::Processing,
-            "succeeded" => UploadState::Succeeded,
-            "failed" => UploadState::Failed,
-            _ => return None,
-        })
-    }
-
     /// The upload is finished and its id can no longer be used.
     pub fn is_finished(self) -> bool {
         matches!(self, UploadState::Succeeded | UploadState::Failed)
+    }
+}
+
+stored_names! {
+    /// The life of one uploaded file (one `presigned_url_ready`).
+    pub enum FileState {
+        /// URLs issued; the client is uploading.
+        Pending => "pending",
+        /// The object is verified and its processing job queued.
+        Completed => "completed",
+        /// Processed: its records exist.
+        Processed => "processed",
+        /// Refused or failed for good; no records.
+        Failed => "failed",
+    }
+}
+
+impl FileState {
+    /// No more work will be done on the file.
+    pub fn is_settled(self) -> bool {
+        matches!(self, FileState::Processed | FileState::Failed)
+    }
+}
+
+stored_names! {
+    /// A durable job's state.
+    pub enum JobState {
+        /// Waiting for `run_at`.
+        Queued => "queued",
+        /// Claimed by a worker that heartbeats it.
+        Running => "running",
+        /// Done.
+        Succeeded => "succeeded",
+        /// Failed for good.
+        Failed => "failed",
+    }
+}
+
+stored_names! {
+    /// What a job does.
+    pub enum JobKind {
+        /// Verify, scan, extract, save and create the records of one uploaded file.
+        ProcessUploadFile => "process_upload_file",
+    }
+}
+
+stored_names! {
+    /// The steps of the seed's processing, as `step_name` on the wire.
+    pub enum Step {
+        /// The file landed; processing is queued (also retries and final failures
+        /// outside any other step).
+        UploadComplete => "upload_complete",
+        /// Antivirus on the archive as uploaded.
+        AntivirusScan => "antivirus_scan",
+        /// Opening the archive and extracting its files.
+        ExtractingFile => "extracting_file",
+        /// Scanning and saving each extracted file.
+        SavingFiles => "saving_files",
+        /// Creating one record per file.
+        CreatingRecords => "creating_records",
+    }
+}
+
+stored_names! {
+    /// The `av-status` of a monitoring update.
+    pub enum AvStatus {
+        /// No scanner is configured.
+        Skipped => "skipped",
+        /// A scan is running (or the archive was too big to scan whole).
+        Scanning => "scanning",
+        /// No threat found.
+        Clean => "clean",
+        /// A threat was found; the upload is quarantined.
+        Infected => "infected",
     }
 }
 

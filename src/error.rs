@@ -112,3 +112,22 @@ impl IntoResponse for ApiError {
 
 /// Result of a REST handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Turns a unique-constraint violation into the caller's error; any other database
+/// error stays a 500.
+pub trait OnUniqueViolation<T> {
+    /// `self`, with a unique violation replaced by `error()`.
+    fn on_unique_violation(self, error: impl FnOnce() -> ApiError) -> ApiResult<T>;
+}
+
+impl<T> OnUniqueViolation<T> for Result<T, sqlx::Error> {
+    fn on_unique_violation(self, error: impl FnOnce() -> ApiError) -> ApiResult<T> {
+        self.map_err(|e| {
+            if crate::db::is_unique_violation(&e) {
+                error()
+            } else {
+                e.into()
+            }
+        })
+    }
+}

@@ -149,7 +149,13 @@ impl Flow<'_> {
 
     /// Asks for presigned URLs until the server answers.
     async fn presign(&mut self) -> Result<Ready, ClientError> {
-        let temp = format!("temp_{}_{:08x}", crate::db::now_ms(), rand::random::<u32>());
+        let temp = format!(
+            "temp_{}_{:08x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis()),
+            rand::random::<u32>()
+        );
         let request = json!({
             "type": "request_presigned_url",
             "temp_upload_id": temp,

@@ -7,12 +7,26 @@ use sqlx::query::Query;
 use sqlx::{Any, AssertSqlSafe};
 
 use super::{Backend, Db, now_ms};
+use crate::domain::{JobKind, JobState};
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// What it does.
+    pub kind: JobKind,
+    /// One job per key, however often it is enqueued.
+    pub dedupe_key: String,
+    /// Its serialized payload.
+    pub payload: String,
+    /// Tries before it fails for good.
+    pub max_attempts: i64,
+}
 
 /// A claimed job.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Job {
     pub id: i64,
-    pub kind: String,
+    pub kind: JobKind,
     pub payload: String,
     /// Attempts so far, this one included.
     pub attempts: i64,
@@ -22,7 +36,7 @@ pub struct Job {
 /// A job's state as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobStatus {
-    pub state: String,
+    pub state: JobState,
     pub attempts: i64,
     pub last_error: Option<String>,
 }

@@ -11,6 +11,7 @@ pub mod classes;
 pub mod history;
 pub mod jobs;
 pub mod messages;
+pub mod progress;
 pub mod records;
 pub mod uploads;
 pub mod users;
@@ -23,7 +24,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
 use sqlx::{Any, AnyPool, Decode, Executor, Type};
 
-use crate::domain::{AccountType, FieldType, UploadState};
+use crate::domain::{AccountType, AvStatus, FieldType, FileState, JobKind, JobState, UploadState};
 
 /// Which database server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +221,10 @@ stored_by_name!(
     AccountType => "account type",
     FieldType => "field type",
     UploadState => "upload state",
+    FileState => "file state",
+    JobKind => "job kind",
+    JobState => "job state",
+    AvStatus => "av-status",
 );
 
 #[cfg(test)]

@@ -2,8 +2,9 @@
 
 use sqlx::AssertSqlSafe;
 
+use super::jobs::NewJob;
 use super::{Db, IntBool, now_ms};
-use crate::domain::UploadState;
+use crate::domain::{FileState, UploadState};
 
 /// An upload transaction.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -39,7 +40,7 @@ pub struct UploadFileRow {
     pub s3_upload_id: Option<String>,
     pub chunk_size: Option<i64>,
     pub total_parts: i64,
-    pub state: String,
+    pub state: FileState,
 }
 
 /// A new file session to record.
@@ -166,14 +167,13 @@ impl Db {
         &self,
         file_id: &str,
         upload_id: &str,
-        job_payload: &str,
-        max_attempts: i64,
+        job: &NewJob,
         first_message: &str,
     ) -> Result<bool, sqlx::Error> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
         let changed = sqlx::query(
-            "UPDATE upload_files SET state = 'completed', completed_at = $1
+            "UPDATE upload_files SET state = 'completed', completed_at = $1, monitor_attempt = 1
              WHERE id = $2 AND state = 'pending'",
         )
         .bind(now)
@@ -191,12 +191,13 @@ impl Db {
             .await?;
         sqlx::query(
             "INSERT INTO jobs (kind, dedupe_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
-             VALUES ('process_upload_file', $1, $2, 'queued', 0, $3, $4, $4, $4)
+             VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5)
              ON CONFLICT (dedupe_key) DO NOTHING",
         )
-        .bind(format!("process_upload_file:{file_id}"))
-        .bind(job_payload)
-        .bind(max_attempts)
+        .bind(job.kind.as_str())
+        .bind(&job.dedupe_key)
+        .bind(&job.payload)
+        .bind(job.max_attempts)
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -225,10 +226,10 @@ impl Db {
     pub async fn set_upload_file_state(
         &self,
         file_id: &str,
-        state: &str,
+        state: FileState,
     ) -> Result<(), sqlx::Error> {
         sqlx::query("UPDATE upload_files SET state = $1 WHERE id = $2")
-            .bind(state)
+            .bind(state.as_str())
             .bind(file_id)
             .execute(&self.pool)
             .await?;
@@ -250,10 +251,10 @@ impl Db {
         let mut unfinished = 0;
         let mut processed = 0;
         for (state, n) in counts {
-            match state.as_str() {
-                "pending" | "completed" => unfinished += n,
-                "processed" => processed += n,
-                _ => {}
+            match FileState::try_from(state).map_err(|e| sqlx::Error::Decode(e.into()))? {
+                FileState::Pending | FileState::Completed => unfinished += n,
+                FileState::Processed => processed += n,
+                FileState::Failed => {}
             }
         }
         if unfinished > 0 {

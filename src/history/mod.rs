@@ -77,15 +77,15 @@ impl History {
         pepper: Vec<u8>,
         settings: &Settings,
     ) -> History {
-        let cache_ttl = Duration::from_secs(settings.history_cache_ttl_secs);
+        let cache_ttl = Duration::from_secs(settings.history.cache_ttl_secs);
         History {
             db,
             store,
             pepper: pepper.into(),
             keys: TtlCache::new(cache_ttl),
             tenants: TtlCache::new(cache_ttl),
-            upload_url_ttl: Duration::from_secs(settings.history_upload_url_ttl_secs),
-            download_url_ttl: Duration::from_secs(settings.download_url_ttl_secs),
+            upload_url_ttl: Duration::from_secs(settings.history.upload_url_ttl_secs),
+            download_url_ttl: Duration::from_secs(settings.uploads.download_url_ttl_secs),
             cache_ttl,
         }
     }

@@ -6,10 +6,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::json::{Fields, JsonObject};
-use crate::auth::{self, AuthUser, TokenType};
+use crate::auth::{self, TokenType};
 use crate::error::{ApiError, ApiResult};
+use crate::http::extractor::{AuthUser, user_of_token};
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -57,15 +58,8 @@ async fn refresh_token(
     let mut fields = Fields::new(&body);
     let refresh = fields.string("refresh", true, 4096);
     fields.finish()?;
-    let user_id = state
-        .jwt
-        .verify(&refresh.unwrap_or_default(), TokenType::Refresh)
-        .ok_or(ApiError::InvalidToken)?;
-    let user = state
-        .db
-        .user_by_id(user_id)
-        .await?
-        .ok_or(ApiError::InvalidToken)?;
+    let refresh = refresh.unwrap_or_default();
+    let user = user_of_token(&state, &refresh, TokenType::Refresh).await?;
     Ok(Json(
         json!({ "access": state.jwt.issue(user.id, TokenType::Access)? }),
     ))
@@ -81,7 +75,7 @@ async fn ws_ticket(
         .create_ticket(
             &auth::ticket_hash(&ticket),
             user.id,
-            (state.settings.ws_ticket_ttl_secs * 1000) as i64,
+            (state.settings.auth.ws_ticket_ttl_secs * 1000) as i64,
         )
         .await?;
     Ok(Json(json!({ "uuid": ticket })))

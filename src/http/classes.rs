@@ -10,13 +10,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::json::{Fields, JsonObject};
-use super::pagination::{Page, absolute_url};
-use crate::auth::AuthUser;
+use super::pagination::Page;
 use crate::db::is_unique_violation;
-use crate::domain::{FieldType, ObjectClass};
-use crate::error::{ApiError, ApiResult};
+use crate::domain::{FieldType, ObjectClass, User};
+use crate::error::{ApiError, ApiResult, OnUniqueViolation};
+use crate::http::extractor::AuthUser;
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -36,6 +36,15 @@ pub fn path_id(raw: &str) -> ApiResult<i64> {
         .ok()
         .filter(|id| *id > 0)
         .ok_or(ApiError::NotFound)
+}
+
+/// The class at `raw`, for a caller who may configure it (404 before 403).
+async fn configurable_class(state: &AppState, user: &User, raw: &str) -> ApiResult<ObjectClass> {
+    let class = existing_class(state, raw).await?;
+    if !user.account_type.can_configure() {
+        return Err(ApiError::PermissionDenied);
+    }
+    Ok(class)
 }
 
 async fn existing_class(state: &AppState, raw: &str) -> ApiResult<ObjectClass> {
@@ -64,14 +73,14 @@ async fn create_class(
     }
     fields.finish()?;
     let (name, description) = (name.unwrap_or_default(), description.unwrap_or_default());
-    match state.db.create_class(&name, &description, user.id).await {
-        Ok(class) => Ok((StatusCode::CREATED, Json(class))),
-        Err(e) if is_unique_violation(&e) => Err(ApiError::field(
-            "name",
-            "object class with this name already exists.",
-        )),
-        Err(e) => Err(e.into()),
-    }
+    let class = state
+        .db
+        .create_class(&name, &description, user.id)
+        .await
+        .on_unique_violation(|| {
+            ApiError::field("name", "object class with this name already exists.")
+        })?;
+    Ok((StatusCode::CREATED, Json(class)))
 }
 
 async fn list_classes(
@@ -80,17 +89,9 @@ async fn list_classes(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let page = Page::from_query(
-        q.get("limit").map(String::as_str),
-        q.get("offset").map(String::as_str),
-    );
+    let page = Page::from_params(&q);
     let (classes, total) = state.db.list_classes(page.limit, page.offset).await?;
-    Ok(Json(page.envelope(
-        &absolute_url(&headers, "/api/object-classes/"),
-        "",
-        total,
-        classes,
-    )))
+    Ok(page.respond(&headers, "/api/object-classes/", "", total, classes))
 }
 
 async fn get_class(
@@ -107,10 +108,7 @@ async fn create_field(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let class = existing_class(&state, &id).await?;
-    if !user.account_type.can_configure() {
-        return Err(ApiError::PermissionDenied);
-    }
+    let class = configurable_class(&state, &user, &id).await?;
     let mut fields = Fields::new(&body);
     let label = fields.string("label", true, 100);
     let alias = fields.string("alias", true, 100);
@@ -138,31 +136,25 @@ async fn create_field(
     let Some(field_type) = field_type else {
         return Err(ApiError::field("type", "This field is required."));
     };
-    match state
+    let created = state
         .db
         .create_field(class.id, &label, &alias, field_type)
-        .await
+        .await;
+    if let Err(e) = &created
+        && is_unique_violation(e)
     {
-        Ok(field) => Ok((StatusCode::CREATED, Json(json!(field)))),
-        Err(e) if is_unique_violation(&e) => {
-            // Which constraint: look, rather than parse backend-specific messages.
-            let taken_alias = state
-                .db
-                .list_fields(class.id)
-                .await?
-                .iter()
-                .all(|f| f.label != label);
-            Err(if taken_alias {
-                ApiError::field("alias", "A field with this alias already exists.")
-            } else {
-                ApiError::field(
-                    "label",
-                    "A field with this label already exists in the object class.",
-                )
-            })
-        }
-        Err(e) => Err(e.into()),
+        // Which constraint: look, rather than parse backend-specific messages.
+        let fields = state.db.list_fields(class.id).await?;
+        return Err(if fields.iter().all(|f| f.label != label) {
+            ApiError::field("alias", "A field with this alias already exists.")
+        } else {
+            ApiError::field(
+                "label",
+                "A field with this label already exists in the object class.",
+            )
+        });
     }
+    Ok((StatusCode::CREATED, Json(json!(created?))))
 }
 
 async fn list_fields(
@@ -180,10 +172,7 @@ async fn grant(
     Path(id): Path<String>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let class = existing_class(&state, &id).await?;
-    if !user.account_type.can_configure() {
-        return Err(ApiError::PermissionDenied);
-    }
+    let class = configurable_class(&state, &user, &id).await?;
     let mut fields = Fields::new(&body);
     let grantee = fields.pk("user");
     fields.finish()?;

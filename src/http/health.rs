@@ -7,7 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::AppState;
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {

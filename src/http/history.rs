@@ -20,12 +20,12 @@ use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::AppState;
-use super::pagination::{Page, absolute_url};
+use super::pagination::Page;
 use crate::db::history::{EventFilter, EventRow};
 use crate::domain::iso_ms;
 use crate::error::ApiError;
 use crate::history::{DatabaseName, HistoryError, HistoryResult, Recorded, Tenant, events};
+use crate::state::AppState;
 
 /// The header carrying the service API key.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -237,10 +237,7 @@ async fn list_events(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> HistoryResult<Json<Value>> {
-    let page = Page::from_query(
-        q.get("limit").map(String::as_str),
-        q.get("offset").map(String::as_str),
-    );
+    let page = Page::from_params(&q);
     let text = |name: &str| q.get(name).filter(|s| !s.is_empty()).cloned();
     let filter = EventFilter {
         record_id: text("record_id"),
@@ -265,12 +262,13 @@ async fn list_events(
         }
     }
     let results = rows.iter().map(render_event).collect();
-    Ok(Json(page.envelope(
-        &absolute_url(&headers, "/api/history/events"),
+    Ok(page.respond(
+        &headers,
+        "/api/history/events",
         &extra.finish(),
         total,
         results,
-    )))
+    ))
 }
 
 /// `GET /api/history/events/{event_id}/file` → 200 `{file_id, download_url}`.

@@ -1,8 +1,10 @@
-//! The HTTP edge: shared state, one router merged from each module's `router()`,
-//! and JSON answers for unknown routes and wrong methods. `ui` is the upload page.
+//! The HTTP edge: one router merged from each module's `router()` (and the upload
+//! socket's, `crate::ws`), and JSON answers for unknown routes and wrong methods.
+//! `extractor` authenticates callers; `ui` is the upload page.
 
 pub mod auth;
 pub mod classes;
+pub mod extractor;
 pub mod health;
 pub mod history;
 pub mod json;
@@ -11,51 +13,12 @@ pub mod records;
 pub mod ui;
 pub mod uploads;
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::http::Method;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::JwtKeys;
-use crate::config::Settings;
-use crate::db::Db;
 use crate::error::ApiError;
-use crate::history::History;
-use crate::live::{Hub, SocketLimiter};
-use crate::scan::Scanner;
-use crate::store::ObjectStore;
-use tokio::sync::Notify;
-
-/// Everything a handler may need; cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    /// The settings in force.
-    pub settings: Arc<Settings>,
-    /// The metadata database.
-    pub db: Db,
-    /// The object store (embedded or external S3).
-    pub store: Arc<dyn ObjectStore>,
-    /// The Event History API service.
-    pub history: Arc<History>,
-    /// JWT keys.
-    pub jwt: Arc<JwtKeys>,
-    /// The antivirus scanner; `None` when no clamd is configured (scans skipped).
-    pub scanner: Option<Arc<dyn Scanner>>,
-    /// Wakes local upload sockets when an upload's log grows.
-    pub hub: Arc<Hub>,
-    /// Per-user cap on open upload sockets (per node).
-    pub sockets: Arc<SocketLimiter>,
-    /// Wakes local pipeline workers when a job is enqueued.
-    pub workers: Arc<Notify>,
-}
-
-impl AppState {
-    /// Tells local workers a job is waiting (other nodes find it by polling).
-    pub fn wake_workers(&self) {
-        self.workers.notify_waiters();
-    }
-}
+use crate::state::AppState;
 
 /// Which routes a process serves (`intake serve --only …`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

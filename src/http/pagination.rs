@@ -18,6 +18,14 @@ pub struct Page {
 }
 
 impl Page {
+    /// Reads `limit` and `offset` from a request's query parameters.
+    pub fn from_params(q: &std::collections::HashMap<String, String>) -> Page {
+        Page::from_query(
+            q.get("limit").map(String::as_str),
+            q.get("offset").map(String::as_str),
+        )
+    }
+
     /// Reads `limit` and `offset` from raw query values.
     pub fn from_query(limit: Option<&str>, offset: Option<&str>) -> Page {
         let limit = limit
@@ -54,6 +62,21 @@ impl Page {
             "previous": previous,
             "results": results,
         })
+    }
+}
+
+impl Page {
+    /// The page of `results` as the answer to a request for `path` (with the
+    /// filters in `extra`) whose headers are `headers`.
+    pub fn respond<T: Serialize>(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        extra: &str,
+        total: i64,
+        results: Vec<T>,
+    ) -> axum::Json<Value> {
+        axum::Json(self.envelope(&absolute_url(headers, path), extra, total, results))
     }
 }
 

@@ -11,14 +11,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
-use super::AppState;
 use super::classes::path_id;
 use super::json::{Fields, JsonObject, json_type_name};
-use super::pagination::{Page, absolute_url};
-use crate::auth::AuthUser;
+use super::pagination::Page;
 use crate::db::records::RecordRow;
 use crate::domain::{ClassField, FieldType, User, iso_ms};
 use crate::error::{ApiError, ApiResult};
+use crate::http::extractor::AuthUser;
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -72,7 +72,7 @@ pub async fn render_record(state: &AppState, row: &RecordRow) -> ApiResult<Value
     out.insert("owner".into(), json!(row.owner_id));
     out.insert("created_at".into(), json!(iso_ms(row.created_at)));
     out.insert("modified_at".into(), json!(iso_ms(row.modified_at)));
-    let ttl = Duration::from_secs(state.settings.download_url_ttl_secs);
+    let ttl = Duration::from_secs(state.settings.uploads.download_url_ttl_secs);
     for (alias, value) in &row.field_values {
         let mut value = value.clone();
         if let Some(doc) = value.as_object_mut()
@@ -163,10 +163,7 @@ async fn list_records(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<Value>> {
-    let page = Page::from_query(
-        q.get("limit").map(String::as_str),
-        q.get("offset").map(String::as_str),
-    );
+    let page = Page::from_params(&q);
     let class_id = match q.get("object_class").filter(|s| !s.is_empty()) {
         Some(raw) => Some(raw.parse::<i64>().map_err(|_| {
             ApiError::field(
@@ -200,12 +197,7 @@ async fn list_records(
     let extra = class_id
         .map(|c| format!("object_class={c}"))
         .unwrap_or_default();
-    Ok(Json(page.envelope(
-        &absolute_url(&headers, "/api/object-records/"),
-        &extra,
-        total,
-        results,
-    )))
+    Ok(page.respond(&headers, "/api/object-records/", &extra, total, results))
 }
 
 async fn get_record(

@@ -8,11 +8,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
-use super::AppState;
 use super::json::{Fields, JsonObject};
-use crate::auth::AuthUser;
 use crate::domain::FieldType;
 use crate::error::{ApiError, ApiResult};
+use crate::http::extractor::AuthUser;
+use crate::state::AppState;
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -75,7 +75,7 @@ async fn create_upload(
             user.id,
             class_id,
             field_id,
-            (state.settings.upload_ttl_secs * 1000) as i64,
+            (state.settings.uploads.upload_ttl_secs * 1000) as i64,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(json!({ "upload_id": upload_id }))))

@@ -6,6 +6,7 @@
 pub mod session;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -18,9 +19,9 @@ use crate::auth::ticket_hash;
 use crate::db::now_ms;
 use crate::db::uploads::UploadRow;
 use crate::domain::User;
-use crate::http::AppState;
 use crate::live::SocketSlot;
 use crate::protocol::WsError;
+use crate::state::AppState;
 
 /// Largest accepted client message (close 1009 beyond it).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -78,7 +79,7 @@ async fn handshake(
     }
     let Some(slot) = state
         .sockets
-        .acquire(user.id, state.settings.max_sockets_per_user)
+        .acquire(user.id, state.settings.socket.max_sockets_per_user)
     else {
         return Ok(Handshake::Refuse(WsError::TooManyConnections));
     };
@@ -86,7 +87,7 @@ async fn handshake(
 }
 
 fn origin_allowed(state: &AppState, headers: &HeaderMap) -> bool {
-    let allowed = &state.settings.allowed_origins;
+    let allowed = &state.settings.socket.allowed_origins;
     match headers.get(axum::http::header::ORIGIN) {
         // Non-browser clients send no Origin; cross-site WebSocket hijacking is a
         // browser attack, and browsers always send it.
@@ -134,7 +135,8 @@ async fn entry(
         Handshake::Accept { user, upload, slot } => ws.on_upgrade(move |socket| async move {
             tracing::info!(upload_id = %upload.id, user_id = user.id, "upload socket connected");
             let (sink, stream) = futures::StreamExt::split(socket);
-            session::Session::new(state, user, upload)
+            let idle = Duration::from_secs(state.settings.socket.idle_timeout_secs.max(1));
+            session::Session::new(state.uploads.clone(), upload, idle)
                 .run(sink, stream)
                 .await;
             drop(slot);

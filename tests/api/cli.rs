@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use intake::client::{self, ClientError, Credentials, Progress, StepUpdate, UploadOptions};
 use intake::domain::AccountType;
-use intake::testkit;
+use intake_archive::testkit;
 use secrecy::SecretString;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
@@ -184,8 +184,8 @@ impl Proxy {
 #[tokio::test]
 async fn multipart_upload_survives_a_dropped_socket() {
     let app = TestApp::spawn_with(|s| {
-        s.multipart_threshold_bytes = 5 * 1024 * 1024;
-        s.multipart_chunk_bytes = Some(5 * 1024 * 1024);
+        s.uploads.multipart_threshold_bytes = 5 * 1024 * 1024;
+        s.uploads.multipart_chunk_bytes = Some(5 * 1024 * 1024);
     })
     .await;
     let (email, class, field) = setup(&app).await;

@@ -10,7 +10,7 @@ pub mod socket;
 use intake::app::Application;
 use intake::config::Settings;
 use intake::domain::AccountType;
-use intake::http::AppState;
+use intake::state::AppState;
 use intake::store::{S3Config, S3Store};
 use reqwest::{Client, Response};
 use serde_json::{Value, json};
@@ -47,16 +47,12 @@ pub async fn test_settings(dir: &std::path::Path) -> Settings {
         "postgres" => Some(fresh_postgres_database().await),
         _ => None,
     };
-    Settings {
-        data_dir: dir.to_path_buf(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        s3_embedded_addr: "127.0.0.1:0".parse().unwrap(),
-        database_url,
-        database_max_connections: 4,
-        s3_access_key_id: Some(S3_ACCESS_KEY.into()),
-        s3_secret_access_key: Some(S3_SECRET_KEY.into()),
-        ..Settings::default()
-    }
+    let mut settings = Settings::ephemeral(dir.to_path_buf());
+    settings.database.url = database_url.map(Into::into);
+    settings.database.max_connections = 4;
+    settings.s3.access_key_id = Some(S3_ACCESS_KEY.into());
+    settings.s3.secret_access_key = Some(S3_SECRET_KEY.into());
+    settings
 }
 
 /// A running application.
@@ -92,8 +88,8 @@ impl TestApp {
             .expect("tests use the embedded S3");
         let s3 = S3Store::new(&S3Config {
             endpoint: Some(s3_endpoint.clone()),
-            region: state.settings.s3_region.clone(),
-            bucket: state.settings.s3_bucket.clone(),
+            region: state.settings.s3.region.clone(),
+            bucket: state.settings.s3.bucket.clone(),
             access_key_id: S3_ACCESS_KEY.into(),
             secret_access_key: S3_SECRET_KEY.into(),
             force_path_style: true,

@@ -5,6 +5,7 @@
 use intake::app::Application;
 use intake::http::Routes;
 use reqwest::{Method, RequestBuilder, Response};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, assert_json, test_settings};
@@ -348,7 +349,7 @@ async fn upload_url_accepts_a_put_and_the_file_is_attached_to_an_event() {
     let url = url::Url::parse(upload_url).unwrap();
     assert_eq!(
         url.path(),
-        format!("/{}/alx_demo/{file_id}", app.state.settings.s3_bucket)
+        format!("/{}/alx_demo/{file_id}", app.state.settings.s3.bucket)
     );
     let query: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
     assert_eq!(query["X-Amz-Expires"], "900");
@@ -431,7 +432,7 @@ async fn upload_url_accepts_a_put_and_the_file_is_attached_to_an_event() {
 
 #[tokio::test]
 async fn upload_url_lifetime_comes_from_settings() {
-    let app = TestApp::spawn_with(|s| s.history_upload_url_ttl_secs = 120).await;
+    let app = TestApp::spawn_with(|s| s.history.upload_url_ttl_secs = 120).await;
     let key = api_key(&app).await;
     let client = tenant(&app, &key, "alx_demo").await;
     let body: Value = get_upload_url(&app, Some(&key), Some(&client))
@@ -1021,7 +1022,7 @@ async fn a_tenant_whose_database_is_missing_can_still_be_deleted() {
 #[tokio::test]
 async fn revoked_keys_stop_working_within_the_cache_ttl() {
     // Without a cache, at once.
-    let app = TestApp::spawn_with(|s| s.history_cache_ttl_secs = 0).await;
+    let app = TestApp::spawn_with(|s| s.history.cache_ttl_secs = 0).await;
     let key = app.state.history.create_api_key("to-revoke").await.unwrap();
     assert_detail(
         get_upload_url(&app, Some(&key), None).await,
@@ -1057,14 +1058,14 @@ async fn revoked_keys_stop_working_within_the_cache_ttl() {
 async fn admin_cli_creates_and_revokes_api_keys() {
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path()).await;
-    let database_url = settings.database_url.clone();
+    let database_url = settings.database.url.clone();
     let cli = |args: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
         cmd.args(args)
             .env("INTAKE_DATA_DIR", dir.path())
             .env("INTAKE_LOG", "error");
         if let Some(url) = &database_url {
-            cmd.env("INTAKE_DATABASE_URL", url);
+            cmd.env("INTAKE_DATABASE_URL", url.expose_secret());
         }
         let out = cmd.output().unwrap();
         assert!(

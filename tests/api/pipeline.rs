@@ -3,8 +3,8 @@
 //! dead workers and a clamd outage.
 
 use intake::domain::AccountType;
-use intake::pipeline::worker::Worker;
-use intake::testkit;
+use intake::uploads::worker::Worker;
+use intake_archive::testkit;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -210,8 +210,8 @@ async fn single_upload_makes_one_record_per_file() {
 #[tokio::test]
 async fn multipart_upload_with_directories_and_nested_archives() {
     let app = TestApp::spawn_with(|s| {
-        s.multipart_threshold_bytes = 5 * 1024 * 1024;
-        s.multipart_chunk_bytes = Some(5 * 1024 * 1024);
+        s.uploads.multipart_threshold_bytes = 5 * 1024 * 1024;
+        s.uploads.multipart_chunk_bytes = Some(5 * 1024 * 1024);
     })
     .await;
     let (_, token) = app.user(AccountType::ConfigAdmin).await;
@@ -322,17 +322,17 @@ async fn unsafe_archives_are_refused_with_nothing_created() {
     let limited: Vec<Case> = vec![
         (
             "ERR_ARCHIVE_TOO_MANY_ENTRIES",
-            |s| s.max_archive_entries = 10,
+            |s| s.archive.max_archive_entries = 10,
             testkit::zip_too_many_entries(11),
         ),
         (
             "ERR_ARCHIVE_TOO_LARGE",
-            |s| s.max_entry_bytes = 2 * 1024 * 1024,
+            |s| s.archive.max_entry_bytes = 2 * 1024 * 1024,
             testkit::zip_of(&[("big.bin", &big)]),
         ),
         (
             "ERR_ARCHIVE_TOO_LARGE",
-            |s| s.max_archive_bytes = 4 * 1024 * 1024,
+            |s| s.archive.max_archive_bytes = 4 * 1024 * 1024,
             testkit::zip_of(&[("a.bin", &big), ("b.bin", &big)]),
         ),
     ];
@@ -367,7 +367,7 @@ async fn infected_uploads_create_no_records_and_are_quarantined() {
     let Some(clamd) = clamd_addr().await else {
         return;
     };
-    let app = TestApp::spawn_with(|s| s.clamd_addr = Some(clamd)).await;
+    let app = TestApp::spawn_with(|s| s.scan.clamd_addr = Some(clamd)).await;
     let (_, token) = app.user(AccountType::ConfigAdmin).await;
     let (class, field) = app.class_with_document_field(&token).await;
 
@@ -427,9 +427,9 @@ async fn infected_uploads_create_no_records_and_are_quarantined() {
 #[tokio::test]
 async fn rescued_job_makes_exactly_n_records() {
     let app = TestApp::spawn_with(|s| {
-        s.run_workers = false;
-        s.job_stale_secs = 11;
-        s.job_heartbeat_secs = 5;
+        s.jobs.run_workers = false;
+        s.jobs.stale_secs = 11;
+        s.jobs.heartbeat_secs = 5;
     })
     .await;
     let names: Vec<String> = (0..7).map(|i| format!("f{i}.txt")).collect();
@@ -467,7 +467,7 @@ async fn rescued_job_makes_exactly_n_records() {
         .await
         .unwrap();
 
-    let worker = Worker::new(app.state.clone());
+    let worker = Worker::new(app.state.uploads.clone());
     assert!(
         !worker.run_once().await.unwrap(),
         "a running job is not claimable"
@@ -488,7 +488,8 @@ async fn rescued_job_makes_exactly_n_records() {
             .await
             .unwrap()
             .unwrap()
-            .state,
+            .state
+            .as_str(),
         "succeeded"
     );
 }
@@ -497,7 +498,7 @@ async fn rescued_job_makes_exactly_n_records() {
 /// state, then the live updates.
 #[tokio::test]
 async fn reconnect_replays_then_follows() {
-    let app = TestApp::spawn_with(|s| s.run_workers = false).await;
+    let app = TestApp::spawn_with(|s| s.jobs.run_workers = false).await;
     let (_, token) = app.user(AccountType::Internal).await;
     let (_, admin) = app.user(AccountType::ConfigAdmin).await;
     let (class, field) = app.class_with_document_field(&admin).await;
@@ -517,7 +518,12 @@ async fn reconnect_replays_then_follows() {
 
     let mut second = Socket::connect(&app, &token, &upload).await;
     assert_eq!(second.recv().await, queued, "the current state is replayed");
-    assert!(Worker::new(app.state.clone()).run_once().await.unwrap());
+    assert!(
+        Worker::new(app.state.uploads.clone())
+            .run_once()
+            .await
+            .unwrap()
+    );
     let msgs = second.until_final().await;
     assert_eq!(
         msgs.last().unwrap()["message"]["message"],
@@ -543,9 +549,9 @@ async fn clamd_outage_is_retried_until_it_returns() {
     let port = proxy.local_addr().unwrap().port();
     drop(proxy); // down: connections are refused
     let app = TestApp::spawn_with(|s| {
-        s.run_workers = false;
-        s.clamd_addr = Some(format!("tcp://127.0.0.1:{port}"));
-        s.job_retry_base_ms = 50;
+        s.jobs.run_workers = false;
+        s.scan.clamd_addr = Some(format!("tcp://127.0.0.1:{port}"));
+        s.jobs.retry_base_ms = 50;
     })
     .await;
     let Queued {
@@ -553,7 +559,7 @@ async fn clamd_outage_is_retried_until_it_returns() {
     } = queued(&app, &testkit::zip_of(&[("c.txt", b"c")])).await;
     let session = ready["upload_id"].as_str().unwrap().to_string();
 
-    let worker = Worker::new(app.state.clone());
+    let worker = Worker::new(app.state.uploads.clone());
     assert!(worker.run_once().await.unwrap());
     let retry = loop {
         let m = sock.recv().await;
@@ -569,7 +575,7 @@ async fn clamd_outage_is_retried_until_it_returns() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(status.state, "queued");
+    assert_eq!(status.state.as_str(), "queued");
     assert_eq!(
         app.state.db.count_upload_records(&session).await.unwrap(),
         0
@@ -612,7 +618,7 @@ async fn clamd_outage_is_retried_until_it_returns() {
 /// still ends as infected, not as a missing file.
 #[tokio::test]
 async fn retry_after_quarantine_stays_infected() {
-    let app = TestApp::spawn_with(|s| s.run_workers = false).await;
+    let app = TestApp::spawn_with(|s| s.jobs.run_workers = false).await;
     let Queued {
         mut sock,
         ready,
@@ -627,7 +633,12 @@ async fn retry_after_quarantine_stays_infected() {
         .await
         .unwrap();
     app.state.store.delete(key).await.unwrap();
-    assert!(Worker::new(app.state.clone()).run_once().await.unwrap());
+    assert!(
+        Worker::new(app.state.uploads.clone())
+            .run_once()
+            .await
+            .unwrap()
+    );
     let msgs = sock.until_final().await;
     let last = &msgs.last().unwrap()["message"];
     assert_eq!(last["error_code"], "ERR_INFECTED", "{msgs:#?}");

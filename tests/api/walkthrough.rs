@@ -2,6 +2,7 @@
 //! command, get a token, create a class with a document field, create an upload,
 //! get a ticket.
 
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
@@ -16,12 +17,13 @@ async fn readme_walkthrough() {
             .args(["admin", "create-user", "--email", "admin@example.com"])
             .args(["--password", "s3cret-pass"])
             .args(extra)
-            .env("INTAKE_DATA_DIR", &settings.data_dir)
+            .env("INTAKE_DATA_DIR", &settings.server.data_dir)
             .envs(
                 settings
-                    .database_url
+                    .database
+                    .url
                     .as_ref()
-                    .map(|u| ("INTAKE_DATABASE_URL", u.clone())),
+                    .map(|u| ("INTAKE_DATABASE_URL", u.expose_secret().to_string())),
             )
             .output()
             .unwrap()

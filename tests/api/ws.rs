@@ -47,7 +47,7 @@ async fn fixture() -> Fx {
 /// messages are tested in `pipeline.rs`).
 async fn fixture_with(tweak: impl FnOnce(&mut Settings)) -> Fx {
     let app = TestApp::spawn_with(|s| {
-        s.run_workers = false;
+        s.jobs.run_workers = false;
         tweak(s);
     })
     .await;
@@ -65,8 +65,8 @@ async fn fixture_with(tweak: impl FnOnce(&mut Settings)) -> Fx {
 
 /// Multipart from 5 MiB on, in 5 MiB chunks: S3's minimum, so tests stay small.
 fn small_multipart(s: &mut Settings) {
-    s.multipart_threshold_bytes = 5 * MIB;
-    s.multipart_chunk_bytes = Some(5 * MIB);
+    s.uploads.multipart_threshold_bytes = 5 * MIB;
+    s.uploads.multipart_chunk_bytes = Some(5 * MIB);
 }
 
 impl Fx {
@@ -122,7 +122,7 @@ impl Fx {
     async fn job_state(&self, session: &str) -> String {
         let key = format!("process_upload_file:{session}");
         let job = self.app.state.db.job_status(&key).await.unwrap();
-        job.expect("a job for the session").state
+        job.expect("a job for the session").state.to_string()
     }
 
     /// Requests a URL for `size` bytes and returns the `message` of the answer.
@@ -294,7 +294,7 @@ async fn err_invalid_uuid_for_bad_used_or_expired_upload_ids() {
 
 #[tokio::test]
 async fn err_invalid_uuid_for_upload_expired_by_configuration() {
-    let fx = fixture_with(|s| s.upload_ttl_secs = 0).await;
+    let fx = fixture_with(|s| s.uploads.upload_ttl_secs = 0).await;
     // Created with a lifetime of 0 s: expired once its creation millisecond is past.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let mut ws = fx.connect_to(&fx.upload).await;
@@ -587,7 +587,7 @@ async fn err_file_too_large_with_the_default_limit() {
 
 #[tokio::test]
 async fn err_file_too_large_with_a_configured_limit() {
-    let fx = fixture_with(|s| s.max_upload_gb = 1).await;
+    let fx = fixture_with(|s| s.uploads.max_upload_gb = 1).await;
     fx.rejects_field(
         "file_size",
         json!(1_000_000_001_i64),
@@ -1158,7 +1158,8 @@ async fn messages_over_64_kib_close_with_1009() {
 
 #[tokio::test]
 async fn origin_must_be_allowed() {
-    let fx = fixture_with(|s| s.allowed_origins = vec!["https://app.example.com".into()]).await;
+    let fx =
+        fixture_with(|s| s.socket.allowed_origins = vec!["https://app.example.com".into()]).await;
     let ticket = fx.app.ticket(&fx.token).await;
     let url = format!("{}?uuid={ticket}", socket_path(&fx.upload));
     for origin in [
@@ -1192,7 +1193,7 @@ async fn origin_must_be_allowed() {
 
 #[tokio::test]
 async fn sockets_per_user_are_capped() {
-    let fx = fixture_with(|s| s.max_sockets_per_user = 2).await;
+    let fx = fixture_with(|s| s.socket.max_sockets_per_user = 2).await;
     let first = fx.open().await;
     let _second = fx.open().await;
     let mut third = fx.connect_to(&fx.upload).await;
@@ -1326,7 +1327,7 @@ impl AsyncWrite for Deaf {
 
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let fx = fixture_with(|s| s.ws_idle_timeout_secs = 1).await;
+    let fx = fixture_with(|s| s.socket.idle_timeout_secs = 1).await;
     let ticket = fx.app.ticket(&fx.token).await;
     let url = format!(
         "{}{}?uuid={ticket}",
@@ -1379,7 +1380,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_client_answering_pings_stays_connected() {
-    let fx = fixture_with(|s| s.ws_idle_timeout_secs = 1).await;
+    let fx = fixture_with(|s| s.socket.idle_timeout_secs = 1).await;
     let mut ws = fx.open().await;
     // Three idle timeouts of silence from our side except for the automatic pongs.
     let until = tokio::time::Instant::now() + Duration::from_secs(3);

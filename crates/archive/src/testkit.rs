@@ -1,9 +1,10 @@
 //! Builders of ZIP archives for tests: well-formed ones and one crafted archive per
-//! refusal case of [`crate::pipeline::extract`].
+//! refusal case of [`SafeArchive`](crate::SafeArchive).
 //!
-//! This module is compiled into the library (not only under `cfg(test)`) so the
-//! integration tests, which upload these archives over the network, can use the same
-//! builders as the unit tests. Nothing in production code calls it.
+//! Compiled for this crate's unit tests and, behind the `testkit` cargo feature (off
+//! by default), for other crates' tests: the service's integration tests upload these
+//! archives over the network, with the same builders as the unit tests. No production
+//! build enables the feature.
 //!
 //! Where the `zip` writer cannot produce a hostile case (it has no encryption, bzip2 or
 //! overlapping entries with the features we enable, and may tidy unsafe names), the

@@ -1,0 +1,70 @@
+//! The Object Record upload flow of the seed page, one file per step:
+//! [`presign`] answers `request_presigned_url`, [`complete`] takes
+//! `upload_complete` / `complete_multipart_upload` and queues the job, the
+//! [`worker`] claims it and runs [`process`] (verify, scan, extract, save, records),
+//! and [`monitor`] reports every step to the upload's sockets. Failures of the
+//! pipeline are one table, [`failure::PipelineFailure`]; the job's payload is one
+//! type, [`job::JobPayload`].
+//!
+//! The socket edge (`crate::ws`) and the workers call in here with [`Uploads`], a
+//! bundle of narrow handles: the database, the object store, the scanner, the live
+//! hub and the settings of this flow. Nothing here knows about HTTP.
+
+pub mod complete;
+pub mod failure;
+pub mod job;
+pub mod monitor;
+pub mod presign;
+pub mod process;
+pub mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use crate::config::{ArchiveSettings, JobSettings, UploadSettings};
+use crate::db::Db;
+use crate::live::Hub;
+use crate::scan::Scanner;
+use crate::store::ObjectStore;
+
+/// How many times a job is tried before it fails for good.
+pub const MAX_ATTEMPTS: i64 = 8;
+
+/// The settings the upload flow reads.
+#[derive(Debug, Clone, Default)]
+pub struct FlowSettings {
+    /// What the socket accepts and how long URLs live.
+    pub uploads: UploadSettings,
+    /// Limits on an archive's contents.
+    pub archive: ArchiveSettings,
+    /// Workers and their queue.
+    pub jobs: JobSettings,
+    /// Scratch space for archives and entries in flight.
+    pub tmp_dir: PathBuf,
+}
+
+/// The handles of the upload flow; cheap to clone.
+#[derive(Clone)]
+pub struct Uploads {
+    /// The metadata database (uploads, files, jobs, the message log).
+    pub db: Db,
+    /// Where archives and extracted files live.
+    pub store: Arc<dyn ObjectStore>,
+    /// The antivirus scanner; `None` when no clamd is configured (scans skipped).
+    pub scanner: Option<Arc<dyn Scanner>>,
+    /// Wakes local upload sockets when an upload's log grows.
+    pub hub: Arc<Hub>,
+    /// Wakes local workers when a job is enqueued.
+    pub workers: Arc<Notify>,
+    /// The settings of this flow.
+    pub settings: Arc<FlowSettings>,
+}
+
+impl Uploads {
+    /// Tells local workers a job is waiting (other nodes find it by polling).
+    pub fn wake_workers(&self) {
+        self.workers.notify_waiters();
+    }
+}

@@ -1,0 +1,58 @@
+//! The body of a `process_upload_file` job, one file per step in the order the
+//! client sees them: [`verify`] fetches the archive as uploaded, [`scan`] runs the
+//! antivirus on it, [`extract`] opens it with every safety check, [`save`] extracts,
+//! scans and stores each file (`saving_files`), and [`records`] creates one record
+//! per file (`creating_records`). Every step is safe to run again: object keys are
+//! deterministic and records are unique per (file, entry).
+
+pub mod extract;
+pub mod records;
+pub mod save;
+pub mod scan;
+pub mod verify;
+
+use super::Uploads;
+use super::failure::PipelineFailure;
+use super::monitor::Monitor;
+use crate::db::uploads::UploadFileRow;
+use crate::domain::AvStatus;
+
+/// The prefix under which a file session's extracted files are stored.
+pub fn files_prefix(file: &UploadFileRow) -> String {
+    format!("uploads/{}/{}/files/", file.upload_id, file.id)
+}
+
+/// Runs the job for `file`. Returns the number of records the file produced.
+pub async fn run(
+    up: &Uploads,
+    file: &UploadFileRow,
+    monitor: &mut Monitor<'_>,
+) -> Result<u64, PipelineFailure> {
+    let target = records::Target::load(&up.db, file).await?;
+    let tmp_root = &up.settings.tmp_dir;
+    std::fs::create_dir_all(tmp_root).map_err(PipelineFailure::io)?;
+    let tmp = tempfile::TempDir::with_prefix_in("job-", tmp_root).map_err(PipelineFailure::io)?;
+    let archive_path = tmp.path().join("archive.zip");
+
+    monitor.monitoring(scan::STEP, scan::started(up)).await?;
+    verify::fetch(up, file, &archive_path).await?;
+    let av_status = scan::archive(up, file, &archive_path, monitor).await?;
+    let archive = extract::open(up, &archive_path, av_status, monitor).await?;
+    let total = archive.entries().len() as u64;
+    let saved = match save::all(up, file, archive, tmp.path(), monitor).await {
+        Ok(saved) => saved,
+        Err(e) => {
+            // Nothing of a refused archive stays in the store.
+            if !e.is_transient() {
+                let _ = up.store.delete_prefix(&files_prefix(file)).await;
+            }
+            return Err(e);
+        }
+    };
+    if up.scanner.is_some() {
+        // Every file passed its own scan.
+        monitor.set_av_status(AvStatus::Clean).await?;
+    }
+    records::create(&up.db, file, &target, &saved, monitor).await?;
+    Ok(total)
+}

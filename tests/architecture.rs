@@ -1,0 +1,124 @@
+//! The module layout of `docs/ARCHITECTURE.md`, checked on the source tree: no
+//! import cycle between top-level modules, and only the start-up (`app`, `main`)
+//! imports the HTTP edge.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Top-level module → the top-level modules it names as `crate::…`.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| Some(p.file_stem()?.to_str()?.to_string()))
+        .filter(|m| m != "lib" && m != "main")
+        .collect();
+    let mut graph = BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(&src).unwrap();
+            let first = rel
+                .components()
+                .next()
+                .unwrap()
+                .as_os_str()
+                .to_str()
+                .unwrap();
+            let top = first.trim_end_matches(".rs").to_string();
+            if !modules.contains(&top) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests may reach anywhere.
+            let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+            let deps: &mut BTreeSet<String> = graph.entry(top.clone()).or_default();
+            for line in code.lines() {
+                let line = line.split("//").next().unwrap();
+                for (i, _) in line.match_indices("crate::") {
+                    let rest = &line[i + 7..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect();
+                    let names: Vec<String> = if name.is_empty() && rest.starts_with('{') {
+                        rest[1..]
+                            .split(['}', ','])
+                            .map(|s| s.trim().split("::").next().unwrap().to_string())
+                            .collect()
+                    } else {
+                        vec![name]
+                    };
+                    for n in names {
+                        if n != top && modules.contains(&n) {
+                            deps.insert(n);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    graph
+}
+
+fn reaches(graph: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![from.to_string()];
+    while let Some(m) = todo.pop() {
+        for d in graph.get(&m).into_iter().flatten() {
+            if d == to {
+                return true;
+            }
+            if seen.insert(d.clone()) {
+                todo.push(d.clone());
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn no_cycle_between_top_level_modules() {
+    let graph = graph();
+    assert!(graph.contains_key("uploads") && graph.contains_key("http"));
+    let cyclic: Vec<&String> = graph.keys().filter(|m| reaches(&graph, m, m)).collect();
+    assert!(
+        cyclic.is_empty(),
+        "modules in an import cycle: {cyclic:?}\n{graph:#?}"
+    );
+}
+
+#[test]
+fn only_start_up_imports_the_http_edge() {
+    let graph = graph();
+    let importers: Vec<&String> = graph
+        .iter()
+        .filter(|(m, deps)| *m != "app" && deps.contains("http"))
+        .map(|(m, _)| m)
+        .collect();
+    assert!(importers.is_empty(), "{importers:?} import crate::http");
+}
+
+#[test]
+fn the_services_know_nothing_of_the_edges() {
+    let graph = graph();
+    for service in [
+        "uploads", "history", "db", "store", "scan", "live", "domain",
+    ] {
+        for edge in ["http", "ws", "state", "app"] {
+            assert!(
+                !reaches(&graph, service, edge),
+                "{service} reaches {edge}: {graph:#?}"
+            );
+        }
+    }
+}

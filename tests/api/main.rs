@@ -10,6 +10,7 @@ mod cli;
 mod faults;
 mod health;
 mod history;
+mod migrations;
 mod pipeline;
 mod records;
 mod uploads;

@@ -159,7 +159,8 @@ pub struct ClassField {
 }
 
 /// Declares a closed set of stored names: the enum, `as_str`, `parse`, `ALL`,
-/// `Display`, and `TryFrom<String>` (so database rows decode into it).
+/// `Display` and `Serialize` (as the name). Rows decode them by name too
+/// (`crate::db`'s `stored_by_name!`).
 macro_rules! stored_names {
     ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
         $(#[$meta])*
@@ -190,13 +191,6 @@ macro_rules! stored_names {
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.serialize_str(self.as_str())
-            }
-        }
-
-        impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(s: String) -> Result<$name, String> {
-                $name::parse(&s).ok_or_else(|| format!(concat!("unknown ", stringify!($name), " {:?}"), s))
             }
         }
     };

@@ -242,7 +242,7 @@ impl Db {
     /// succeeded when at least one file was processed, failed otherwise. Returns
     /// the state it settled in, if it did.
     pub async fn settle_upload(&self, upload_id: &str) -> Result<Option<UploadState>, sqlx::Error> {
-        let counts: Vec<(String, i64)> = sqlx::query_as(
+        let counts: Vec<(FileState, i64)> = sqlx::query_as(
             "SELECT state, COUNT(*) AS n FROM upload_files WHERE upload_id = $1 GROUP BY state",
         )
         .bind(upload_id)
@@ -251,7 +251,7 @@ impl Db {
         let mut unfinished = 0;
         let mut processed = 0;
         for (state, n) in counts {
-            match FileState::try_from(state).map_err(|e| sqlx::Error::Decode(e.into()))? {
+            match state {
                 FileState::Pending | FileState::Completed => unfinished += n,
                 FileState::Processed => processed += n,
                 FileState::Failed => {}

@@ -11,6 +11,7 @@ mod faults;
 mod health;
 mod history;
 mod pipeline;
+mod record_history;
 mod records;
 mod uploads;
 mod walkthrough;

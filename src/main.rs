@@ -77,6 +77,9 @@ struct UploadArgs {
     /// Print one JSON object on stdout and no progress.
     #[arg(long)]
     json: bool,
+    /// Do not run the server's archive validator on the file before sending it.
+    #[arg(long)]
+    no_check: bool,
 }
 
 #[derive(Subcommand)]
@@ -139,6 +142,7 @@ async fn upload(args: UploadArgs) -> ! {
     };
     let mut opts = UploadOptions::new(args.server, credentials, args.class, args.field, args.file);
     opts.parallel = args.parallel.into();
+    opts.check = !args.no_check;
     let progress: Arc<dyn Progress> = if args.json {
         Arc::new(client::Silent)
     } else if std::io::stderr().is_terminal() {
@@ -170,10 +174,20 @@ async fn upload(args: UploadArgs) -> ! {
             if args.json {
                 println!(
                     "{}",
-                    serde_json::json!({ "ok": false, "error_code": e.code(), "detail": e.detail() })
+                    serde_json::json!({
+                        "ok": false,
+                        "error_code": e.code(),
+                        "detail": e.detail(),
+                        "refused_before_upload": e.refused_before_upload(),
+                    })
                 );
             } else {
                 eprintln!("error: {}: {}", e.code(), e.detail());
+                if e.refused_before_upload() {
+                    eprintln!(
+                        "nothing was sent: the server's validator refuses this archive (--no-check sends it anyway)"
+                    );
+                }
             }
             std::process::exit(1)
         }

@@ -8,6 +8,7 @@
 //! with reconnects) and `progress` (what the user sees while it runs).
 
 pub mod api;
+pub mod check;
 pub mod progress;
 pub mod socket;
 pub mod transfer;
@@ -51,10 +52,13 @@ pub struct UploadOptions {
     pub parallel: usize,
     /// How many times a dropped socket is reconnected before giving up.
     pub max_reconnects: u32,
+    /// Run the server's archive validator on the file before sending anything
+    /// (`check::check_archive`); `--no-check` turns it off.
+    pub check: bool,
 }
 
 impl UploadOptions {
-    /// Options with the defaults: 4 parts at once, 10 reconnects.
+    /// Options with the defaults: 4 parts at once, 10 reconnects, checked first.
     pub fn new(
         server: url::Url,
         credentials: Credentials,
@@ -70,6 +74,7 @@ impl UploadOptions {
             file,
             parallel: 4,
             max_reconnects: 10,
+            check: true,
         }
     }
 }
@@ -110,6 +115,10 @@ pub enum ClientError {
     /// (code `ERR_HTTP_<status>` unless the body names one).
     #[error("{code}: {detail}")]
     Server { code: String, detail: String },
+    /// The local check refused the archive before anything was sent, with the code
+    /// and text the server's validator gives (`check::check_archive`).
+    #[error("{code}: {detail}")]
+    Refused { code: String, detail: String },
     /// The server or the object store could not be reached, or kept dropping the
     /// connection beyond the retry budget.
     #[error("ERR_CONNECTION: {0}")]
@@ -126,7 +135,7 @@ impl ClientError {
     /// The machine-readable code.
     pub fn code(&self) -> &str {
         match self {
-            ClientError::Server { code, .. } => code,
+            ClientError::Server { code, .. } | ClientError::Refused { code, .. } => code,
             ClientError::Connection(_) => "ERR_CONNECTION",
             ClientError::Protocol(_) => "ERR_PROTOCOL",
             ClientError::File(_) => "ERR_FILE",
@@ -136,9 +145,14 @@ impl ClientError {
     /// The human-readable text.
     pub fn detail(&self) -> &str {
         match self {
-            ClientError::Server { detail, .. } => detail,
+            ClientError::Server { detail, .. } | ClientError::Refused { detail, .. } => detail,
             ClientError::Connection(d) | ClientError::Protocol(d) | ClientError::File(d) => d,
         }
+    }
+
+    /// Whether nothing reached the server: the local check refused the archive.
+    pub fn refused_before_upload(&self) -> bool {
+        matches!(self, ClientError::Refused { .. })
     }
 
     /// A server-reported failure.

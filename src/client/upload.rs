@@ -1,5 +1,6 @@
 //! The whole upload, as `intake upload` runs it:
 //!
+//! 0. unless told not to, check the archive with the server's validator (`check`);
 //! 1. sign in and create the upload transaction (REST);
 //! 2. open the socket with a one-time ticket and ask for presigned URLs;
 //! 3. PUT the archive (parts in parallel), reading the socket meanwhile so that it
@@ -43,6 +44,9 @@ pub async fn upload(
 
 async fn run(opts: &UploadOptions, progress: &Arc<dyn Progress>) -> Result<Outcome, ClientError> {
     let (file_name, size) = inspect(&opts.file)?;
+    if opts.check {
+        super::check::check_archive(&opts.file).await?;
+    }
     let api = Api::sign_in(opts.server.clone(), opts.credentials.clone()).await?;
     let upload_id = api.create_upload(opts.class, opts.field).await?;
     tracing::debug!(%upload_id, "upload created");

@@ -7,6 +7,7 @@ mod helpers;
 mod auth;
 mod classes;
 mod cli;
+mod cli_check;
 mod faults;
 mod health;
 mod history;

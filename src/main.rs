@@ -80,6 +80,13 @@ struct UploadArgs {
     /// Do not run the server's archive validator on the file before sending it.
     #[arg(long)]
     no_check: bool,
+    /// Where resume state is kept (default: $XDG_STATE_HOME/intake, else
+    /// ~/.local/state/intake). A rerun of an interrupted command resumes from it.
+    #[arg(long, value_name = "DIR", env = "INTAKE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Forget the saved state of an interrupted upload of this file and start over.
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Subcommand)]
@@ -143,6 +150,17 @@ async fn upload(args: UploadArgs) -> ! {
     let mut opts = UploadOptions::new(args.server, credentials, args.class, args.field, args.file);
     opts.parallel = args.parallel.into();
     opts.check = !args.no_check;
+    opts.state_dir = args.state_dir.or_else(client::state::default_dir);
+    opts.fresh = args.fresh;
+    let state_file = opts.state_dir.as_ref().map(|dir| {
+        client::state::StateFile::new(
+            dir,
+            opts.server.as_str(),
+            opts.class,
+            opts.field,
+            &opts.file,
+        )
+    });
     let progress: Arc<dyn Progress> = if args.json {
         Arc::new(client::Silent)
     } else if std::io::stderr().is_terminal() {
@@ -150,13 +168,47 @@ async fn upload(args: UploadArgs) -> ! {
     } else {
         Arc::new(client::Plain)
     };
-    match client::upload(&opts, progress).await {
+    let result = tokio::select! {
+        r = client::upload(&opts, progress) => r,
+        _ = tokio::signal::ctrl_c() => {
+            let saved = state_file.as_ref().filter(|f| f.path().exists());
+            let hint = match saved {
+                Some(f) => format!(
+                    "Interrupted; the parts stored so far are kept. Run the same command again to resume \
+                     (state: {}), or add --fresh to start over.",
+                    f.path().display()
+                ),
+                None => "Interrupted before anything was stored; run the same command again.".into(),
+            };
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "ok": false,
+                        "error_code": "ERR_INTERRUPTED",
+                        "detail": hint,
+                        "state_file": saved.map(|f| f.path().display().to_string()),
+                    })
+                );
+            } else {
+                eprintln!("\n{hint}");
+            }
+            std::process::exit(130)
+        }
+    };
+    match result {
         Ok(done) => {
             if args.json {
                 let mut v = serde_json::to_value(&done).expect("serializable");
                 v["ok"] = true.into();
                 println!("{v}");
             } else {
+                if done.resumed {
+                    println!(
+                        "resumed upload {}: {} part(s) already stored, {} sent",
+                        done.upload_id, done.reused_parts, done.sent_parts
+                    );
+                }
                 println!(
                     "{} record{} created from {} (upload {}): {}",
                     done.record_count,

@@ -11,6 +11,7 @@ pub mod api;
 pub mod check;
 pub mod progress;
 pub mod socket;
+pub mod state;
 pub mod transfer;
 pub mod upload;
 
@@ -55,6 +56,11 @@ pub struct UploadOptions {
     /// Run the server's archive validator on the file before sending anything
     /// (`check::check_archive`); `--no-check` turns it off.
     pub check: bool,
+    /// Where resume state files live (`state::StateFile`); `None` keeps no state,
+    /// so a rerun starts over. The command uses `state::default_dir()`.
+    pub state_dir: Option<PathBuf>,
+    /// Forget any saved state of this upload and start a new one.
+    pub fresh: bool,
 }
 
 impl UploadOptions {
@@ -75,6 +81,8 @@ impl UploadOptions {
             parallel: 4,
             max_reconnects: 10,
             check: true,
+            state_dir: None,
+            fresh: false,
         }
     }
 }
@@ -104,6 +112,12 @@ pub struct Outcome {
     pub record_count: u64,
     /// Their ids, in archive order.
     pub records: Vec<i64>,
+    /// Whether this run went on with an upload an earlier process started.
+    pub resumed: bool,
+    /// Parts the store already held when this run started (not sent again).
+    pub reused_parts: u64,
+    /// Parts this run sent.
+    pub sent_parts: u64,
 }
 
 /// Why an upload failed. Each variant has a stable code for `--json` and exit
@@ -129,6 +143,13 @@ pub enum ClientError {
     /// The local file could not be read.
     #[error("ERR_FILE: {0}")]
     File(String),
+    /// The file is not the one an interrupted upload of the same command sent.
+    #[error("ERR_FILE_CHANGED: {0}")]
+    Changed(String),
+    /// The interrupted upload to resume is gone from the server (expired, or its
+    /// multipart upload aborted); its state was dropped, so a rerun starts over.
+    #[error("ERR_RESUME_GONE: {0}")]
+    ResumeGone(String),
 }
 
 impl ClientError {
@@ -139,6 +160,8 @@ impl ClientError {
             ClientError::Connection(_) => "ERR_CONNECTION",
             ClientError::Protocol(_) => "ERR_PROTOCOL",
             ClientError::File(_) => "ERR_FILE",
+            ClientError::Changed(_) => "ERR_FILE_CHANGED",
+            ClientError::ResumeGone(_) => "ERR_RESUME_GONE",
         }
     }
 
@@ -146,7 +169,26 @@ impl ClientError {
     pub fn detail(&self) -> &str {
         match self {
             ClientError::Server { detail, .. } | ClientError::Refused { detail, .. } => detail,
-            ClientError::Connection(d) | ClientError::Protocol(d) | ClientError::File(d) => d,
+            ClientError::Connection(d)
+            | ClientError::Protocol(d)
+            | ClientError::File(d)
+            | ClientError::Changed(d)
+            | ClientError::ResumeGone(d) => d,
+        }
+    }
+
+    /// Whether the upload is over for good, so its resume state is dropped: it
+    /// succeeded or was refused. Network and local failures keep the state, and a
+    /// rerun resumes.
+    pub fn ends_upload(&self) -> bool {
+        match self {
+            // A REST refusal (a wrong password, an expired token) says nothing
+            // about the upload.
+            ClientError::Server { code, .. } => {
+                !code.starts_with("ERR_HTTP_") && code != "token_not_valid"
+            }
+            ClientError::Refused { .. } | ClientError::ResumeGone(_) => true,
+            _ => false,
         }
     }
 

@@ -1,6 +1,9 @@
 //! `POST /api/object-records/uploads/` creates an upload transaction (its id is the
 //! `<upload_id>` of the upload WebSocket); `GET /api/object-records/uploads/{id}/`
-//! reports its state and the records it created.
+//! reports its state and the records it created;
+//! `GET /api/object-records/uploads/{id}/files/{file_id}/parts/` (an extension) tells
+//! a restarted client which parts of a file session are stored, with fresh URLs for
+//! the rest (`uploads::resume`).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,12 +16,43 @@ use crate::domain::FieldType;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extractor::AuthUser;
 use crate::state::AppState;
+use crate::uploads::resume::{self, FileParts, ResumeError};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/object-records/uploads/", post(create_upload))
         .route("/api/object-records/uploads/{id}/", get(get_upload))
+        .route(
+            "/api/object-records/uploads/{id}/files/{file_id}/parts/",
+            get(file_parts),
+        )
+}
+
+async fn file_parts(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, file_id)): Path<(String, String)>,
+) -> ApiResult<Json<FileParts>> {
+    let (Ok(id), Ok(file_id)) = (uuid::Uuid::parse_str(&id), uuid::Uuid::parse_str(&file_id))
+    else {
+        return Err(ApiError::NotFound);
+    };
+    match resume::file_parts(
+        &state.uploads,
+        user.id,
+        &id.to_string(),
+        &file_id.to_string(),
+    )
+    .await
+    {
+        Ok(parts) => Ok(Json(parts)),
+        Err(ResumeError::NotFound) => Err(ApiError::NotFound),
+        Err(e @ ResumeError::Gone) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e @ ResumeError::Unavailable(_)) => Err(ApiError::Internal(
+            anyhow::Error::new(e).context("listing stored parts"),
+        )),
+    }
 }
 
 async fn create_upload(

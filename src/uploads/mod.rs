@@ -16,6 +16,7 @@ pub mod job;
 pub mod monitor;
 pub mod presign;
 pub mod process;
+pub mod resume;
 pub mod worker;
 
 use std::path::PathBuf;

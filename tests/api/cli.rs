@@ -308,6 +308,11 @@ pub(crate) async fn run_cli(args: &[&str], email: &str) -> std::process::Output 
         .env_remove("INTAKE_TOKEN")
         .env_remove("INTAKE_CONFIG")
         .env("INTAKE_LOG", "warn")
+        // Resume state stays out of the real home directory.
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("intake-test-state"),
+        )
         .output()
         .await
         .unwrap()

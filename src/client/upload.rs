@@ -239,24 +239,35 @@ impl Flow<'_> {
                 Ok(()) => {}
                 // The upload is used: processing ended while we were away.
                 Err(ClientError::Server { code, .. }) if code == "ERR_INVALID_UUID" => {
-                    if let Some(done) = self.settled(&ready).await? {
-                        return Ok(done);
+                    match self.settled(&ready).await {
+                        Ok(Some(done)) => return Ok(done),
+                        Ok(None) => {
+                            return Err(ClientError::server(
+                                code,
+                                "the server no longer accepts this upload",
+                            ));
+                        }
+                        // The server went away again: ask once it is back.
+                        Err(ClientError::Connection(why)) => {
+                            self.lost(&why)?;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    return Err(ClientError::server(
-                        code,
-                        "the server no longer accepts this upload",
-                    ));
                 }
                 Err(e) => return Err(e),
             }
             self.complete(&ready).await;
             match self.watch(&ready).await? {
                 Watch::Done(outcome) => return Ok(outcome),
-                Watch::Lost => {
-                    if let Some(done) = self.settled(&ready).await? {
-                        return Ok(done);
-                    }
-                }
+                Watch::Lost => match self.settled(&ready).await {
+                    Ok(Some(done)) => return Ok(done),
+                    // Not settled, or the server cannot be reached (a node that
+                    // crashed): reconnect, with its retries and backoff.
+                    Ok(None) | Err(ClientError::Connection(_)) => {}
+                    Err(e) => return Err(e),
+                },
             }
         }
     }
@@ -549,10 +560,22 @@ impl Flow<'_> {
                 let message = format!("Done Extracted {n} files");
                 Ok(Some(self.outcome(ready, &status, message, None)))
             }
-            Some("failed") => Err(ClientError::server(
-                "ERR_PROCESSING_FAILED",
-                "Processing failed while the client was disconnected; the server log has the cause.",
-            )),
+            Some("failed") => {
+                // The server keeps each file's final failure (code and text).
+                let file = status["files"].as_array().into_iter().flatten().find(|f| {
+                    f["upload_id"] == ready.session.as_str() && f["error_code"].is_string()
+                });
+                match file {
+                    Some(f) => Err(ClientError::server(
+                        f["error_code"].as_str().unwrap_or_default(),
+                        f["error_message"].as_str().unwrap_or_default(),
+                    )),
+                    None => Err(ClientError::server(
+                        "ERR_PROCESSING_FAILED",
+                        "Processing failed while the client was disconnected; the server log has the cause.",
+                    )),
+                }
+            }
             _ => Ok(None),
         }
     }

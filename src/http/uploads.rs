@@ -16,6 +16,7 @@ use crate::domain::FieldType;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extractor::AuthUser;
 use crate::state::AppState;
+use crate::uploads::outcome;
 use crate::uploads::resume::{self, FileParts, ResumeError};
 
 /// The routes of this module.
@@ -127,13 +128,17 @@ async fn get_upload(
     .filter(|u| u.creator_id == user.id)
     .ok_or(ApiError::NotFound)?;
     let files = state.db.upload_files(&upload.id).await?;
+    let mut failures = Vec::with_capacity(files.len());
+    for f in &files {
+        failures.push(outcome::failure(&state.db, f).await?);
+    }
     let records = state.db.upload_record_ids(&upload.id).await?;
     Ok(Json(json!({
         "upload_id": upload.id,
         "state": upload.state.as_str(),
         "object_class": upload.object_class_id,
         "object_class_field": upload.class_field_id,
-        "files": files.iter().map(|f| json!({
+        "files": files.iter().zip(&failures).map(|(f, failure)| json!({
             "upload_id": f.id,
             "temp_upload_id": f.temp_upload_id,
             "file_name": f.file_name,
@@ -141,6 +146,8 @@ async fn get_upload(
             "s3_key": f.s3_key,
             "is_multipart": f.is_multipart,
             "state": f.state,
+            "error_code": failure.as_ref().map(|x| &x.error_code),
+            "error_message": failure.as_ref().map(|x| &x.message),
         })).collect::<Vec<_>>(),
         "record_count": records.len(),
         "records": records,

@@ -14,6 +14,7 @@ pub mod complete;
 pub mod failure;
 pub mod job;
 pub mod monitor;
+pub mod outcome;
 pub mod presign;
 pub mod process;
 pub mod resume;

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod check;
 pub mod progress;
+pub mod report;
 pub mod socket;
 pub mod state;
 pub mod transfer;

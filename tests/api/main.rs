@@ -8,6 +8,7 @@ mod auth;
 mod classes;
 mod cli;
 mod cli_check;
+mod cli_many;
 mod cli_outcome;
 mod cli_resume;
 mod faults;

@@ -426,3 +426,49 @@ async fn the_parts_endpoint_is_the_creators_only() {
         .await;
     assert_eq!(r.status(), 401);
 }
+
+/// A single-PUT session: a fresh URL until the object exists, then part 1 with
+/// its ETag; the session then completes as usual.
+#[tokio::test]
+async fn the_parts_endpoint_answers_a_single_put_session_from_the_store() {
+    use crate::helpers::socket::{Socket, put};
+    let app = TestApp::spawn().await;
+    let (email, class, field) = setup(&app).await;
+    let token = app.login(&email, PASSWORD).await;
+    let upload = app.create_upload(&token, class, field).await;
+    let zip = testkit::zip_of(&[("a.txt", b"a")]);
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    sock.send(&serde_json::json!({
+        "type": "request_presigned_url",
+        "temp_upload_id": "temp_1",
+        "file_name": "one.zip",
+        "file_size": zip.len(),
+        "file_type": "application/zip",
+        "object_class": class,
+        "class_field": field,
+    }))
+    .await;
+    let ready = sock.recv().await["message"].clone();
+    let session = ready["upload_id"].as_str().unwrap();
+    let path = format!("/api/object-records/uploads/{upload}/files/{session}/parts/");
+
+    let before: Value = app.get(&path, Some(&token)).await.json().await.unwrap();
+    assert_eq!(before["state"], "pending");
+    assert_eq!(before["is_multipart"], false);
+    assert_eq!(before["parts"], serde_json::json!([]));
+    let url = before["presigned_url"].as_str().expect("a fresh URL");
+    let r = put(&app, url, zip.clone(), Some("application/zip")).await;
+    assert_eq!(r.status(), 200);
+    let e_tag = r.headers()["etag"].to_str().unwrap().to_string();
+
+    let after: Value = app.get(&path, Some(&token)).await.json().await.unwrap();
+    assert_eq!(
+        after["parts"],
+        serde_json::json!([{ "part_number": 1, "e_tag": e_tag, "size": zip.len() }])
+    );
+    assert!(after["presigned_url"].is_null());
+    sock.send(&serde_json::json!({ "type": "upload_complete", "upload_id": session, "s3_key": ready["s3_key"] }))
+        .await;
+    let msgs = sock.until_final().await;
+    assert_eq!(msgs.last().unwrap()["message"]["status"], "success");
+}

@@ -251,6 +251,35 @@ async function main() {
     check(JSON.stringify(bigRows) === JSON.stringify(['scan.bin', 'readme.txt']), `multipart rows ${bigRows}`);
     log('multipart upload done');
 
+    // Not a ZIP: refused on the page before anything is sent.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    const notes = path.join(work, 'notes.txt');
+    fs.writeFileSync(notes, 'just text');
+    const fake = path.join(work, 'fake.zip');
+    fs.writeFileSync(fake, 'just text, named like an archive');
+    for (const [file, why] of [[notes, 'its name does not end in .zip'], [fake, 'its content does not start like one']]) {
+      await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(file);
+      await page.locator('#choose-error').filter({ hasText: why }).waitFor({ timeout: 10_000 });
+      check(await page.isDisabled('#start'), `no upload of ${path.basename(file)}`);
+    }
+    log('non-ZIP files refused before sending');
+
+    // A refused archive: one failed step, none left active, the error said once.
+    const evil = path.join(work, 'evil.zip');
+    fs.writeFileSync(evil, zip([['../evil.txt', Buffer.from('x')]]));
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(evil);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await page.locator('#failure').filter({ hasText: 'Upload failed: ERR_ARCHIVE_UNSAFE_PATH' }).waitFor({ timeout: 60_000 });
+    const failure = await page.textContent('#failure');
+    const detail = failure.replace('Upload failed: ERR_ARCHIVE_UNSAFE_PATH: ', '');
+    const shown = await page.evaluate(() => document.querySelector('#progress').innerText);
+    check(shown.split(detail).length - 1 === 1, `the error text once, got: ${shown}`);
+    check((await page.$$('.steps li.active')).length === 0, 'no step left active');
+    check((await page.getAttribute('#s-extracting_file', 'class')).includes('failed'), 'the failed step marked');
+    check((await page.getAttribute('#s-antivirus_scan', 'class') || '').includes('failed') === false, 'only one step failed');
+    log('refused archive shows a clean failed state');
+
     check(problems.length === 0, `no page errors: ${problems.join('; ')}`);
     console.log('e2e: 1 passed, 0 failed');
   } catch (e) {

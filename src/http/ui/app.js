@@ -143,10 +143,32 @@ async function loadFields() {
   updateStart();
 }
 
+let choosing = 0; // the latest choice; an older one's late check is ignored
+
 function chooseFile(file) {
-  chosenFile = file || null;
+  const choice = ++choosing;
+  chosenFile = null;
+  $('choose-error').textContent = '';
   $('file-name').textContent = file ? `${file.name} · ${size(file.size)}` : '';
   updateStart();
+  if (!file) return;
+  // Refused here, before a byte is sent: only ZIP archives become records.
+  const refuse = (why) => {
+    if (choice !== choosing) return;
+    $('choose-error').textContent = `“${file.name}” ${why} Choose a ZIP archive (.zip).`;
+    updateStart();
+  };
+  if (!/\.zip$/i.test(file.name)) { refuse('is not a ZIP archive (its name does not end in .zip).'); return; }
+  file.slice(0, 4).arrayBuffer().then((head) => {
+    const b = new Uint8Array(head);
+    // A ZIP starts with a local header (PK\x03\x04), or is empty (PK\x05\x06).
+    const zip = b.length === 4 && b[0] === 0x50 && b[1] === 0x4b
+      && ((b[2] === 3 && b[3] === 4) || (b[2] === 5 && b[3] === 6));
+    if (choice !== choosing) return;
+    if (!zip) { refuse('is not a ZIP archive (its content does not start like one).'); return; }
+    chosenFile = file;
+    updateStart();
+  }, () => refuse('cannot be read.'));
 }
 
 function updateStart() {
@@ -180,6 +202,25 @@ function stepCount(step, count, total) {
 }
 
 function announce(text) { $('status').textContent = text; }
+
+/** A clean failed state: `step` (or, without one, the step in progress) is
+ *  marked failed and no other step stays active. */
+function failSteps(step) {
+  const active = STEP_ORDER.filter((s) => $(`s-${s}`).classList.contains('active'));
+  const failed = step && $(`s-${step}`) ? step : active[active.length - 1];
+  for (const s of active) if (s !== failed) stepState(s, 'stopped');
+  if (failed) stepState(failed, 'failed', 'failed');
+}
+
+/** `12.3 MiB/s · about 5 s left`, from the bytes sent since `started`. */
+function speed(sent, total, started) {
+  const secs = (performance.now() - started) / 1000;
+  if (secs < 0.5 || sent <= 0) return '';
+  const rate = sent / secs;
+  const left = Math.ceil((total - sent) / rate);
+  const eta = left >= 120 ? `${Math.round(left / 60)} min` : `${left} s`;
+  return ` · ${size(rate)}/s${sent < total ? ` · about ${eta} left` : ''}`;
+}
 
 function resetProgress() {
   for (const step of STEP_ORDER) {
@@ -215,7 +256,8 @@ function showUpdate(type, m) {
     const av = m['av-status'];
     if (av) stepState('antivirus_scan', av === 'skipped' ? 'skipped (no scanner configured)' : av, 'done');
   } else if (m.status === 'error') {
-    stepState(step, text, 'failed');
+    // The text goes once, below the steps (#failure); the steps only show where.
+    failSteps(step);
   } else {
     stepState(step, text, 'active');
     if (step === 'antivirus_scan' && m['av-status']) stepState(step, `${text} (${m['av-status']})`, 'active');
@@ -384,6 +426,9 @@ async function startUpload(event) {
           try {
             const st = await api('GET', `/api/object-records/uploads/${uploadId}/`);
             if (st.state === 'succeeded') { finish(resolve, { uploadId, message: `Done Extracted ${st.record_count} files` }); return; }
+            // Failed while we were away: the file's own code and text.
+            const f = (st.files || []).find((x) => x.upload_id === ready.session && x.error_code);
+            if (st.state === 'failed' && f) { failSteps(null); finish(reject, new ServerError(f.error_code, f.error_message)); return; }
           } catch { /* fall through */ }
         }
         finish(reject, err);
@@ -409,11 +454,12 @@ async function startUpload(event) {
         stepCount('upload', 0, file.size);
         announce(`Uploading ${file.name}…`);
         try {
+          const started = performance.now();
           await transfer(file, ready.pieces, stored, (n) => {
             stepCount('upload', n, file.size);
-            $('t-upload').textContent = `${size(n)} of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}`;
+            $('t-upload').textContent = `${size(n)} of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}${speed(n, file.size, started)}`;
           });
-        } catch (e) { finish(reject, e); return; }
+        } catch (e) { failSteps('upload'); finish(reject, e); return; }
         stepState('upload', `${size(file.size)} stored`, 'done');
         announce('Upload stored; waiting for processing…');
         const completion = ready.multipart
@@ -435,6 +481,7 @@ async function startUpload(event) {
   } catch (e) {
     if (sock) sock.close();
     const err = e instanceof ServerError ? e : new ServerError('ERR_CLIENT', String(e && e.message || e));
+    failSteps(null);
     $('failure').textContent = `Upload failed: ${err.code}: ${err.detail}`;
     announce('Upload failed.');
   } finally {

@@ -280,6 +280,31 @@ async function main() {
     check((await page.getAttribute('#s-antivirus_scan', 'class') || '').includes('failed') === false, 'only one step failed');
     log('refused archive shows a clean failed state');
 
+    // Cancel mid-upload (the network slowed down so that there is a "mid"): the
+    // PUTs stop, the server aborts the multipart upload, the session fails.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 512 * 1024,
+    });
+    const created = page.waitForResponse((r) => r.url().endsWith('/api/object-records/uploads/') && r.request().method() === 'POST');
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    const { upload_id: cancelledUpload } = await (await created).json();
+    await page.waitForFunction(() => document.querySelector('#p-upload').value > 0, null, { timeout: 30_000 });
+    await page.getByRole('button', { name: 'Cancel upload' }).click();
+    await page.locator('#failure').filter({ hasText: 'Upload cancelled' }).waitFor({ timeout: 30_000 });
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    const after = await rest(server.base, 'GET', `/api/object-records/uploads/${cancelledUpload}/`, access);
+    check(after.state === 'failed' && after.files.length === 1 && after.files[0].state === 'failed', `cancelled upload settled: ${JSON.stringify(after)}`);
+    const parts = await rest(server.base, 'GET', `/api/object-records/uploads/${cancelledUpload}/files/${after.files[0].upload_id}/parts/`, access);
+    check(parts.state === 'failed' && parts.parts.length === 0, `nothing to resume: ${JSON.stringify(parts)}`);
+    check((await page.$$('.steps li.active')).length === 0, 'no step left active after cancel');
+    check(await page.isHidden('#cancel'), 'no cancel button once cancelled');
+    log('cancelled mid-upload');
+
     check(problems.length === 0, `no page errors: ${problems.join('; ')}`);
     console.log('e2e: 1 passed, 0 failed');
   } catch (e) {

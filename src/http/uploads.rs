@@ -3,11 +3,12 @@
 //! reports its state and the records it created;
 //! `GET /api/object-records/uploads/{id}/files/{file_id}/parts/` (an extension) tells
 //! a restarted client which parts of a file session are stored, with fresh URLs for
-//! the rest (`uploads::resume`).
+//! the rest (`uploads::resume`), and
+//! `DELETE /api/object-records/uploads/{id}/files/{file_id}/` cancels a pending one.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -17,7 +18,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::extractor::AuthUser;
 use crate::state::AppState;
 use crate::uploads::outcome;
-use crate::uploads::resume::{self, FileParts, ResumeError};
+use crate::uploads::resume::{self, CancelError, FileParts, ResumeError};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
@@ -28,6 +29,36 @@ pub fn router() -> Router<AppState> {
             "/api/object-records/uploads/{id}/files/{file_id}/parts/",
             get(file_parts),
         )
+        .route(
+            "/api/object-records/uploads/{id}/files/{file_id}/",
+            delete(cancel_file),
+        )
+}
+
+async fn cancel_file(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, file_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let (Ok(id), Ok(file_id)) = (uuid::Uuid::parse_str(&id), uuid::Uuid::parse_str(&file_id))
+    else {
+        return Err(ApiError::NotFound);
+    };
+    match resume::cancel(
+        &state.uploads,
+        user.id,
+        &id.to_string(),
+        &file_id.to_string(),
+    )
+    .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(CancelError::NotFound) => Err(ApiError::NotFound),
+        Err(e @ CancelError::NotPending) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e @ CancelError::Unavailable(_)) => Err(ApiError::Internal(
+            anyhow::Error::new(e).context("cancelling a file session"),
+        )),
+    }
 }
 
 async fn file_parts(

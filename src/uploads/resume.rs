@@ -164,3 +164,73 @@ async fn multipart(
     }
     Ok(())
 }
+
+/// Why a session could not be cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelError {
+    /// No such upload of this user, or no such file session in it.
+    #[error("not found")]
+    NotFound,
+    /// The session was completed (or had failed) already; nothing to cancel.
+    #[error("The file is no longer being uploaded; it cannot be cancelled.")]
+    NotPending,
+    /// The database or the store failed.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for CancelError {
+    fn from(e: sqlx::Error) -> Self {
+        CancelError::Unavailable(e.to_string())
+    }
+}
+
+/// Cancels pending file session `file_id` of upload `upload_id` for its creator:
+/// the session fails (a guarded move from `pending`, so a completion that won the
+/// race is kept), its multipart upload is aborted so that the store keeps no
+/// part (a single PUT's object, if any, is deleted), and the upload settles when
+/// nothing else of it is pending or processing.
+pub async fn cancel(
+    up: &Uploads,
+    user_id: i64,
+    upload_id: &str,
+    file_id: &str,
+) -> Result<(), CancelError> {
+    let upload = up
+        .db
+        .upload_by_id(upload_id)
+        .await?
+        .filter(|u| u.creator_id == user_id)
+        .ok_or(CancelError::NotFound)?;
+    let file = up
+        .db
+        .upload_file_by_id(file_id)
+        .await?
+        .filter(|f| f.upload_id == upload.id)
+        .ok_or(CancelError::NotFound)?;
+    if file.state != FileState::Pending {
+        return Err(CancelError::NotPending);
+    }
+    up.db.fail_upload_file(&file.id).await?;
+    let now = up.db.upload_file_by_id(&file.id).await?;
+    if now.is_none_or(|f| f.state != FileState::Failed) {
+        return Err(CancelError::NotPending);
+    }
+    let stored = match &file.s3_upload_id {
+        Some(s3_upload_id) if file.is_multipart => {
+            match up.store.abort_multipart(&file.s3_key, s3_upload_id).await {
+                Err(e) if !e.is_not_found() => Err(e),
+                _ => Ok(()),
+            }
+        }
+        _ => up.store.delete(&file.s3_key).await,
+    };
+    if let Err(e) = stored {
+        // The session is failed either way; what is left expires with the bucket's
+        // lifecycle rules.
+        tracing::warn!(error = %e, key = %file.s3_key, "cancelled upload left data in the store");
+    }
+    up.db.settle_upload(&upload.id).await?;
+    tracing::info!(upload_id = %upload.id, session = %file.id, "file session cancelled");
+    Ok(())
+}

@@ -472,3 +472,73 @@ async fn the_parts_endpoint_answers_a_single_put_session_from_the_store() {
     let msgs = sock.until_final().await;
     assert_eq!(msgs.last().unwrap()["message"]["status"], "success");
 }
+
+/// Cancelling a pending multipart session aborts it in the store (no part left),
+/// fails the session and settles the upload; it is the creator's only, and only
+/// while pending.
+#[tokio::test]
+async fn cancelling_a_session_leaves_no_part_in_the_store() {
+    use crate::helpers::socket::{Socket, put};
+    let (app, _proxy) = app_behind_proxy().await;
+    let (email, class, field) = setup(&app).await;
+    let token = app.login(&email, PASSWORD).await;
+    let upload = app.create_upload(&token, class, field).await;
+    let size = 12 * MIB;
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    sock.send(&serde_json::json!({
+        "type": "request_presigned_url",
+        "temp_upload_id": "temp_1",
+        "file_name": "big.zip",
+        "file_size": size,
+        "file_type": "application/zip",
+        "object_class": class,
+        "class_field": field,
+    }))
+    .await;
+    let ready = sock.recv().await["message"].clone();
+    let session = ready["upload_id"].as_str().unwrap().to_string();
+    let key = ready["s3_key"].as_str().unwrap().to_string();
+    let s3_upload_id = ready["s3_upload_id"].as_str().unwrap().to_string();
+    // One part goes up (through the proxy its URL names).
+    let url = ready["part_urls"][0]["url"].as_str().unwrap();
+    let r = put(&app, url, vec![7u8; (5 * MIB) as usize], None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        app.s3.list_parts(&key, &s3_upload_id).await.unwrap().len(),
+        1
+    );
+
+    let path = format!("/api/object-records/uploads/{upload}/files/{session}/");
+    let (_, stranger) = app.user(intake::domain::AccountType::ConfigAdmin).await;
+    let delete = |who: String| {
+        let req = app
+            .client
+            .delete(format!("{}{path}", app.base))
+            .header("Authorization", format!("JWT {who}"));
+        async move { req.send().await.unwrap() }
+    };
+    assert_eq!(delete(stranger).await.status(), 404);
+    assert_eq!(delete(token.clone()).await.status(), 204);
+
+    assert!(
+        app.s3.list_parts(&key, &s3_upload_id).await.is_err(),
+        "the multipart upload is aborted: no parts"
+    );
+    let detail: Value = app
+        .get(
+            &format!("/api/object-records/uploads/{upload}/"),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["state"], "failed");
+    assert_eq!(detail["files"][0]["state"], "failed");
+    let again = delete(token.clone()).await;
+    assert_eq!(again.status(), 400);
+    assert_eq!(
+        again.json::<Value>().await.unwrap()["detail"],
+        "The file is no longer being uploaded; it cannot be cancelled."
+    );
+}

@@ -143,6 +143,7 @@ async function loadFields() {
   updateStart();
 }
 
+let cancelUpload = null; // set while the bytes of an upload are going up
 let choosing = 0; // the latest choice; an older one's late check is ignored
 
 function chooseFile(file) {
@@ -338,9 +339,15 @@ class UploadSocket {
 
 // ---- PUTs to the object store ----------------------------------------------------------
 
+/** PUTs in flight, so that Cancel can stop them. */
+const inflight = new Set();
+
 function put(url, blob, contentType, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    inflight.add(xhr);
+    xhr.onloadend = () => inflight.delete(xhr);
+    xhr.onabort = () => reject({ final: true, error: new ServerError('ERR_CANCELLED', 'The upload was cancelled.') });
     xhr.open('PUT', url);
     if (contentType) xhr.setRequestHeader('Content-Type', contentType);
     xhr.upload.onprogress = (e) => onProgress(e.loaded);
@@ -419,6 +426,7 @@ async function startUpload(event) {
       let ready = null;
       const stored = new Map();
       let finished = false;
+      let cancelling = false;
       const finish = (fn, v) => { if (!finished) { finished = true; fn(v); } };
       const fatal = async (err) => {
         // A used upload refuses the socket: processing ended while we were away.
@@ -438,6 +446,19 @@ async function startUpload(event) {
         if (msg.type === 'presigned_url_ready' && m.temp_upload_id === temp && !ready) {
           sock.settle();
           ready = { session: m.upload_id, s3Key: m.s3_key, multipart: m.is_multipart, pieces: piecesOf(m, file.size) };
+          // Until completion is sent, the session can be cancelled: the PUTs stop
+          // and the server aborts the multipart upload, so the store keeps no part.
+          cancelUpload = async () => {
+            cancelUpload = null;
+            cancelling = true;
+            $('cancel').hidden = true;
+            for (const xhr of inflight) xhr.abort();
+            try {
+              await api('DELETE', `/api/object-records/uploads/${uploadId}/files/${ready.session}/`);
+            } catch (e) { finish(reject, e); return; }
+            finish(reject, new ServerError('ERR_CANCELLED', 'The upload was cancelled; nothing of it was kept.'));
+          };
+          $('cancel').hidden = false;
           sendBytes();
           return;
         }
@@ -459,7 +480,14 @@ async function startUpload(event) {
             stepCount('upload', n, file.size);
             $('t-upload').textContent = `${size(n)} of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}${speed(n, file.size, started)}`;
           });
-        } catch (e) { failSteps('upload'); finish(reject, e); return; }
+        } catch (e) {
+          // Cancel settles the upload itself once the server has aborted it.
+          if (cancelling) return;
+          failSteps('upload'); finish(reject, e); return;
+        }
+        if (finished) return;
+        cancelUpload = null;
+        $('cancel').hidden = true;
         stepState('upload', `${size(file.size)} stored`, 'done');
         announce('Upload stored; waiting for processing…');
         const completion = ready.multipart
@@ -482,9 +510,16 @@ async function startUpload(event) {
     if (sock) sock.close();
     const err = e instanceof ServerError ? e : new ServerError('ERR_CLIENT', String(e && e.message || e));
     failSteps(null);
-    $('failure').textContent = `Upload failed: ${err.code}: ${err.detail}`;
-    announce('Upload failed.');
+    if (err.code === 'ERR_CANCELLED') {
+      $('failure').textContent = `Upload cancelled: ${err.detail}`;
+      announce('Upload cancelled.');
+    } else {
+      $('failure').textContent = `Upload failed: ${err.code}: ${err.detail}`;
+      announce('Upload failed.');
+    }
   } finally {
+    cancelUpload = null;
+    $('cancel').hidden = true;
     $('again').hidden = false;
     updateStart();
   }
@@ -540,6 +575,7 @@ function wire() {
   $('class').addEventListener('change', loadFields);
   $('field').addEventListener('change', updateStart);
   $('file').addEventListener('change', () => chooseFile($('file').files[0]));
+  $('cancel').addEventListener('click', () => { if (cancelUpload) cancelUpload(); });
   $('upload-form').addEventListener('submit', startUpload);
   $('again').addEventListener('click', () => {
     $('progress').hidden = true; $('results').hidden = true; $('again').hidden = true;

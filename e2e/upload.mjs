@@ -305,6 +305,43 @@ async function main() {
     check(await page.isHidden('#cancel'), 'no cancel button once cancelled');
     log('cancelled mid-upload');
 
+    // Reload mid-upload, choose the same file again: the same upload goes on and
+    // only the parts the store does not hold are sent.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    const posts = [];
+    const puts = [];
+    page.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().endsWith('/api/object-records/uploads/')) posts.push(r.url());
+      if (r.method() === 'PUT') puts.push(r.url());
+    });
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 512 * 1024,
+    });
+    const firstPart = page.waitForResponse((r) => r.request().method() === 'PUT' && r.status() === 200, { timeout: 60_000 });
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await firstPart;
+    await page.reload();
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await page.getByText(`Signed in as ${EMAIL}`).waitFor();
+    await page.getByLabel('Object class').selectOption({ label: 'Invoices' });
+    await page.locator('#field option', { hasText: 'Scan (scan)' }).waitFor({ state: 'attached' });
+    await page.getByLabel('Document field').selectOption({ label: 'Scan (scan)' });
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.locator('#file-name').filter({ hasText: 'resumes the interrupted upload' }).waitFor({ timeout: 10_000 });
+    const putsBefore = puts.length;
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    const resumedOutcome = await Promise.race([
+      page.getByRole('status').filter({ hasText: 'Done: 2 records created.' }).waitFor({ timeout: 120_000 }).then(() => 'ok'),
+      page.locator('#failure').filter({ hasText: 'Upload failed' }).waitFor({ timeout: 120_000 }).then(() => 'failed'),
+    ]);
+    if (resumedOutcome !== 'ok') throw new Error(await page.locator('#failure').textContent());
+    check(posts.length === 1, `one upload created across the reload, got ${posts.length}`);
+    check(puts.length - putsBefore === 1, `only the missing part sent after the reload, got ${puts.length - putsBefore}`);
+    check(await page.evaluate(() => localStorage.getItem('intake.resume')) === null, 'resume state cleared when done');
+    log('resumed after a reload');
+
     check(problems.length === 0, `no page errors: ${problems.join('; ')}`);
     console.log('e2e: 1 passed, 0 failed');
   } catch (e) {

@@ -168,6 +168,7 @@ function chooseFile(file) {
     if (choice !== choosing) return;
     if (!zip) { refuse('is not a ZIP archive (its content does not start like one).'); return; }
     chosenFile = file;
+    if (resumable(file)) $('file-name').textContent += ' · resumes the interrupted upload of this file';
     updateStart();
   }, () => refuse('cannot be read.'));
 }
@@ -402,6 +403,39 @@ function piecesOf(m, fileSize) {
   });
 }
 
+// ---- Resume after a reload ---------------------------------------------------------------
+// The file session of an upload in progress is kept in localStorage; after a reload
+// (or a crash) choosing the same file again (name, size, modification time) and the
+// same class and field goes on with that session: the server lists the parts the
+// store holds (GET …/files/{session}/parts/, fresh URLs for the rest) and only the
+// missing ones are sent. Browsers cannot reopen a file by themselves, so the person
+// chooses it again.
+
+const RESUME_KEY = 'intake.resume';
+
+function saveResume(state) { localStorage.setItem(RESUME_KEY, JSON.stringify(state)); }
+function forgetResume() { localStorage.removeItem(RESUME_KEY); }
+
+/** The saved session for `file`, if it is the one an interrupted upload sent. */
+function resumable(file, classId, fieldId) {
+  let s = null;
+  try { s = JSON.parse(localStorage.getItem(RESUME_KEY) || 'null'); } catch { return null; }
+  if (!s || s.name !== file.name || s.size !== file.size || s.lastModified !== file.lastModified) return null;
+  if (classId !== undefined && (s.classId !== classId || s.fieldId !== fieldId)) return null;
+  return s;
+}
+
+/** The pieces of a resumed session: stored parts have no URL (never sent again). */
+function resumedPieces(info, fileSize) {
+  if (!info.is_multipart) return [{ part: 1, url: info.presigned_url || '', offset: 0, len: fileSize, contentType: FILE_TYPE }];
+  const urls = new Map(info.part_urls.map(({ part, url }) => [part, url]));
+  return Array.from({ length: info.total_parts }, (_, i) => {
+    const part = i + 1;
+    const offset = i * info.chunk_size;
+    return { part, url: urls.get(part) || '', offset, len: Math.min(info.chunk_size, fileSize - offset), contentType: null };
+  });
+}
+
 // ---- The whole upload ------------------------------------------------------------------
 
 async function startUpload(event) {
@@ -420,7 +454,19 @@ async function startUpload(event) {
   announce(`Starting the upload of ${file.name}…`);
   let sock = null;
   try {
-    const { upload_id: uploadId } = await api('POST', '/api/object-records/uploads/', { object_class: classId, object_class_field: fieldId });
+    let uploadId = null;
+    let resumed = null;
+    const saved = resumable(file, classId, fieldId);
+    if (saved) {
+      try {
+        resumed = await api('GET', `/api/object-records/uploads/${saved.uploadId}/files/${saved.session}/parts/`);
+        uploadId = saved.uploadId;
+        announce(`Resuming the upload of ${file.name}: ${resumed.parts.length} part(s) already stored.`);
+      } catch { forgetResume(); resumed = null; }
+    }
+    if (!uploadId) {
+      ({ upload_id: uploadId } = await api('POST', '/api/object-records/uploads/', { object_class: classId, object_class_field: fieldId }));
+    }
     const outcome = await new Promise((resolve, reject) => {
       const temp = `temp_${Date.now()}_${Math.random().toString(36).slice(2, 11)}`;
       let ready = null;
@@ -430,7 +476,7 @@ async function startUpload(event) {
       const finish = (fn, v) => { if (!finished) { finished = true; fn(v); } };
       const fatal = async (err) => {
         // A used upload refuses the socket: processing ended while we were away.
-        if (err.code === 'ERR_INVALID_UUID' && ready && stored.size === ready.pieces.length) {
+        if (err.code === 'ERR_INVALID_UUID' && ready && (ready.sent || stored.size === ready.pieces.length)) {
           try {
             const st = await api('GET', `/api/object-records/uploads/${uploadId}/`);
             if (st.state === 'succeeded') { finish(resolve, { uploadId, message: `Done Extracted ${st.record_count} files` }); return; }
@@ -446,19 +492,8 @@ async function startUpload(event) {
         if (msg.type === 'presigned_url_ready' && m.temp_upload_id === temp && !ready) {
           sock.settle();
           ready = { session: m.upload_id, s3Key: m.s3_key, multipart: m.is_multipart, pieces: piecesOf(m, file.size) };
-          // Until completion is sent, the session can be cancelled: the PUTs stop
-          // and the server aborts the multipart upload, so the store keeps no part.
-          cancelUpload = async () => {
-            cancelUpload = null;
-            cancelling = true;
-            $('cancel').hidden = true;
-            for (const xhr of inflight) xhr.abort();
-            try {
-              await api('DELETE', `/api/object-records/uploads/${uploadId}/files/${ready.session}/`);
-            } catch (e) { finish(reject, e); return; }
-            finish(reject, new ServerError('ERR_CANCELLED', 'The upload was cancelled; nothing of it was kept.'));
-          };
-          $('cancel').hidden = false;
+          saveResume({ uploadId, session: m.upload_id, name: file.name, size: file.size, lastModified: file.lastModified, classId, fieldId });
+          armCancel();
           sendBytes();
           return;
         }
@@ -468,6 +503,22 @@ async function startUpload(event) {
         if (msg.type === 'monitoring_update' && m.status === 'success') finish(resolve, { uploadId, message: m.message });
         if (msg.type === 'monitoring_update' && m.status === 'error') finish(reject, new ServerError(m.error_code || 'ERR_PROCESSING_FAILED', m.message || 'Processing failed.'));
       }, fatal);
+
+      function armCancel() {
+        // Until completion is sent, the session can be cancelled: the PUTs stop
+        // and the server aborts the multipart upload, so the store keeps no part.
+        cancelUpload = async () => {
+          cancelUpload = null;
+          cancelling = true;
+          $('cancel').hidden = true;
+          for (const xhr of inflight) xhr.abort();
+          try {
+            await api('DELETE', `/api/object-records/uploads/${uploadId}/files/${ready.session}/`);
+          } catch (e) { finish(reject, e); return; }
+          finish(reject, new ServerError('ERR_CANCELLED', 'The upload was cancelled; nothing of it was kept.'));
+        };
+        $('cancel').hidden = false;
+      }
 
       async function sendBytes() {
         const parts = ready.pieces.length;
@@ -498,18 +549,32 @@ async function startUpload(event) {
         sock.request(completion);
       }
 
-      sock.open().then(() => sock.request({
-        type: 'request_presigned_url', temp_upload_id: temp, file_name: file.name, file_size: file.size,
-        file_type: FILE_TYPE, object_class: classId, class_field: fieldId,
-      }), (e) => finish(reject, e));
+      if (resumed) {
+        ready = { session: resumed.upload_id, s3Key: resumed.s3_key, multipart: resumed.is_multipart,
+          pieces: resumedPieces(resumed, file.size), sent: resumed.state !== 'pending' };
+        for (const p of resumed.parts) stored.set(p.part_number, p.e_tag);
+        sock.open().then(() => {
+          if (ready.sent) { stepState('upload', `${size(file.size)} stored`, 'done'); announce('Upload stored; waiting for processing…'); return; }
+          armCancel();
+          sendBytes();
+        }, fatal);
+      } else {
+        sock.open().then(() => sock.request({
+          type: 'request_presigned_url', temp_upload_id: temp, file_name: file.name, file_size: file.size,
+          file_type: FILE_TYPE, object_class: classId, class_field: fieldId,
+        }), (e) => finish(reject, e));
+      }
     });
     sock.close();
+    forgetResume();
     announce(`${outcome.message}. Loading the records…`);
     await showRecords(outcome, file, field);
   } catch (e) {
     if (sock) sock.close();
     const err = e instanceof ServerError ? e : new ServerError('ERR_CLIENT', String(e && e.message || e));
     failSteps(null);
+    // A network failure keeps the session for a resume; any other outcome is final.
+    if (err.code !== 'ERR_CONNECTION') forgetResume();
     if (err.code === 'ERR_CANCELLED') {
       $('failure').textContent = `Upload cancelled: ${err.detail}`;
       announce('Upload cancelled.');

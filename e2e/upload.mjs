@@ -4,7 +4,10 @@
 // would: signs in on the page, chooses the class and field, uploads a real ZIP,
 // waits for success, checks the records listed (and a download link's bytes), and
 // saves a screenshot. A second, larger archive goes up in parts (multipart, ETags
-// read through CORS).
+// read through CORS). Then, on that archive with the upload throttled in Chromium:
+// non-ZIP files refused before sending, a refused archive's clean failed state,
+// Cancel (the session aborted and failed), a reload mid-upload and the same file
+// chosen again (the same upload, only the missing part sent), and Pause/Resume.
 //
 // Environment: INTAKE_BIN (default ../target/debug/intake, or $CARGO_TARGET_DIR's),
 // CHROMIUM (default /usr/bin/chromium), SCREENSHOT (default ../docs/screenshot.png),
@@ -341,6 +344,31 @@ async function main() {
     check(puts.length - putsBefore === 1, `only the missing part sent after the reload, got ${puts.length - putsBefore}`);
     check(await page.evaluate(() => localStorage.getItem('intake.resume')) === null, 'resume state cleared when done');
     log('resumed after a reload');
+
+    // Pause stops the PUTs (none starts while paused); Resume finishes the same upload.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 512 * 1024,
+    });
+    const postsBefore = posts.length;
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await page.waitForFunction(() => document.querySelector('#p-upload').value > 0, null, { timeout: 30_000 });
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await page.getByRole('status').filter({ hasText: 'Paused:' }).waitFor({ timeout: 10_000 });
+    const putsPaused = puts.length;
+    await new Promise((r) => setTimeout(r, 1500));
+    check(puts.length === putsPaused, 'no PUT starts while paused');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await page.getByRole('button', { name: 'Resume' }).click();
+    const pausedOutcome = await Promise.race([
+      page.getByRole('status').filter({ hasText: 'Done: 2 records created.' }).waitFor({ timeout: 120_000 }).then(() => 'ok'),
+      page.locator('#failure').filter({ hasText: 'Upload failed' }).waitFor({ timeout: 120_000 }).then(() => 'failed'),
+    ]);
+    if (pausedOutcome !== 'ok') throw new Error(await page.locator('#failure').textContent());
+    check(posts.length - postsBefore === 1, 'the paused upload went on, no new one');
+    log('paused and resumed');
 
     check(problems.length === 0, `no page errors: ${problems.join('; ')}`);
     console.log('e2e: 1 passed, 0 failed');

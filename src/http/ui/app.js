@@ -144,6 +144,7 @@ async function loadFields() {
 }
 
 let cancelUpload = null; // set while the bytes of an upload are going up
+let pauseUpload = null;  // likewise: pauses, or resumes a paused upload
 let choosing = 0; // the latest choice; an older one's late check is ignored
 
 function chooseFile(file) {
@@ -369,13 +370,15 @@ function put(url, blob, contentType, onProgress) {
 }
 
 /** PUTs every piece not in `stored`, PARALLEL at once, with retries. */
-async function transfer(file, pieces, stored, onBytes) {
+async function transfer(file, pieces, stored, onBytes, halted = () => false) {
   const loaded = new Map();
   const report = () => onBytes([...loaded.values()].reduce((a, b) => a + b, 0));
   const queue = pieces.filter((p) => !stored.has(p.part));
   for (const p of pieces) if (stored.has(p.part)) loaded.set(p.part, p.len);
   async function worker() {
     while (queue.length) {
+      // Paused or cancelled: start no new PUT.
+      if (halted()) throw new ServerError('ERR_CANCELLED', 'The upload was stopped.');
       const p = queue.shift();
       for (let attempt = 1; ; attempt++) {
         try {
@@ -386,7 +389,7 @@ async function transfer(file, pieces, stored, onBytes) {
           break;
         } catch (e) {
           loaded.set(p.part, 0); report();
-          if (e.final || attempt >= PART_ATTEMPTS) throw e.error || e;
+          if (e.final || halted() || attempt >= PART_ATTEMPTS) throw e.error || e;
           await new Promise((r) => setTimeout(r, 500 * 2 ** (attempt - 1)));
         }
       }
@@ -473,6 +476,7 @@ async function startUpload(event) {
       const stored = new Map();
       let finished = false;
       let cancelling = false;
+      const pause = { paused: false, resume: null };
       const finish = (fn, v) => { if (!finished) { finished = true; fn(v); } };
       const fatal = async (err) => {
         // A used upload refuses the socket: processing ended while we were away.
@@ -509,8 +513,11 @@ async function startUpload(event) {
         // and the server aborts the multipart upload, so the store keeps no part.
         cancelUpload = async () => {
           cancelUpload = null;
+          pauseUpload = null;
           cancelling = true;
           $('cancel').hidden = true;
+          $('pause').hidden = true;
+          if (pause.resume) pause.resume();
           for (const xhr of inflight) xhr.abort();
           try {
             await api('DELETE', `/api/object-records/uploads/${uploadId}/files/${ready.session}/`);
@@ -518,6 +525,23 @@ async function startUpload(event) {
           finish(reject, new ServerError('ERR_CANCELLED', 'The upload was cancelled; nothing of it was kept.'));
         };
         $('cancel').hidden = false;
+        // Pause stops the PUTs in flight (their parts are sent again on resume);
+        // the parts stored stay stored.
+        pauseUpload = () => {
+          if (pause.paused) {
+            pause.paused = false;
+            $('pause').textContent = 'Pause';
+            const go = pause.resume;
+            pause.resume = null;
+            if (go) go();
+          } else {
+            pause.paused = true;
+            $('pause').textContent = 'Resume';
+            for (const xhr of inflight) xhr.abort();
+          }
+        };
+        $('pause').textContent = 'Pause';
+        $('pause').hidden = false;
       }
 
       async function sendBytes() {
@@ -525,20 +549,33 @@ async function startUpload(event) {
         stepState('upload', `0 of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}`, 'active');
         stepCount('upload', 0, file.size);
         announce(`Uploading ${file.name}…`);
-        try {
-          const started = performance.now();
-          await transfer(file, ready.pieces, stored, (n) => {
-            stepCount('upload', n, file.size);
-            $('t-upload').textContent = `${size(n)} of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}${speed(n, file.size, started)}`;
-          });
-        } catch (e) {
-          // Cancel settles the upload itself once the server has aborted it.
-          if (cancelling) return;
-          failSteps('upload'); finish(reject, e); return;
+        for (;;) {
+          try {
+            const started = performance.now();
+            const sentBefore = [...stored.keys()].reduce((a, n) => a + ready.pieces[n - 1].len, 0);
+            await transfer(file, ready.pieces, stored, (n) => {
+              stepCount('upload', n, file.size);
+              $('t-upload').textContent = `${size(n)} of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}${speed(n - sentBefore, file.size - sentBefore, started)}`;
+            }, () => pause.paused || cancelling);
+            break;
+          } catch (e) {
+            // Cancel settles the upload itself once the server has aborted it.
+            if (cancelling) return;
+            if (pause.paused) {
+              announce(`Paused: ${stored.size} of ${parts} part${parts === 1 ? '' : 's'} stored.`);
+              await new Promise((r) => { pause.resume = r; });
+              if (cancelling) return;
+              announce(`Uploading ${file.name}…`);
+              continue;
+            }
+            failSteps('upload'); finish(reject, e); return;
+          }
         }
         if (finished) return;
         cancelUpload = null;
+        pauseUpload = null;
         $('cancel').hidden = true;
+        $('pause').hidden = true;
         stepState('upload', `${size(file.size)} stored`, 'done');
         announce('Upload stored; waiting for processing…');
         const completion = ready.multipart
@@ -584,7 +621,9 @@ async function startUpload(event) {
     }
   } finally {
     cancelUpload = null;
+    pauseUpload = null;
     $('cancel').hidden = true;
+    $('pause').hidden = true;
     $('again').hidden = false;
     updateStart();
   }
@@ -641,6 +680,7 @@ function wire() {
   $('field').addEventListener('change', updateStart);
   $('file').addEventListener('change', () => chooseFile($('file').files[0]));
   $('cancel').addEventListener('click', () => { if (cancelUpload) cancelUpload(); });
+  $('pause').addEventListener('click', () => { if (pauseUpload) pauseUpload(); });
   $('upload-form').addEventListener('submit', startUpload);
   $('again').addEventListener('click', () => {
     $('progress').hidden = true; $('results').hidden = true; $('again').hidden = true;

@@ -7,7 +7,8 @@
 // read through CORS). Then, on that archive with the upload throttled in Chromium:
 // non-ZIP files refused before sending, a refused archive's clean failed state,
 // Cancel (the session aborted and failed), a reload mid-upload and the same file
-// chosen again (the same upload, only the missing part sent), and Pause/Resume.
+// chosen again (the same upload, only the missing part sent), Pause/Resume, and
+// several archives queued.
 //
 // Environment: INTAKE_BIN (default ../target/debug/intake, or $CARGO_TARGET_DIR's),
 // CHROMIUM (default /usr/bin/chromium), SCREENSHOT (default ../docs/screenshot.png),
@@ -369,6 +370,24 @@ async function main() {
     if (pausedOutcome !== 'ok') throw new Error(await page.locator('#failure').textContent());
     check(posts.length - postsBefore === 1, 'the paused upload went on, no new one');
     log('paused and resumed');
+
+    // Several archives at once: a queue, each its own upload, a total at the end;
+    // a choice with a non-ZIP file among them is refused whole.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    const letters = path.join(work, 'letters.zip');
+    fs.writeFileSync(letters, zip([['a.txt', Buffer.from('a')], ['b.txt', Buffer.from('b')]]));
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles([smallZip, notes]);
+    await page.locator('#choose-error').filter({ hasText: 'notes.txt' }).waitFor({ timeout: 10_000 });
+    check(await page.isDisabled('#start'), 'a choice with a non-ZIP file is refused');
+    const postsQueue = posts.length;
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles([smallZip, letters]);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await page.getByRole('status').filter({ hasText: 'Done: 2 of 2 archives uploaded, 5 records created.' }).waitFor({ timeout: 120_000 });
+    const queued = await page.$$eval('#queue li', (lis) => lis.map((li) => li.textContent));
+    check(JSON.stringify(queued) === JSON.stringify(['invoices-2025.zip: 3 records', 'letters.zip: 2 records']), `queue ${queued}`);
+    check(posts.length - postsQueue === 2, 'one upload per archive');
+    log('several archives queued');
 
     check(problems.length === 0, `no page errors: ${problems.join('; ')}`);
     console.log('e2e: 1 passed, 0 failed');

@@ -16,7 +16,7 @@ const session = {
   access: sessionStorage.getItem('intake.access'),
   refresh: sessionStorage.getItem('intake.refresh'),
 };
-let chosenFile = null;
+let chosenFiles = [];
 let fields = [];
 
 /** An error the server (or the object store) reported: code and text. */
@@ -147,35 +147,45 @@ let cancelUpload = null; // set while the bytes of an upload are going up
 let pauseUpload = null;  // likewise: pauses, or resumes a paused upload
 let choosing = 0; // the latest choice; an older one's late check is ignored
 
-function chooseFile(file) {
+/** Why `file` is not a ZIP archive, or null when it looks like one. */
+async function notZip(file) {
+  if (!/\.zip$/i.test(file.name)) return 'is not a ZIP archive (its name does not end in .zip).';
+  let head;
+  try { head = new Uint8Array(await file.slice(0, 4).arrayBuffer()); } catch { return 'cannot be read.'; }
+  // A ZIP starts with a local header (PK\x03\x04), or is empty (PK\x05\x06).
+  const zip = head.length === 4 && head[0] === 0x50 && head[1] === 0x4b
+    && ((head[2] === 3 && head[3] === 4) || (head[2] === 5 && head[3] === 6));
+  return zip ? null : 'is not a ZIP archive (its content does not start like one).';
+}
+
+/** Takes one file, several (a queue, uploaded one after another), or none. */
+function chooseFile(input) {
+  const files = input ? (input instanceof File ? [input] : [...input]) : [];
   const choice = ++choosing;
-  chosenFile = null;
+  chosenFiles = [];
   $('choose-error').textContent = '';
-  $('file-name').textContent = file ? `${file.name} · ${size(file.size)}` : '';
+  $('file-name').textContent = files.length === 1
+    ? `${files[0].name} · ${size(files[0].size)}`
+    : files.length > 1 ? `${files.length} archives · ${size(files.reduce((a, f) => a + f.size, 0))}` : '';
   updateStart();
-  if (!file) return;
+  if (!files.length) return;
   // Refused here, before a byte is sent: only ZIP archives become records.
-  const refuse = (why) => {
+  Promise.all(files.map(notZip)).then((whys) => {
     if (choice !== choosing) return;
-    $('choose-error').textContent = `“${file.name}” ${why} Choose a ZIP archive (.zip).`;
+    const bad = files.map((f, i) => [f, whys[i]]).filter(([, why]) => why);
+    if (bad.length) {
+      $('choose-error').textContent = bad.map(([f, why]) => `“${f.name}” ${why}`).join(' ') + ' Choose ZIP archives (.zip) only.';
+      updateStart();
+      return;
+    }
+    chosenFiles = files;
+    if (files.length === 1 && resumable(files[0])) $('file-name').textContent += ' · resumes the interrupted upload of this file';
     updateStart();
-  };
-  if (!/\.zip$/i.test(file.name)) { refuse('is not a ZIP archive (its name does not end in .zip).'); return; }
-  file.slice(0, 4).arrayBuffer().then((head) => {
-    const b = new Uint8Array(head);
-    // A ZIP starts with a local header (PK\x03\x04), or is empty (PK\x05\x06).
-    const zip = b.length === 4 && b[0] === 0x50 && b[1] === 0x4b
-      && ((b[2] === 3 && b[3] === 4) || (b[2] === 5 && b[3] === 6));
-    if (choice !== choosing) return;
-    if (!zip) { refuse('is not a ZIP archive (its content does not start like one).'); return; }
-    chosenFile = file;
-    if (resumable(file)) $('file-name').textContent += ' · resumes the interrupted upload of this file';
-    updateStart();
-  }, () => refuse('cannot be read.'));
+  });
 }
 
 function updateStart() {
-  $('start').disabled = !($('class').value && $('field').value && chosenFile);
+  $('start').disabled = !($('class').value && $('field').value && chosenFiles.length);
 }
 
 // ---- Progress display ----------------------------------------------------------
@@ -441,17 +451,44 @@ function resumedPieces(info, fileSize) {
 
 // ---- The whole upload ------------------------------------------------------------------
 
+/** Uploads the chosen archives one after another; several get a queue list
+ *  (each line its archive's outcome) and a total at the end. */
 async function startUpload(event) {
   event.preventDefault();
-  const file = chosenFile;
+  const files = chosenFiles;
   const classId = Number($('class').value);
   const fieldId = Number($('field').value);
-  if (!file || !classId || !fieldId) return;
+  if (!files.length || !classId || !fieldId) return;
   const field = fields.find((f) => f.id === fieldId);
   $('choose-error').textContent = '';
   $('start').disabled = true;
-  $('results').hidden = true;
   $('again').hidden = true;
+  const queue = $('queue');
+  queue.replaceChildren();
+  queue.hidden = files.length < 2;
+  const lines = files.map((f) => {
+    const li = document.createElement('li');
+    li.textContent = `${f.name}: waiting`;
+    queue.append(li);
+    return li;
+  });
+  let ok = 0;
+  let records = 0;
+  for (const [i, file] of files.entries()) {
+    lines[i].textContent = `${file.name}: uploading`;
+    const r = await uploadOne(file, classId, fieldId, field);
+    lines[i].textContent = r.ok ? `${file.name}: ${r.records} record${r.records === 1 ? '' : 's'}` : `${file.name}: ${r.code}`;
+    lines[i].className = r.ok ? 'done' : 'failed';
+    if (r.ok) { ok += 1; records += r.records; }
+  }
+  if (files.length > 1) announce(`Done: ${ok} of ${files.length} archives uploaded, ${records} records created.`);
+  $('again').hidden = false;
+  updateStart();
+}
+
+/** One archive's upload to the end; `{ok, records}` or `{ok: false, code}`. */
+async function uploadOne(file, classId, fieldId, field) {
+  $('results').hidden = true;
   resetProgress();
   $('progress').hidden = false;
   announce(`Starting the upload of ${file.name}…`);
@@ -605,7 +642,7 @@ async function startUpload(event) {
     sock.close();
     forgetResume();
     announce(`${outcome.message}. Loading the records…`);
-    await showRecords(outcome, file, field);
+    return { ok: true, records: await showRecords(outcome, file, field) };
   } catch (e) {
     if (sock) sock.close();
     const err = e instanceof ServerError ? e : new ServerError('ERR_CLIENT', String(e && e.message || e));
@@ -619,13 +656,12 @@ async function startUpload(event) {
       $('failure').textContent = `Upload failed: ${err.code}: ${err.detail}`;
       announce('Upload failed.');
     }
+    return { ok: false, code: err.code };
   } finally {
     cancelUpload = null;
     pauseUpload = null;
     $('cancel').hidden = true;
     $('pause').hidden = true;
-    $('again').hidden = false;
-    updateStart();
   }
 }
 
@@ -669,6 +705,7 @@ async function showRecords(outcome, file, field) {
   $('results').hidden = false;
   announce(`Done: ${n} record${n === 1 ? '' : 's'} created.`);
   $('results-title').focus();
+  return n;
 }
 
 // ---- Wiring ------------------------------------------------------------------
@@ -678,7 +715,7 @@ function wire() {
   $('sign-out').addEventListener('click', signOut);
   $('class').addEventListener('change', loadFields);
   $('field').addEventListener('change', updateStart);
-  $('file').addEventListener('change', () => chooseFile($('file').files[0]));
+  $('file').addEventListener('change', () => chooseFile($('file').files));
   $('cancel').addEventListener('click', () => { if (cancelUpload) cancelUpload(); });
   $('pause').addEventListener('click', () => { if (pauseUpload) pauseUpload(); });
   $('upload-form').addEventListener('submit', startUpload);
@@ -695,8 +732,8 @@ function wire() {
   }
   drop.addEventListener('drop', (e) => {
     e.preventDefault();
-    const file = e.dataTransfer && e.dataTransfer.files[0];
-    if (file) chooseFile(file);
+    const files = e.dataTransfer && e.dataTransfer.files;
+    if (files && files.length) chooseFile(files);
   });
   if (session.access) enter().catch(() => signOut());
 }

@@ -542,3 +542,64 @@ async fn cancelling_a_session_leaves_no_part_in_the_store() {
         "The file is no longer being uploaded; it cannot be cancelled."
     );
 }
+
+/// A process killed after it announced completion (the archive is processed
+/// while nobody watches): the rerun sends nothing, finds the upload settled and
+/// reports its records, on the same upload.
+#[tokio::test]
+async fn a_rerun_after_completion_sends_nothing_and_reports_the_records() {
+    use crate::helpers::socket::Socket;
+    use intake::client::state::{FileIdentity, ResumeState, StateFile};
+    use intake::client::{self, UploadOptions};
+    let app = TestApp::spawn().await;
+    let (email, class, field) = setup(&app).await;
+    let token = app.login(&email, PASSWORD).await;
+    let dir = tempfile::tempdir().unwrap();
+    let zip = testkit::zip_of(&[("a.txt", b"a"), ("b.txt", b"b")]);
+    let file = write(dir.path(), "done.zip", &zip);
+
+    // What the killed process did: everything up to completion, through the socket.
+    let upload = app.create_upload(&token, class, field).await;
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    let ready = sock.upload(&app, class, field, "done.zip", &zip).await;
+    sock.until_final().await;
+    let session = ready["message"]["upload_id"].as_str().unwrap().to_string();
+
+    // ...and the state file it left.
+    let mut opts: UploadOptions = crate::cli::options(&app.base, &email, class, field, &file);
+    let state_dir = dir.path().join("state");
+    opts.state_dir = Some(state_dir.clone());
+    let state = StateFile::new(&state_dir, opts.server.as_str(), class, field, &file);
+    state
+        .save(&ResumeState {
+            version: 1,
+            server: opts.server.to_string(),
+            class,
+            field,
+            file: FileIdentity::of(&file).unwrap(),
+            upload_id: upload.clone(),
+            session_id: Some(session.clone()),
+            multipart: false,
+            chunk_size: None,
+            total_parts: 1,
+            parts: [(1, "\"etag\"".to_string())].into_iter().collect(),
+        })
+        .unwrap();
+
+    let done = client::upload(&opts, Arc::new(client::Silent))
+        .await
+        .expect("the real outcome");
+    assert_eq!(done.upload_id, upload);
+    assert_eq!(done.session_id, session);
+    assert!(done.resumed);
+    assert_eq!(done.sent_parts, 0);
+    assert_eq!(done.record_count, 2);
+    assert_eq!(
+        done.records,
+        app.state.db.upload_record_ids(&upload).await.unwrap()
+    );
+    assert!(
+        state.load().unwrap().is_none(),
+        "the state goes with the upload"
+    );
+}

@@ -4,7 +4,11 @@
 // would: signs in on the page, chooses the class and field, uploads a real ZIP,
 // waits for success, checks the records listed (and a download link's bytes), and
 // saves a screenshot. A second, larger archive goes up in parts (multipart, ETags
-// read through CORS).
+// read through CORS). Then, on that archive with the upload throttled in Chromium:
+// non-ZIP files refused before sending, a refused archive's clean failed state,
+// Cancel (the session aborted and failed), a reload mid-upload and the same file
+// chosen again (the same upload, only the missing part sent), Pause/Resume, and
+// several archives queued.
 //
 // Environment: INTAKE_BIN (default ../target/debug/intake, or $CARGO_TARGET_DIR's),
 // CHROMIUM (default /usr/bin/chromium), SCREENSHOT (default ../docs/screenshot.png),
@@ -250,6 +254,140 @@ async function main() {
     const bigRows = await page.$$eval('#records tr', (trs) => trs.map((tr) => tr.cells[1].textContent));
     check(JSON.stringify(bigRows) === JSON.stringify(['scan.bin', 'readme.txt']), `multipart rows ${bigRows}`);
     log('multipart upload done');
+
+    // Not a ZIP: refused on the page before anything is sent.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    const notes = path.join(work, 'notes.txt');
+    fs.writeFileSync(notes, 'just text');
+    const fake = path.join(work, 'fake.zip');
+    fs.writeFileSync(fake, 'just text, named like an archive');
+    for (const [file, why] of [[notes, 'its name does not end in .zip'], [fake, 'its content does not start like one']]) {
+      await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(file);
+      await page.locator('#choose-error').filter({ hasText: why }).waitFor({ timeout: 10_000 });
+      check(await page.isDisabled('#start'), `no upload of ${path.basename(file)}`);
+    }
+    log('non-ZIP files refused before sending');
+
+    // A refused archive: one failed step, none left active, the error said once.
+    const evil = path.join(work, 'evil.zip');
+    fs.writeFileSync(evil, zip([['../evil.txt', Buffer.from('x')]]));
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(evil);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await page.locator('#failure').filter({ hasText: 'Upload failed: ERR_ARCHIVE_UNSAFE_PATH' }).waitFor({ timeout: 60_000 });
+    const failure = await page.textContent('#failure');
+    const detail = failure.replace('Upload failed: ERR_ARCHIVE_UNSAFE_PATH: ', '');
+    const shown = await page.evaluate(() => document.querySelector('#progress').innerText);
+    check(shown.split(detail).length - 1 === 1, `the error text once, got: ${shown}`);
+    check((await page.$$('.steps li.active')).length === 0, 'no step left active');
+    check((await page.getAttribute('#s-extracting_file', 'class')).includes('failed'), 'the failed step marked');
+    check((await page.getAttribute('#s-antivirus_scan', 'class') || '').includes('failed') === false, 'only one step failed');
+    log('refused archive shows a clean failed state');
+
+    // Cancel mid-upload (the network slowed down so that there is a "mid"): the
+    // PUTs stop, the server aborts the multipart upload, the session fails.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 512 * 1024,
+    });
+    const created = page.waitForResponse((r) => r.url().endsWith('/api/object-records/uploads/') && r.request().method() === 'POST');
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    const { upload_id: cancelledUpload } = await (await created).json();
+    await page.waitForFunction(() => document.querySelector('#p-upload').value > 0, null, { timeout: 30_000 });
+    await page.getByRole('button', { name: 'Cancel upload' }).click();
+    await page.locator('#failure').filter({ hasText: 'Upload cancelled' }).waitFor({ timeout: 30_000 });
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    const after = await rest(server.base, 'GET', `/api/object-records/uploads/${cancelledUpload}/`, access);
+    check(after.state === 'failed' && after.files.length === 1 && after.files[0].state === 'failed', `cancelled upload settled: ${JSON.stringify(after)}`);
+    const parts = await rest(server.base, 'GET', `/api/object-records/uploads/${cancelledUpload}/files/${after.files[0].upload_id}/parts/`, access);
+    check(parts.state === 'failed' && parts.parts.length === 0, `nothing to resume: ${JSON.stringify(parts)}`);
+    check((await page.$$('.steps li.active')).length === 0, 'no step left active after cancel');
+    check(await page.isHidden('#cancel'), 'no cancel button once cancelled');
+    log('cancelled mid-upload');
+
+    // Reload mid-upload, choose the same file again: the same upload goes on and
+    // only the parts the store does not hold are sent.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    const posts = [];
+    const puts = [];
+    page.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().endsWith('/api/object-records/uploads/')) posts.push(r.url());
+      if (r.method() === 'PUT') puts.push(r.url());
+    });
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 512 * 1024,
+    });
+    const firstPart = page.waitForResponse((r) => r.request().method() === 'PUT' && r.status() === 200, { timeout: 60_000 });
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await firstPart;
+    await page.reload();
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await page.getByText(`Signed in as ${EMAIL}`).waitFor();
+    await page.getByLabel('Object class').selectOption({ label: 'Invoices' });
+    await page.locator('#field option', { hasText: 'Scan (scan)' }).waitFor({ state: 'attached' });
+    await page.getByLabel('Document field').selectOption({ label: 'Scan (scan)' });
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.locator('#file-name').filter({ hasText: 'resumes the interrupted upload' }).waitFor({ timeout: 10_000 });
+    const putsBefore = puts.length;
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    const resumedOutcome = await Promise.race([
+      page.getByRole('status').filter({ hasText: 'Done: 2 records created.' }).waitFor({ timeout: 120_000 }).then(() => 'ok'),
+      page.locator('#failure').filter({ hasText: 'Upload failed' }).waitFor({ timeout: 120_000 }).then(() => 'failed'),
+    ]);
+    if (resumedOutcome !== 'ok') throw new Error(await page.locator('#failure').textContent());
+    check(posts.length === 1, `one upload created across the reload, got ${posts.length}`);
+    check(puts.length - putsBefore === 1, `only the missing part sent after the reload, got ${puts.length - putsBefore}`);
+    check(await page.evaluate(() => localStorage.getItem('intake.resume')) === null, 'resume state cleared when done');
+    log('resumed after a reload');
+
+    // Pause stops the PUTs (none starts while paused); Resume finishes the same upload.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: 512 * 1024,
+    });
+    const postsBefore = posts.length;
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await page.waitForFunction(() => document.querySelector('#p-upload').value > 0, null, { timeout: 30_000 });
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await page.getByRole('status').filter({ hasText: 'Paused:' }).waitFor({ timeout: 10_000 });
+    const putsPaused = puts.length;
+    await new Promise((r) => setTimeout(r, 1500));
+    check(puts.length === putsPaused, 'no PUT starts while paused');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
+    await page.getByRole('button', { name: 'Resume' }).click();
+    const pausedOutcome = await Promise.race([
+      page.getByRole('status').filter({ hasText: 'Done: 2 records created.' }).waitFor({ timeout: 120_000 }).then(() => 'ok'),
+      page.locator('#failure').filter({ hasText: 'Upload failed' }).waitFor({ timeout: 120_000 }).then(() => 'failed'),
+    ]);
+    if (pausedOutcome !== 'ok') throw new Error(await page.locator('#failure').textContent());
+    check(posts.length - postsBefore === 1, 'the paused upload went on, no new one');
+    log('paused and resumed');
+
+    // Several archives at once: a queue, each its own upload, a total at the end;
+    // a choice with a non-ZIP file among them is refused whole.
+    await page.getByRole('button', { name: 'Upload another archive' }).click();
+    const letters = path.join(work, 'letters.zip');
+    fs.writeFileSync(letters, zip([['a.txt', Buffer.from('a')], ['b.txt', Buffer.from('b')]]));
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles([smallZip, notes]);
+    await page.locator('#choose-error').filter({ hasText: 'notes.txt' }).waitFor({ timeout: 10_000 });
+    check(await page.isDisabled('#start'), 'a choice with a non-ZIP file is refused');
+    const postsQueue = posts.length;
+    await page.getByLabel('ZIP archive', { exact: true }).setInputFiles([smallZip, letters]);
+    await page.waitForFunction(() => !document.querySelector('#start').disabled);
+    await page.getByRole('button', { name: 'Upload', exact: true }).click();
+    await page.getByRole('status').filter({ hasText: 'Done: 2 of 2 archives uploaded, 5 records created.' }).waitFor({ timeout: 120_000 });
+    const queued = await page.$$eval('#queue li', (lis) => lis.map((li) => li.textContent));
+    check(JSON.stringify(queued) === JSON.stringify(['invoices-2025.zip: 3 records', 'letters.zip: 2 records']), `queue ${queued}`);
+    check(posts.length - postsQueue === 2, 'one upload per archive');
+    log('several archives queued');
 
     check(problems.length === 0, `no page errors: ${problems.join('; ')}`);
     console.log('e2e: 1 passed, 0 failed');

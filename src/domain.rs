@@ -297,3 +297,68 @@ pub fn iso_ms(ms: i64) -> String {
         .unwrap_or_default()
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, false)
 }
+
+stored_names! {
+    /// What happened to an object record (the platform's `event_type`).
+    pub enum RecordEventType {
+        /// The record was created.
+        RecordCreated => "record_created",
+    }
+}
+
+stored_names! {
+    /// Who or what caused a record event (the platform's `source_type`).
+    pub enum EventSourceType {
+        /// A person, through the REST API or the page.
+        User => "user",
+        /// A platform sequence (workflow); not produced here.
+        Sequence => "sequence",
+        /// The service itself, e.g. an upload's processing.
+        System => "system",
+        /// An MCP tool call; not produced here.
+        Mcp => "mcp",
+    }
+}
+
+/// The source of a record event: `source_type`, `source_name`, `source_id` and
+/// `source_info` of the platform's record history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSource {
+    /// Who or what.
+    pub source_type: EventSourceType,
+    /// A human-readable name: the user's e-mail, or `upload`.
+    pub source_name: String,
+    /// The user's id, or the upload's id, as text.
+    pub source_id: String,
+    /// Details; for an upload also the file session and (per record) the entry.
+    pub source_info: serde_json::Map<String, serde_json::Value>,
+}
+
+impl EventSource {
+    /// A user acting through the REST API.
+    pub fn user(user: &User) -> EventSource {
+        let mut info = serde_json::Map::new();
+        info.insert("user_id".into(), user.id.into());
+        info.insert("account_type".into(), user.account_type.as_str().into());
+        EventSource {
+            source_type: EventSourceType::User,
+            source_name: user.email.clone(),
+            source_id: user.id.to_string(),
+            source_info: info,
+        }
+    }
+
+    /// The processing of one uploaded file (`file_session`) of upload `upload_id`.
+    pub fn upload(upload_id: &str, file_session: &str, file_name: &str) -> EventSource {
+        let mut info = serde_json::Map::new();
+        info.insert("upload_id".into(), upload_id.into());
+        info.insert("file_session".into(), file_session.into());
+        info.insert("file_name".into(), file_name.into());
+        EventSource {
+            source_type: EventSourceType::System,
+            source_name: "upload".into(),
+            source_id: upload_id.into(),
+            source_info: info,
+        }
+    }
+}

@@ -51,8 +51,9 @@ enum Command {
 
 #[derive(clap::Args)]
 struct UploadArgs {
-    /// The ZIP archive to upload.
-    file: PathBuf,
+    /// The ZIP archives to upload, each as its own upload (one after another).
+    #[arg(required = true, num_args = 1.., value_name = "FILE")]
+    files: Vec<PathBuf>,
     /// Base URL of the intake server.
     #[arg(long, env = "INTAKE_SERVER", default_value = "http://127.0.0.1:8080")]
     server: url::Url,
@@ -77,6 +78,16 @@ struct UploadArgs {
     /// Print one JSON object on stdout and no progress.
     #[arg(long)]
     json: bool,
+    /// Do not run the server's archive validator on the file before sending it.
+    #[arg(long)]
+    no_check: bool,
+    /// Where resume state is kept (default: $XDG_STATE_HOME/intake, else
+    /// ~/.local/state/intake). A rerun of an interrupted command resumes from it.
+    #[arg(long, value_name = "DIR", env = "INTAKE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Forget the saved state of an interrupted upload of this file and start over.
+    #[arg(long)]
+    fresh: bool,
 }
 
 #[derive(Subcommand)]
@@ -137,47 +148,132 @@ async fn upload(args: UploadArgs) -> ! {
             std::process::exit(2);
         }
     };
-    let mut opts = UploadOptions::new(args.server, credentials, args.class, args.field, args.file);
-    opts.parallel = args.parallel.into();
-    let progress: Arc<dyn Progress> = if args.json {
-        Arc::new(client::Silent)
-    } else if std::io::stderr().is_terminal() {
-        Arc::new(client::Bars::new())
-    } else {
-        Arc::new(client::Plain)
-    };
-    match client::upload(&opts, progress).await {
-        Ok(done) => {
-            if args.json {
-                let mut v = serde_json::to_value(&done).expect("serializable");
-                v["ok"] = true.into();
-                println!("{v}");
-            } else {
-                println!(
-                    "{} record{} created from {} (upload {}): {}",
-                    done.record_count,
-                    if done.record_count == 1 { "" } else { "s" },
-                    done.file_name,
-                    done.upload_id,
-                    done.message
-                );
-                let ids: Vec<String> = done.records.iter().map(i64::to_string).collect();
-                println!("records: {}", ids.join(" "));
+    let many = args.files.len() > 1;
+    let mut results = Vec::with_capacity(args.files.len());
+    for (i, file) in args.files.iter().enumerate() {
+        let mut opts = UploadOptions::new(
+            args.server.clone(),
+            credentials.clone(),
+            args.class,
+            args.field,
+            file.clone(),
+        );
+        opts.parallel = args.parallel.into();
+        opts.check = !args.no_check;
+        opts.state_dir = args.state_dir.clone().or_else(client::state::default_dir);
+        opts.fresh = args.fresh;
+        let state_file = opts.state_dir.as_ref().map(|dir| {
+            client::state::StateFile::new(dir, opts.server.as_str(), opts.class, opts.field, file)
+        });
+        let label = if many {
+            file.file_name().map_or_else(
+                || file.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        } else {
+            "upload".to_string()
+        };
+        let progress: Arc<dyn Progress> = if args.json {
+            Arc::new(client::Silent)
+        } else if std::io::stderr().is_terminal() {
+            Arc::new(client::Bars::named(&label))
+        } else {
+            if many {
+                eprintln!("{}:", file.display());
             }
-            std::process::exit(0)
-        }
-        Err(e) => {
-            if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "ok": false, "error_code": e.code(), "detail": e.detail() })
-                );
-            } else {
-                eprintln!("error: {}: {}", e.code(), e.detail());
+            Arc::new(client::Plain)
+        };
+        let result = tokio::select! {
+            r = client::upload(&opts, progress) => r,
+            _ = tokio::signal::ctrl_c() => {
+                interrupted(state_file.as_ref(), &args.files[i..], many, args.json)
             }
-            std::process::exit(1)
+        };
+        if !many {
+            let code = i32::from(result.is_err());
+            if args.json {
+                println!("{}", client::report::json_of(&result));
+            } else {
+                match &result {
+                    Ok(done) => client::report::success_lines(done)
+                        .iter()
+                        .for_each(|l| println!("{l}")),
+                    Err(e) => client::report::error_lines(e)
+                        .iter()
+                        .for_each(|l| eprintln!("{l}")),
+                }
+            }
+            std::process::exit(code)
         }
+        if !args.json
+            && let Err(e) = &result
+        {
+            for l in client::report::error_lines(e) {
+                eprintln!("{}: {l}", file.display());
+            }
+        }
+        results.push((file.clone(), result));
     }
+    let all_ok = results.iter().all(|(_, r)| r.is_ok());
+    if args.json {
+        let uploads: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(file, r)| {
+                let mut v = client::report::json_of(r);
+                v["file"] = file.display().to_string().into();
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "ok": all_ok, "uploads": uploads })
+        );
+    } else {
+        print!("{}", client::report::summary_table(&results));
+    }
+    std::process::exit(if all_ok { 0 } else { 1 })
+}
+
+/// Ctrl-C: says how to resume (the parts stored are kept) and exits 130. Of
+/// several archives, the ones already uploaded are not named again: rerunning them
+/// would upload them a second time.
+fn interrupted(
+    state_file: Option<&intake::client::state::StateFile>,
+    remaining: &[PathBuf],
+    many: bool,
+    json: bool,
+) -> ! {
+    let saved = state_file.filter(|f| f.path().exists());
+    let mut hint = match saved {
+        Some(f) => format!(
+            "Interrupted; the parts stored so far are kept. Run the same command again to resume \
+             (state: {}), or add --fresh to start over.",
+            f.path().display()
+        ),
+        None => "Interrupted before anything was stored; run the same command again.".into(),
+    };
+    if many {
+        let names: Vec<String> = remaining.iter().map(|p| p.display().to_string()).collect();
+        hint.push_str(&format!(
+            " The archives before it are uploaded; to go on, name only these: {}",
+            names.join(" ")
+        ));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "ok": false,
+                "error_code": "ERR_INTERRUPTED",
+                "detail": hint,
+                "state_file": saved.map(|f| f.path().display().to_string()),
+                "remaining": remaining.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+            })
+        );
+    } else {
+        eprintln!("\n{hint}");
+    }
+    std::process::exit(130)
 }
 
 #[tokio::main]

@@ -8,8 +8,11 @@
 //! with reconnects) and `progress` (what the user sees while it runs).
 
 pub mod api;
+pub mod check;
 pub mod progress;
+pub mod report;
 pub mod socket;
+pub mod state;
 pub mod transfer;
 pub mod upload;
 
@@ -51,10 +54,18 @@ pub struct UploadOptions {
     pub parallel: usize,
     /// How many times a dropped socket is reconnected before giving up.
     pub max_reconnects: u32,
+    /// Run the server's archive validator on the file before sending anything
+    /// (`check::check_archive`); `--no-check` turns it off.
+    pub check: bool,
+    /// Where resume state files live (`state::StateFile`); `None` keeps no state,
+    /// so a rerun starts over. The command uses `state::default_dir()`.
+    pub state_dir: Option<PathBuf>,
+    /// Forget any saved state of this upload and start a new one.
+    pub fresh: bool,
 }
 
 impl UploadOptions {
-    /// Options with the defaults: 4 parts at once, 10 reconnects.
+    /// Options with the defaults: 4 parts at once, 10 reconnects, checked first.
     pub fn new(
         server: url::Url,
         credentials: Credentials,
@@ -70,6 +81,9 @@ impl UploadOptions {
             file,
             parallel: 4,
             max_reconnects: 10,
+            check: true,
+            state_dir: None,
+            fresh: false,
         }
     }
 }
@@ -99,6 +113,12 @@ pub struct Outcome {
     pub record_count: u64,
     /// Their ids, in archive order.
     pub records: Vec<i64>,
+    /// Whether this run went on with an upload an earlier process started.
+    pub resumed: bool,
+    /// Parts the store already held when this run started (not sent again).
+    pub reused_parts: u64,
+    /// Parts this run sent.
+    pub sent_parts: u64,
 }
 
 /// Why an upload failed. Each variant has a stable code for `--json` and exit
@@ -110,6 +130,10 @@ pub enum ClientError {
     /// (code `ERR_HTTP_<status>` unless the body names one).
     #[error("{code}: {detail}")]
     Server { code: String, detail: String },
+    /// The local check refused the archive before anything was sent, with the code
+    /// and text the server's validator gives (`check::check_archive`).
+    #[error("{code}: {detail}")]
+    Refused { code: String, detail: String },
     /// The server or the object store could not be reached, or kept dropping the
     /// connection beyond the retry budget.
     #[error("ERR_CONNECTION: {0}")]
@@ -120,25 +144,58 @@ pub enum ClientError {
     /// The local file could not be read.
     #[error("ERR_FILE: {0}")]
     File(String),
+    /// The file is not the one an interrupted upload of the same command sent.
+    #[error("ERR_FILE_CHANGED: {0}")]
+    Changed(String),
+    /// The interrupted upload to resume is gone from the server (expired, or its
+    /// multipart upload aborted); its state was dropped, so a rerun starts over.
+    #[error("ERR_RESUME_GONE: {0}")]
+    ResumeGone(String),
 }
 
 impl ClientError {
     /// The machine-readable code.
     pub fn code(&self) -> &str {
         match self {
-            ClientError::Server { code, .. } => code,
+            ClientError::Server { code, .. } | ClientError::Refused { code, .. } => code,
             ClientError::Connection(_) => "ERR_CONNECTION",
             ClientError::Protocol(_) => "ERR_PROTOCOL",
             ClientError::File(_) => "ERR_FILE",
+            ClientError::Changed(_) => "ERR_FILE_CHANGED",
+            ClientError::ResumeGone(_) => "ERR_RESUME_GONE",
         }
     }
 
     /// The human-readable text.
     pub fn detail(&self) -> &str {
         match self {
-            ClientError::Server { detail, .. } => detail,
-            ClientError::Connection(d) | ClientError::Protocol(d) | ClientError::File(d) => d,
+            ClientError::Server { detail, .. } | ClientError::Refused { detail, .. } => detail,
+            ClientError::Connection(d)
+            | ClientError::Protocol(d)
+            | ClientError::File(d)
+            | ClientError::Changed(d)
+            | ClientError::ResumeGone(d) => d,
         }
+    }
+
+    /// Whether the upload is over for good, so its resume state is dropped: it
+    /// succeeded or was refused. Network and local failures keep the state, and a
+    /// rerun resumes.
+    pub fn ends_upload(&self) -> bool {
+        match self {
+            // A REST refusal (a wrong password, an expired token) says nothing
+            // about the upload.
+            ClientError::Server { code, .. } => {
+                !code.starts_with("ERR_HTTP_") && code != "token_not_valid"
+            }
+            ClientError::Refused { .. } | ClientError::ResumeGone(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether nothing reached the server: the local check refused the archive.
+    pub fn refused_before_upload(&self) -> bool {
+        matches!(self, ClientError::Refused { .. })
     }
 
     /// A server-reported failure.

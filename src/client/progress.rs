@@ -98,6 +98,11 @@ impl Default for Bars {
 impl Bars {
     /// Bars drawn on stderr (indicatif draws nothing when it is not a terminal).
     pub fn new() -> Bars {
+        Bars::named("upload")
+    }
+
+    /// Bars whose upload bar is labelled `name` (one archive of several).
+    pub fn named(name: &str) -> Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
         let upload = multi.add(ProgressBar::new(0));
         upload.set_style(
@@ -107,7 +112,7 @@ impl Bars {
             .expect("valid template")
             .progress_chars("=> "),
         );
-        upload.set_prefix("upload");
+        upload.set_prefix(name.to_string());
         Bars {
             multi,
             upload,

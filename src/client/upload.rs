@@ -1,5 +1,6 @@
 //! The whole upload, as `intake upload` runs it:
 //!
+//! 0. unless told not to, check the archive with the server's validator (`check`);
 //! 1. sign in and create the upload transaction (REST);
 //! 2. open the socket with a one-time ticket and ask for presigned URLs;
 //! 3. PUT the archive (parts in parallel), reading the socket meanwhile so that it
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 use super::api::Api;
 use super::progress::{Progress, StepUpdate};
 use super::socket::{ConnectError, Event, Socket, socket_url};
+use super::state::{FileIdentity, Persisting, ResumeState, StateFile};
 use super::transfer::{self, Piece, Stored};
 use super::{ClientError, Outcome, UploadOptions};
 
@@ -43,13 +45,56 @@ pub async fn upload(
 
 async fn run(opts: &UploadOptions, progress: &Arc<dyn Progress>) -> Result<Outcome, ClientError> {
     let (file_name, size) = inspect(&opts.file)?;
+    // A changed file is refused as changed before anything else is said about it.
+    let saved = match &opts.state_dir {
+        Some(dir) => Some(saved_state(opts, dir).await?),
+        None => None,
+    };
+    if opts.check {
+        super::check::check_archive(&opts.file).await?;
+    }
     let api = Api::sign_in(opts.server.clone(), opts.credentials.clone()).await?;
-    let upload_id = api.create_upload(opts.class, opts.field).await?;
+    let previous = saved.as_ref().and_then(|(_, _, prev)| prev.clone());
+    let upload_id = match &previous {
+        Some(p) => {
+            tracing::debug!(upload_id = %p.upload_id, "resuming");
+            p.upload_id.clone()
+        }
+        None => api.create_upload(opts.class, opts.field).await?,
+    };
     tracing::debug!(%upload_id, "upload created");
+    let persist = match saved {
+        Some((file, identity, previous)) => {
+            let state = previous.unwrap_or_else(|| ResumeState {
+                version: 1,
+                server: opts.server.to_string(),
+                class: opts.class,
+                field: opts.field,
+                file: identity,
+                upload_id: upload_id.clone(),
+                session_id: None,
+                multipart: false,
+                chunk_size: None,
+                total_parts: 0,
+                parts: Default::default(),
+            });
+            file.save(&state)?;
+            Some(Arc::new(Persisting {
+                inner: progress.clone(),
+                file,
+                state: std::sync::Mutex::new(state),
+            }))
+        }
+        None => None,
+    };
+    let reporting: Arc<dyn Progress> = match &persist {
+        Some(p) => p.clone(),
+        None => progress.clone(),
+    };
     let mut flow = Flow {
         api,
         opts,
-        progress: progress.clone(),
+        progress: reporting,
         upload_id,
         file_name,
         size,
@@ -57,12 +102,56 @@ async fn run(opts: &UploadOptions, progress: &Arc<dyn Progress>) -> Result<Outco
         attempts: 0,
         reconnects: 0,
         stored: Stored::default(),
+        resumed: previous.is_some(),
+        previous,
+        persist: persist.clone(),
+        reused: 0,
     };
     let result = flow.run().await;
     if let Some(sock) = flow.sock.take() {
         sock.close().await;
     }
+    if let Some(p) = persist
+        && result.as_ref().err().is_none_or(ClientError::ends_upload)
+    {
+        p.file.remove();
+    }
     result
+}
+
+/// The state file of this command, the file's identity, and the state an earlier
+/// run left (dropped first with `--fresh`; a changed file is refused).
+async fn saved_state(
+    opts: &UploadOptions,
+    dir: &Path,
+) -> Result<(StateFile, FileIdentity, Option<ResumeState>), ClientError> {
+    let path = opts.file.clone();
+    let identity = tokio::task::spawn_blocking(move || FileIdentity::of(&path))
+        .await
+        .map_err(|e| ClientError::File(e.to_string()))?
+        .map_err(|e| ClientError::File(format!("{}: {e}", opts.file.display())))?;
+    let file = StateFile::new(
+        dir,
+        opts.server.as_str(),
+        opts.class,
+        opts.field,
+        &opts.file,
+    );
+    if opts.fresh {
+        file.remove();
+    }
+    let previous = file.load()?;
+    if let Some(p) = &previous
+        && let Some(what) = p.file.differs(&identity)
+    {
+        return Err(ClientError::Changed(format!(
+            "{} is not the file an interrupted upload (upload {}) was sending: {what}. \
+             Rerun with --fresh to upload it as a new upload.",
+            opts.file.display(),
+            p.upload_id
+        )));
+    }
+    Ok((file, identity, previous))
 }
 
 /// The archive's name and size; it must be a readable regular file.
@@ -89,6 +178,8 @@ struct Ready {
     s3_key: String,
     multipart: bool,
     pieces: Vec<Piece>,
+    /// Parts may still be sent (false when a resumed session is already completed).
+    pending: bool,
 }
 
 /// What monitoring ended with.
@@ -111,40 +202,192 @@ struct Flow<'a> {
     /// Successful reconnections.
     reconnects: u32,
     stored: Stored,
+    /// Whether this run goes on with an upload an earlier process started.
+    resumed: bool,
+    /// The state an earlier process saved, if any.
+    previous: Option<ResumeState>,
+    /// Where this run's state is saved, if anywhere.
+    persist: Option<Arc<Persisting>>,
+    /// Parts the store already held when this run started.
+    reused: u64,
 }
 
 impl Flow<'_> {
     async fn run(&mut self) -> Result<Outcome, ClientError> {
-        let ready = self.presign().await?;
+        let ready = match self.resume().await? {
+            Some(ready) => ready,
+            None => {
+                let ready = self.presign().await?;
+                self.remember(&ready)?;
+                ready
+            }
+        };
         let total = ready.pieces.len() as u64;
-        self.progress.transfer_started(self.size, total, 0);
-        self.transfer(&ready).await?;
+        let done: u64 = ready
+            .pieces
+            .iter()
+            .filter(|p| self.stored.has(p.part))
+            .map(|p| p.len)
+            .sum();
+        self.progress.transfer_started(self.size, total, done);
+        if ready.pending {
+            self.transfer(&ready).await?;
+        }
         self.progress.transfer_done();
         loop {
             match self.connect().await {
                 Ok(()) => {}
                 // The upload is used: processing ended while we were away.
                 Err(ClientError::Server { code, .. }) if code == "ERR_INVALID_UUID" => {
-                    if let Some(done) = self.settled(&ready).await? {
-                        return Ok(done);
+                    match self.settled(&ready).await {
+                        Ok(Some(done)) => return Ok(done),
+                        Ok(None) => {
+                            return Err(ClientError::server(
+                                code,
+                                "the server no longer accepts this upload",
+                            ));
+                        }
+                        // The server went away again: ask once it is back.
+                        Err(ClientError::Connection(why)) => {
+                            self.lost(&why)?;
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
                     }
-                    return Err(ClientError::server(
-                        code,
-                        "the server no longer accepts this upload",
-                    ));
                 }
                 Err(e) => return Err(e),
             }
             self.complete(&ready).await;
             match self.watch(&ready).await? {
                 Watch::Done(outcome) => return Ok(outcome),
-                Watch::Lost => {
-                    if let Some(done) = self.settled(&ready).await? {
-                        return Ok(done);
-                    }
-                }
+                Watch::Lost => match self.settled(&ready).await {
+                    Ok(Some(done)) => return Ok(done),
+                    // Not settled, or the server cannot be reached (a node that
+                    // crashed): reconnect, with its retries and backoff.
+                    Ok(None) | Err(ClientError::Connection(_)) => {}
+                    Err(e) => return Err(e),
+                },
             }
         }
+    }
+
+    /// Saves the new file session in the state file, before any byte is sent.
+    fn remember(&self, ready: &Ready) -> Result<(), ClientError> {
+        let Some(p) = &self.persist else {
+            return Ok(());
+        };
+        let mut state = p.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.session_id = Some(ready.session.clone());
+        state.multipart = ready.multipart;
+        state.chunk_size = ready.multipart.then(|| ready.pieces[0].len);
+        state.total_parts = ready.pieces.len() as u64;
+        state.parts.clear();
+        p.file.save(&state)
+    }
+
+    /// Goes on with the file session an earlier process started: asks the server
+    /// which parts the store holds (the parts endpoint, answered from S3) and for
+    /// fresh URLs for the rest. `None` when there is no session to go on with.
+    async fn resume(&mut self) -> Result<Option<Ready>, ClientError> {
+        let Some(session) = self.previous.as_ref().and_then(|p| p.session_id.clone()) else {
+            return Ok(None);
+        };
+        let path = format!(
+            "/api/object-records/uploads/{}/files/{session}/parts/",
+            self.upload_id
+        );
+        let v = match self.api.get(&path).await {
+            Ok(v) => v,
+            Err(ClientError::Server { code, detail })
+                if code == "ERR_HTTP_404" || code == "ERR_HTTP_400" =>
+            {
+                return Err(ClientError::ResumeGone(format!(
+                    "the interrupted upload {} cannot be resumed ({detail}); \
+                     its saved state is dropped, so running the command again starts over",
+                    self.upload_id
+                )));
+            }
+            Err(e) => return Err(e),
+        };
+        let bad = |what: &str| ClientError::Protocol(format!("parts: {what} in {v}"));
+        let pending = v["state"] == "pending";
+        let multipart = v["is_multipart"].as_bool().unwrap_or(false);
+        let s3_key = v["s3_key"].as_str().ok_or_else(|| bad("no s3_key"))?;
+        if v["file_size"].as_u64() != Some(self.size) {
+            return Err(bad("another file size"));
+        }
+        let mut listed = std::collections::BTreeMap::new();
+        if pending {
+            for p in v["parts"].as_array().ok_or_else(|| bad("no parts"))? {
+                let n = p["part_number"]
+                    .as_u64()
+                    .ok_or_else(|| bad("a part number"))?;
+                let tag = p["e_tag"].as_str().ok_or_else(|| bad("an e_tag"))?;
+                listed.insert(n as u32, tag.to_string());
+            }
+        } else if let Some(prev) = &self.previous {
+            // Completed already: what we saw is all completion needs.
+            listed = prev.parts.clone();
+        }
+        let pieces = if multipart {
+            let chunk = v["chunk_size"]
+                .as_u64()
+                .filter(|c| *c > 0)
+                .ok_or_else(|| bad("no chunk_size"))?;
+            let total = v["total_parts"]
+                .as_u64()
+                .ok_or_else(|| bad("no total_parts"))?;
+            let mut urls: Vec<(u32, String)> =
+                (1..=total as u32).map(|n| (n, String::new())).collect();
+            for p in v["part_urls"].as_array().into_iter().flatten() {
+                if let (Some(n), Some(url)) = (p["part"].as_u64(), p["url"].as_str())
+                    && let Some(slot) = urls.get_mut(n as usize - 1)
+                {
+                    slot.1 = url.to_string();
+                }
+            }
+            if pending
+                && let Some((n, _)) = urls
+                    .iter()
+                    .find(|(n, u)| u.is_empty() && !listed.contains_key(n))
+            {
+                return Err(bad(&format!("neither a URL nor a stored part {n}")));
+            }
+            transfer::pieces(self.size, chunk, &urls)
+        } else {
+            let url = v["presigned_url"].as_str().unwrap_or_default();
+            if pending && url.is_empty() && listed.is_empty() {
+                return Err(bad("neither a URL nor the stored object"));
+            }
+            vec![Piece {
+                part: 1,
+                url: url.to_string(),
+                offset: 0,
+                len: self.size,
+                content_type: Some(FILE_TYPE.to_string()),
+            }]
+        };
+        for (n, tag) in &listed {
+            self.stored.insert(*n, tag.clone());
+        }
+        self.reused = if pending {
+            listed.len() as u64
+        } else {
+            pieces.len() as u64
+        };
+        if let Some(p) = &self.persist {
+            let mut state = p.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.parts = listed;
+            p.file.save(&state)?;
+        }
+        Ok(Some(Ready {
+            session,
+            s3_key: s3_key.to_string(),
+            multipart,
+            pieces,
+            pending,
+        }))
     }
 
     /// Asks for presigned URLs until the server answers.
@@ -317,10 +560,22 @@ impl Flow<'_> {
                 let message = format!("Done Extracted {n} files");
                 Ok(Some(self.outcome(ready, &status, message, None)))
             }
-            Some("failed") => Err(ClientError::server(
-                "ERR_PROCESSING_FAILED",
-                "Processing failed while the client was disconnected; the server log has the cause.",
-            )),
+            Some("failed") => {
+                // The server keeps each file's final failure (code and text).
+                let file = status["files"].as_array().into_iter().flatten().find(|f| {
+                    f["upload_id"] == ready.session.as_str() && f["error_code"].is_string()
+                });
+                match file {
+                    Some(f) => Err(ClientError::server(
+                        f["error_code"].as_str().unwrap_or_default(),
+                        f["error_message"].as_str().unwrap_or_default(),
+                    )),
+                    None => Err(ClientError::server(
+                        "ERR_PROCESSING_FAILED",
+                        "Processing failed while the client was disconnected; the server log has the cause.",
+                    )),
+                }
+            }
             _ => Ok(None),
         }
     }
@@ -344,6 +599,9 @@ impl Flow<'_> {
             multipart: ready.multipart,
             parts: ready.pieces.len() as u64,
             reconnects: self.reconnects,
+            resumed: self.resumed,
+            reused_parts: self.reused,
+            sent_parts: ready.pieces.len() as u64 - self.reused.min(ready.pieces.len() as u64),
             message,
             av_status: av,
             record_count: status["record_count"]
@@ -469,6 +727,7 @@ fn parse_ready(m: &Value, size: u64) -> Result<Ready, ClientError> {
         s3_key: s3_key.to_string(),
         multipart,
         pieces,
+        pending: true,
     })
 }
 

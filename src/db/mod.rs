@@ -12,6 +12,7 @@ pub mod history;
 pub mod jobs;
 pub mod messages;
 pub mod progress;
+pub mod record_events;
 pub mod records;
 pub mod uploads;
 pub mod users;

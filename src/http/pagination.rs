@@ -80,6 +80,26 @@ impl Page {
     }
 }
 
+impl Page {
+    /// Like [`Page::respond`] for a list with filters, shaped like the platform's
+    /// record history: `total_count` counts every item, `filtered_count` those
+    /// matching the filters (which `next` and `previous` page through).
+    pub fn respond_filtered<T: Serialize>(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        extra: &str,
+        total: i64,
+        filtered: i64,
+        results: Vec<T>,
+    ) -> axum::Json<Value> {
+        let mut body = self.envelope(&absolute_url(headers, path), extra, filtered, results);
+        body["total_count"] = json!(total);
+        body["filtered_count"] = json!(filtered);
+        axum::Json(body)
+    }
+}
+
 /// `http://host/path` of the current request, for pagination links.
 pub fn absolute_url(headers: &HeaderMap, path: &str) -> String {
     let host = headers

@@ -1,5 +1,5 @@
 //! Object records: `POST /api/object-records/`, `GET /api/object-records/`,
-//! `GET /api/object-records/{id}/`. A document field's value shows the stored file
+//! `GET /api/object-records/{id}/`, `GET /api/object-records/{id}/history/`. A document field's value shows the stored file
 //! with a short-lived presigned download URL.
 
 use std::collections::HashMap;
@@ -14,8 +14,9 @@ use serde_json::{Map, Value, json};
 use super::classes::path_id;
 use super::json::{Fields, JsonObject, json_type_name};
 use super::pagination::Page;
+use crate::db::record_events::RecordEventRow;
 use crate::db::records::RecordRow;
-use crate::domain::{ClassField, FieldType, User, iso_ms};
+use crate::domain::{ClassField, EventSource, FieldType, RecordEventType, User, iso_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extractor::AuthUser;
 use crate::state::AppState;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
             post(create_record).get(list_records),
         )
         .route("/api/object-records/{id}/", get(get_record))
+        .route("/api/object-records/{id}/history/", get(record_history))
 }
 
 /// Checks a REST-supplied value against the field's type.
@@ -149,6 +151,7 @@ async fn create_record(
             &name.unwrap_or_default(),
             user.id,
             &values,
+            &EventSource::user(&user),
         )
         .await?;
     Ok((
@@ -214,4 +217,60 @@ async fn get_record(
         return Err(ApiError::NotFound);
     }
     Ok(Json(render_record(&state, &row).await?))
+}
+
+/// One event as the platform's record history shows it.
+fn render_event(e: &RecordEventRow) -> Value {
+    json!({
+        "event_id": e.event_id,
+        "event_datetime": iso_ms(e.created_at),
+        "event_type": e.event_type,
+        "source_type": e.source_type,
+        "source_name": e.source_name,
+        "source_id": e.source_id,
+        "source_info": e.source_info,
+        "event_data": e.event_data,
+    })
+}
+
+/// The record's events, oldest first; readable by whoever may read the record
+/// (anyone else gets the same 404 as for the record itself).
+async fn record_history(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let page = Page::from_params(&q);
+    let id = path_id(&id)?;
+    let row = state.db.record_by_id(id).await?.ok_or(ApiError::NotFound)?;
+    if !may_read(&state, &user, &row).await? {
+        return Err(ApiError::NotFound);
+    }
+    let event_type = match q.get("event_type").filter(|s| !s.is_empty()) {
+        Some(raw) => Some(RecordEventType::parse(raw).ok_or_else(|| {
+            ApiError::field(
+                "event_type",
+                format!("Select a valid choice. {raw} is not one of the available choices."),
+            )
+        })?),
+        None => None,
+    };
+    let (rows, total, filtered) = state
+        .db
+        .record_events(id, event_type, page.limit, page.offset)
+        .await?;
+    let results: Vec<Value> = rows.iter().map(render_event).collect();
+    let extra = event_type
+        .map(|t| format!("event_type={t}"))
+        .unwrap_or_default();
+    Ok(page.respond_filtered(
+        &headers,
+        &format!("/api/object-records/{id}/history/"),
+        &extra,
+        total,
+        filtered,
+        results,
+    ))
 }

@@ -1,10 +1,14 @@
 //! `POST /api/object-records/uploads/` creates an upload transaction (its id is the
 //! `<upload_id>` of the upload WebSocket); `GET /api/object-records/uploads/{id}/`
-//! reports its state and the records it created.
+//! reports its state and the records it created;
+//! `GET /api/object-records/uploads/{id}/files/{file_id}/parts/` (an extension) tells
+//! a restarted client which parts of a file session are stored, with fresh URLs for
+//! the rest (`uploads::resume`), and
+//! `DELETE /api/object-records/uploads/{id}/files/{file_id}/` cancels a pending one.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -13,12 +17,74 @@ use crate::domain::FieldType;
 use crate::error::{ApiError, ApiResult};
 use crate::http::extractor::AuthUser;
 use crate::state::AppState;
+use crate::uploads::outcome;
+use crate::uploads::resume::{self, CancelError, FileParts, ResumeError};
 
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/object-records/uploads/", post(create_upload))
         .route("/api/object-records/uploads/{id}/", get(get_upload))
+        .route(
+            "/api/object-records/uploads/{id}/files/{file_id}/parts/",
+            get(file_parts),
+        )
+        .route(
+            "/api/object-records/uploads/{id}/files/{file_id}/",
+            delete(cancel_file),
+        )
+}
+
+async fn cancel_file(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, file_id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    let (Ok(id), Ok(file_id)) = (uuid::Uuid::parse_str(&id), uuid::Uuid::parse_str(&file_id))
+    else {
+        return Err(ApiError::NotFound);
+    };
+    match resume::cancel(
+        &state.uploads,
+        user.id,
+        &id.to_string(),
+        &file_id.to_string(),
+    )
+    .await
+    {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(CancelError::NotFound) => Err(ApiError::NotFound),
+        Err(e @ CancelError::NotPending) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e @ CancelError::Unavailable(_)) => Err(ApiError::Internal(
+            anyhow::Error::new(e).context("cancelling a file session"),
+        )),
+    }
+}
+
+async fn file_parts(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, file_id)): Path<(String, String)>,
+) -> ApiResult<Json<FileParts>> {
+    let (Ok(id), Ok(file_id)) = (uuid::Uuid::parse_str(&id), uuid::Uuid::parse_str(&file_id))
+    else {
+        return Err(ApiError::NotFound);
+    };
+    match resume::file_parts(
+        &state.uploads,
+        user.id,
+        &id.to_string(),
+        &file_id.to_string(),
+    )
+    .await
+    {
+        Ok(parts) => Ok(Json(parts)),
+        Err(ResumeError::NotFound) => Err(ApiError::NotFound),
+        Err(e @ ResumeError::Gone) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e @ ResumeError::Unavailable(_)) => Err(ApiError::Internal(
+            anyhow::Error::new(e).context("listing stored parts"),
+        )),
+    }
 }
 
 async fn create_upload(
@@ -93,13 +159,17 @@ async fn get_upload(
     .filter(|u| u.creator_id == user.id)
     .ok_or(ApiError::NotFound)?;
     let files = state.db.upload_files(&upload.id).await?;
+    let mut failures = Vec::with_capacity(files.len());
+    for f in &files {
+        failures.push(outcome::failure(&state.db, f).await?);
+    }
     let records = state.db.upload_record_ids(&upload.id).await?;
     Ok(Json(json!({
         "upload_id": upload.id,
         "state": upload.state.as_str(),
         "object_class": upload.object_class_id,
         "object_class_field": upload.class_field_id,
-        "files": files.iter().map(|f| json!({
+        "files": files.iter().zip(&failures).map(|(f, failure)| json!({
             "upload_id": f.id,
             "temp_upload_id": f.temp_upload_id,
             "file_name": f.file_name,
@@ -107,6 +177,8 @@ async fn get_upload(
             "s3_key": f.s3_key,
             "is_multipart": f.is_multipart,
             "state": f.state,
+            "error_code": failure.as_ref().map(|x| &x.error_code),
+            "error_message": failure.as_ref().map(|x| &x.message),
         })).collect::<Vec<_>>(),
         "record_count": records.len(),
         "records": records,

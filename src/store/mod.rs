@@ -122,6 +122,12 @@ pub trait ObjectStore: Send + Sync {
         parts: &[(i32, String)],
     ) -> Result<()>;
 
+    /// The parts of multipart upload `upload_id` stored so far, as
+    /// `(part_number, etag, size)` by part number (S3 `ListParts`, every page).
+    /// `NotFound` when the upload is gone (aborted or completed). Used to resume a
+    /// session after the client restarted (`uploads::resume`).
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(i32, String, u64)>>;
+
     /// Drops a multipart upload and the parts stored so far.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
 

@@ -585,6 +585,10 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn list_parts(&self, key: &str, upload_id: &str) -> Result<Vec<(i32, String, u64)>> {
+        S3Store::list_parts(self, key, upload_id).await
+    }
+
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()> {
         self.client
             .abort_multipart_upload()

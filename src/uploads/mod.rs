@@ -14,8 +14,10 @@ pub mod complete;
 pub mod failure;
 pub mod job;
 pub mod monitor;
+pub mod outcome;
 pub mod presign;
 pub mod process;
+pub mod resume;
 pub mod worker;
 
 use std::path::PathBuf;

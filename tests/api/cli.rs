@@ -17,10 +17,10 @@ use tokio::sync::watch;
 
 use crate::helpers::TestApp;
 
-const PASSWORD: &str = "correct horse battery";
+pub(crate) const PASSWORD: &str = "correct horse battery";
 
 /// A config admin with a known password, and a class with a document field.
-async fn setup(app: &TestApp) -> (String, i64, i64) {
+pub(crate) async fn setup(app: &TestApp) -> (String, i64, i64) {
     let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
     app.create_user(&email, PASSWORD, AccountType::ConfigAdmin)
         .await;
@@ -29,7 +29,13 @@ async fn setup(app: &TestApp) -> (String, i64, i64) {
     (email, class, field)
 }
 
-fn options(server: &str, email: &str, class: i64, field: i64, file: &Path) -> UploadOptions {
+pub(crate) fn options(
+    server: &str,
+    email: &str,
+    class: i64,
+    field: i64,
+    file: &Path,
+) -> UploadOptions {
     UploadOptions::new(
         server.parse().unwrap(),
         Credentials::Password {
@@ -42,7 +48,7 @@ fn options(server: &str, email: &str, class: i64, field: i64, file: &Path) -> Up
     )
 }
 
-fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
@@ -89,7 +95,7 @@ impl Recorder {
     }
 }
 
-async fn record_names(app: &TestApp, email: &str, ids: &[i64]) -> Vec<String> {
+pub(crate) async fn record_names(app: &TestApp, email: &str, ids: &[i64]) -> Vec<String> {
     let token = app.login(email, PASSWORD).await;
     let mut names = Vec::new();
     for id in ids {
@@ -293,7 +299,7 @@ async fn refusals_carry_the_server_code_and_text() {
 }
 
 /// Runs the built `intake upload` with credentials in the environment.
-async fn run_cli(args: &[&str], email: &str) -> std::process::Output {
+pub(crate) async fn run_cli(args: &[&str], email: &str) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"))
         .arg("upload")
         .args(args)
@@ -302,6 +308,11 @@ async fn run_cli(args: &[&str], email: &str) -> std::process::Output {
         .env_remove("INTAKE_TOKEN")
         .env_remove("INTAKE_CONFIG")
         .env("INTAKE_LOG", "warn")
+        // Resume state stays out of the real home directory.
+        .env(
+            "XDG_STATE_HOME",
+            std::env::temp_dir().join("intake-test-state"),
+        )
         .output()
         .await
         .unwrap()

@@ -58,6 +58,9 @@ impl ObjectStore for FailingStore {
     async fn complete_multipart(&self, k: &str, u: &str, p: &[(i32, String)]) -> StoreResult<()> {
         self.inner.complete_multipart(k, u, p).await
     }
+    async fn list_parts(&self, k: &str, u: &str) -> StoreResult<Vec<(i32, String, u64)>> {
+        self.inner.list_parts(k, u).await
+    }
     async fn abort_multipart(&self, k: &str, u: &str) -> StoreResult<()> {
         self.inner.abort_multipart(k, u).await
     }

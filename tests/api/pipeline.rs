@@ -455,9 +455,12 @@ async fn rescued_job_makes_exactly_n_records() {
             object_name: names[i].clone(),
             field_values: serde_json::Map::new(),
             entry_index: i as i64,
+            entry_name: names[i].clone(),
         })
         .collect();
-    db.insert_upload_records(class, user_id, &session, &partial)
+    let file = db.upload_file_by_id(&session).await.unwrap().unwrap();
+    let source = intake::domain::EventSource::upload(&file.upload_id, &session, &file.file_name);
+    db.insert_upload_records(class, user_id, &session, &partial, &source)
         .await
         .unwrap();
     // ...then stops heartbeating.

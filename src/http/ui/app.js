@@ -16,7 +16,7 @@ const session = {
   access: sessionStorage.getItem('intake.access'),
   refresh: sessionStorage.getItem('intake.refresh'),
 };
-let chosenFile = null;
+let chosenFiles = [];
 let fields = [];
 
 /** An error the server (or the object store) reported: code and text. */
@@ -143,14 +143,49 @@ async function loadFields() {
   updateStart();
 }
 
-function chooseFile(file) {
-  chosenFile = file || null;
-  $('file-name').textContent = file ? `${file.name} · ${size(file.size)}` : '';
+let cancelUpload = null; // set while the bytes of an upload are going up
+let pauseUpload = null;  // likewise: pauses, or resumes a paused upload
+let choosing = 0; // the latest choice; an older one's late check is ignored
+
+/** Why `file` is not a ZIP archive, or null when it looks like one. */
+async function notZip(file) {
+  if (!/\.zip$/i.test(file.name)) return 'is not a ZIP archive (its name does not end in .zip).';
+  let head;
+  try { head = new Uint8Array(await file.slice(0, 4).arrayBuffer()); } catch { return 'cannot be read.'; }
+  // A ZIP starts with a local header (PK\x03\x04), or is empty (PK\x05\x06).
+  const zip = head.length === 4 && head[0] === 0x50 && head[1] === 0x4b
+    && ((head[2] === 3 && head[3] === 4) || (head[2] === 5 && head[3] === 6));
+  return zip ? null : 'is not a ZIP archive (its content does not start like one).';
+}
+
+/** Takes one file, several (a queue, uploaded one after another), or none. */
+function chooseFile(input) {
+  const files = input ? (input instanceof File ? [input] : [...input]) : [];
+  const choice = ++choosing;
+  chosenFiles = [];
+  $('choose-error').textContent = '';
+  $('file-name').textContent = files.length === 1
+    ? `${files[0].name} · ${size(files[0].size)}`
+    : files.length > 1 ? `${files.length} archives · ${size(files.reduce((a, f) => a + f.size, 0))}` : '';
   updateStart();
+  if (!files.length) return;
+  // Refused here, before a byte is sent: only ZIP archives become records.
+  Promise.all(files.map(notZip)).then((whys) => {
+    if (choice !== choosing) return;
+    const bad = files.map((f, i) => [f, whys[i]]).filter(([, why]) => why);
+    if (bad.length) {
+      $('choose-error').textContent = bad.map(([f, why]) => `“${f.name}” ${why}`).join(' ') + ' Choose ZIP archives (.zip) only.';
+      updateStart();
+      return;
+    }
+    chosenFiles = files;
+    if (files.length === 1 && resumable(files[0])) $('file-name').textContent += ' · resumes the interrupted upload of this file';
+    updateStart();
+  });
 }
 
 function updateStart() {
-  $('start').disabled = !($('class').value && $('field').value && chosenFile);
+  $('start').disabled = !($('class').value && $('field').value && chosenFiles.length);
 }
 
 // ---- Progress display ----------------------------------------------------------
@@ -180,6 +215,25 @@ function stepCount(step, count, total) {
 }
 
 function announce(text) { $('status').textContent = text; }
+
+/** A clean failed state: `step` (or, without one, the step in progress) is
+ *  marked failed and no other step stays active. */
+function failSteps(step) {
+  const active = STEP_ORDER.filter((s) => $(`s-${s}`).classList.contains('active'));
+  const failed = step && $(`s-${step}`) ? step : active[active.length - 1];
+  for (const s of active) if (s !== failed) stepState(s, 'stopped');
+  if (failed) stepState(failed, 'failed', 'failed');
+}
+
+/** `12.3 MiB/s · about 5 s left`, from the bytes sent since `started`. */
+function speed(sent, total, started) {
+  const secs = (performance.now() - started) / 1000;
+  if (secs < 0.5 || sent <= 0) return '';
+  const rate = sent / secs;
+  const left = Math.ceil((total - sent) / rate);
+  const eta = left >= 120 ? `${Math.round(left / 60)} min` : `${left} s`;
+  return ` · ${size(rate)}/s${sent < total ? ` · about ${eta} left` : ''}`;
+}
 
 function resetProgress() {
   for (const step of STEP_ORDER) {
@@ -215,7 +269,8 @@ function showUpdate(type, m) {
     const av = m['av-status'];
     if (av) stepState('antivirus_scan', av === 'skipped' ? 'skipped (no scanner configured)' : av, 'done');
   } else if (m.status === 'error') {
-    stepState(step, text, 'failed');
+    // The text goes once, below the steps (#failure); the steps only show where.
+    failSteps(step);
   } else {
     stepState(step, text, 'active');
     if (step === 'antivirus_scan' && m['av-status']) stepState(step, `${text} (${m['av-status']})`, 'active');
@@ -296,9 +351,15 @@ class UploadSocket {
 
 // ---- PUTs to the object store ----------------------------------------------------------
 
+/** PUTs in flight, so that Cancel can stop them. */
+const inflight = new Set();
+
 function put(url, blob, contentType, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
+    inflight.add(xhr);
+    xhr.onloadend = () => inflight.delete(xhr);
+    xhr.onabort = () => reject({ final: true, error: new ServerError('ERR_CANCELLED', 'The upload was cancelled.') });
     xhr.open('PUT', url);
     if (contentType) xhr.setRequestHeader('Content-Type', contentType);
     xhr.upload.onprogress = (e) => onProgress(e.loaded);
@@ -319,13 +380,15 @@ function put(url, blob, contentType, onProgress) {
 }
 
 /** PUTs every piece not in `stored`, PARALLEL at once, with retries. */
-async function transfer(file, pieces, stored, onBytes) {
+async function transfer(file, pieces, stored, onBytes, halted = () => false) {
   const loaded = new Map();
   const report = () => onBytes([...loaded.values()].reduce((a, b) => a + b, 0));
   const queue = pieces.filter((p) => !stored.has(p.part));
   for (const p of pieces) if (stored.has(p.part)) loaded.set(p.part, p.len);
   async function worker() {
     while (queue.length) {
+      // Paused or cancelled: start no new PUT.
+      if (halted()) throw new ServerError('ERR_CANCELLED', 'The upload was stopped.');
       const p = queue.shift();
       for (let attempt = 1; ; attempt++) {
         try {
@@ -336,7 +399,7 @@ async function transfer(file, pieces, stored, onBytes) {
           break;
         } catch (e) {
           loaded.set(p.part, 0); report();
-          if (e.final || attempt >= PART_ATTEMPTS) throw e.error || e;
+          if (e.final || halted() || attempt >= PART_ATTEMPTS) throw e.error || e;
           await new Promise((r) => setTimeout(r, 500 * 2 ** (attempt - 1)));
         }
       }
@@ -353,37 +416,114 @@ function piecesOf(m, fileSize) {
   });
 }
 
+// ---- Resume after a reload ---------------------------------------------------------------
+// The file session of an upload in progress is kept in localStorage; after a reload
+// (or a crash) choosing the same file again (name, size, modification time) and the
+// same class and field goes on with that session: the server lists the parts the
+// store holds (GET …/files/{session}/parts/, fresh URLs for the rest) and only the
+// missing ones are sent. Browsers cannot reopen a file by themselves, so the person
+// chooses it again.
+
+const RESUME_KEY = 'intake.resume';
+
+function saveResume(state) { localStorage.setItem(RESUME_KEY, JSON.stringify(state)); }
+function forgetResume() { localStorage.removeItem(RESUME_KEY); }
+
+/** The saved session for `file`, if it is the one an interrupted upload sent. */
+function resumable(file, classId, fieldId) {
+  let s = null;
+  try { s = JSON.parse(localStorage.getItem(RESUME_KEY) || 'null'); } catch { return null; }
+  if (!s || s.name !== file.name || s.size !== file.size || s.lastModified !== file.lastModified) return null;
+  if (classId !== undefined && (s.classId !== classId || s.fieldId !== fieldId)) return null;
+  return s;
+}
+
+/** The pieces of a resumed session: stored parts have no URL (never sent again). */
+function resumedPieces(info, fileSize) {
+  if (!info.is_multipart) return [{ part: 1, url: info.presigned_url || '', offset: 0, len: fileSize, contentType: FILE_TYPE }];
+  const urls = new Map(info.part_urls.map(({ part, url }) => [part, url]));
+  return Array.from({ length: info.total_parts }, (_, i) => {
+    const part = i + 1;
+    const offset = i * info.chunk_size;
+    return { part, url: urls.get(part) || '', offset, len: Math.min(info.chunk_size, fileSize - offset), contentType: null };
+  });
+}
+
 // ---- The whole upload ------------------------------------------------------------------
 
+/** Uploads the chosen archives one after another; several get a queue list
+ *  (each line its archive's outcome) and a total at the end. */
 async function startUpload(event) {
   event.preventDefault();
-  const file = chosenFile;
+  const files = chosenFiles;
   const classId = Number($('class').value);
   const fieldId = Number($('field').value);
-  if (!file || !classId || !fieldId) return;
+  if (!files.length || !classId || !fieldId) return;
   const field = fields.find((f) => f.id === fieldId);
   $('choose-error').textContent = '';
   $('start').disabled = true;
-  $('results').hidden = true;
   $('again').hidden = true;
+  const queue = $('queue');
+  queue.replaceChildren();
+  queue.hidden = files.length < 2;
+  const lines = files.map((f) => {
+    const li = document.createElement('li');
+    li.textContent = `${f.name}: waiting`;
+    queue.append(li);
+    return li;
+  });
+  let ok = 0;
+  let records = 0;
+  for (const [i, file] of files.entries()) {
+    lines[i].textContent = `${file.name}: uploading`;
+    const r = await uploadOne(file, classId, fieldId, field);
+    lines[i].textContent = r.ok ? `${file.name}: ${r.records} record${r.records === 1 ? '' : 's'}` : `${file.name}: ${r.code}`;
+    lines[i].className = r.ok ? 'done' : 'failed';
+    if (r.ok) { ok += 1; records += r.records; }
+  }
+  if (files.length > 1) announce(`Done: ${ok} of ${files.length} archives uploaded, ${records} records created.`);
+  $('again').hidden = false;
+  updateStart();
+}
+
+/** One archive's upload to the end; `{ok, records}` or `{ok: false, code}`. */
+async function uploadOne(file, classId, fieldId, field) {
+  $('results').hidden = true;
   resetProgress();
   $('progress').hidden = false;
   announce(`Starting the upload of ${file.name}…`);
   let sock = null;
   try {
-    const { upload_id: uploadId } = await api('POST', '/api/object-records/uploads/', { object_class: classId, object_class_field: fieldId });
+    let uploadId = null;
+    let resumed = null;
+    const saved = resumable(file, classId, fieldId);
+    if (saved) {
+      try {
+        resumed = await api('GET', `/api/object-records/uploads/${saved.uploadId}/files/${saved.session}/parts/`);
+        uploadId = saved.uploadId;
+        announce(`Resuming the upload of ${file.name}: ${resumed.parts.length} part(s) already stored.`);
+      } catch { forgetResume(); resumed = null; }
+    }
+    if (!uploadId) {
+      ({ upload_id: uploadId } = await api('POST', '/api/object-records/uploads/', { object_class: classId, object_class_field: fieldId }));
+    }
     const outcome = await new Promise((resolve, reject) => {
       const temp = `temp_${Date.now()}_${Math.random().toString(36).slice(2, 11)}`;
       let ready = null;
       const stored = new Map();
       let finished = false;
+      let cancelling = false;
+      const pause = { paused: false, resume: null };
       const finish = (fn, v) => { if (!finished) { finished = true; fn(v); } };
       const fatal = async (err) => {
         // A used upload refuses the socket: processing ended while we were away.
-        if (err.code === 'ERR_INVALID_UUID' && ready && stored.size === ready.pieces.length) {
+        if (err.code === 'ERR_INVALID_UUID' && ready && (ready.sent || stored.size === ready.pieces.length)) {
           try {
             const st = await api('GET', `/api/object-records/uploads/${uploadId}/`);
             if (st.state === 'succeeded') { finish(resolve, { uploadId, message: `Done Extracted ${st.record_count} files` }); return; }
+            // Failed while we were away: the file's own code and text.
+            const f = (st.files || []).find((x) => x.upload_id === ready.session && x.error_code);
+            if (st.state === 'failed' && f) { failSteps(null); finish(reject, new ServerError(f.error_code, f.error_message)); return; }
           } catch { /* fall through */ }
         }
         finish(reject, err);
@@ -393,6 +533,8 @@ async function startUpload(event) {
         if (msg.type === 'presigned_url_ready' && m.temp_upload_id === temp && !ready) {
           sock.settle();
           ready = { session: m.upload_id, s3Key: m.s3_key, multipart: m.is_multipart, pieces: piecesOf(m, file.size) };
+          saveResume({ uploadId, session: m.upload_id, name: file.name, size: file.size, lastModified: file.lastModified, classId, fieldId });
+          armCancel();
           sendBytes();
           return;
         }
@@ -403,17 +545,74 @@ async function startUpload(event) {
         if (msg.type === 'monitoring_update' && m.status === 'error') finish(reject, new ServerError(m.error_code || 'ERR_PROCESSING_FAILED', m.message || 'Processing failed.'));
       }, fatal);
 
+      function armCancel() {
+        // Until completion is sent, the session can be cancelled: the PUTs stop
+        // and the server aborts the multipart upload, so the store keeps no part.
+        cancelUpload = async () => {
+          cancelUpload = null;
+          pauseUpload = null;
+          cancelling = true;
+          $('cancel').hidden = true;
+          $('pause').hidden = true;
+          if (pause.resume) pause.resume();
+          for (const xhr of inflight) xhr.abort();
+          try {
+            await api('DELETE', `/api/object-records/uploads/${uploadId}/files/${ready.session}/`);
+          } catch (e) { finish(reject, e); return; }
+          finish(reject, new ServerError('ERR_CANCELLED', 'The upload was cancelled; nothing of it was kept.'));
+        };
+        $('cancel').hidden = false;
+        // Pause stops the PUTs in flight (their parts are sent again on resume);
+        // the parts stored stay stored.
+        pauseUpload = () => {
+          if (pause.paused) {
+            pause.paused = false;
+            $('pause').textContent = 'Pause';
+            const go = pause.resume;
+            pause.resume = null;
+            if (go) go();
+          } else {
+            pause.paused = true;
+            $('pause').textContent = 'Resume';
+            for (const xhr of inflight) xhr.abort();
+          }
+        };
+        $('pause').textContent = 'Pause';
+        $('pause').hidden = false;
+      }
+
       async function sendBytes() {
         const parts = ready.pieces.length;
         stepState('upload', `0 of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}`, 'active');
         stepCount('upload', 0, file.size);
         announce(`Uploading ${file.name}…`);
-        try {
-          await transfer(file, ready.pieces, stored, (n) => {
-            stepCount('upload', n, file.size);
-            $('t-upload').textContent = `${size(n)} of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}`;
-          });
-        } catch (e) { finish(reject, e); return; }
+        for (;;) {
+          try {
+            const started = performance.now();
+            const sentBefore = [...stored.keys()].reduce((a, n) => a + ready.pieces[n - 1].len, 0);
+            await transfer(file, ready.pieces, stored, (n) => {
+              stepCount('upload', n, file.size);
+              $('t-upload').textContent = `${size(n)} of ${size(file.size)} · ${parts} part${parts === 1 ? '' : 's'}${speed(n - sentBefore, file.size - sentBefore, started)}`;
+            }, () => pause.paused || cancelling);
+            break;
+          } catch (e) {
+            // Cancel settles the upload itself once the server has aborted it.
+            if (cancelling) return;
+            if (pause.paused) {
+              announce(`Paused: ${stored.size} of ${parts} part${parts === 1 ? '' : 's'} stored.`);
+              await new Promise((r) => { pause.resume = r; });
+              if (cancelling) return;
+              announce(`Uploading ${file.name}…`);
+              continue;
+            }
+            failSteps('upload'); finish(reject, e); return;
+          }
+        }
+        if (finished) return;
+        cancelUpload = null;
+        pauseUpload = null;
+        $('cancel').hidden = true;
+        $('pause').hidden = true;
         stepState('upload', `${size(file.size)} stored`, 'done');
         announce('Upload stored; waiting for processing…');
         const completion = ready.multipart
@@ -424,22 +623,45 @@ async function startUpload(event) {
         sock.request(completion);
       }
 
-      sock.open().then(() => sock.request({
-        type: 'request_presigned_url', temp_upload_id: temp, file_name: file.name, file_size: file.size,
-        file_type: FILE_TYPE, object_class: classId, class_field: fieldId,
-      }), (e) => finish(reject, e));
+      if (resumed) {
+        ready = { session: resumed.upload_id, s3Key: resumed.s3_key, multipart: resumed.is_multipart,
+          pieces: resumedPieces(resumed, file.size), sent: resumed.state !== 'pending' };
+        for (const p of resumed.parts) stored.set(p.part_number, p.e_tag);
+        sock.open().then(() => {
+          if (ready.sent) { stepState('upload', `${size(file.size)} stored`, 'done'); announce('Upload stored; waiting for processing…'); return; }
+          armCancel();
+          sendBytes();
+        }, fatal);
+      } else {
+        sock.open().then(() => sock.request({
+          type: 'request_presigned_url', temp_upload_id: temp, file_name: file.name, file_size: file.size,
+          file_type: FILE_TYPE, object_class: classId, class_field: fieldId,
+        }), (e) => finish(reject, e));
+      }
     });
     sock.close();
+    forgetResume();
     announce(`${outcome.message}. Loading the records…`);
-    await showRecords(outcome, file, field);
+    return { ok: true, records: await showRecords(outcome, file, field) };
   } catch (e) {
     if (sock) sock.close();
     const err = e instanceof ServerError ? e : new ServerError('ERR_CLIENT', String(e && e.message || e));
-    $('failure').textContent = `Upload failed: ${err.code}: ${err.detail}`;
-    announce('Upload failed.');
+    failSteps(null);
+    // A network failure keeps the session for a resume; any other outcome is final.
+    if (err.code !== 'ERR_CONNECTION') forgetResume();
+    if (err.code === 'ERR_CANCELLED') {
+      $('failure').textContent = `Upload cancelled: ${err.detail}`;
+      announce('Upload cancelled.');
+    } else {
+      $('failure').textContent = `Upload failed: ${err.code}: ${err.detail}`;
+      announce('Upload failed.');
+    }
+    return { ok: false, code: err.code };
   } finally {
-    $('again').hidden = false;
-    updateStart();
+    cancelUpload = null;
+    pauseUpload = null;
+    $('cancel').hidden = true;
+    $('pause').hidden = true;
   }
 }
 
@@ -483,6 +705,7 @@ async function showRecords(outcome, file, field) {
   $('results').hidden = false;
   announce(`Done: ${n} record${n === 1 ? '' : 's'} created.`);
   $('results-title').focus();
+  return n;
 }
 
 // ---- Wiring ------------------------------------------------------------------
@@ -492,7 +715,9 @@ function wire() {
   $('sign-out').addEventListener('click', signOut);
   $('class').addEventListener('change', loadFields);
   $('field').addEventListener('change', updateStart);
-  $('file').addEventListener('change', () => chooseFile($('file').files[0]));
+  $('file').addEventListener('change', () => chooseFile($('file').files));
+  $('cancel').addEventListener('click', () => { if (cancelUpload) cancelUpload(); });
+  $('pause').addEventListener('click', () => { if (pauseUpload) pauseUpload(); });
   $('upload-form').addEventListener('submit', startUpload);
   $('again').addEventListener('click', () => {
     $('progress').hidden = true; $('results').hidden = true; $('again').hidden = true;
@@ -507,8 +732,8 @@ function wire() {
   }
   drop.addEventListener('drop', (e) => {
     e.preventDefault();
-    const file = e.dataTransfer && e.dataTransfer.files[0];
-    if (file) chooseFile(file);
+    const files = e.dataTransfer && e.dataTransfer.files;
+    if (files && files.length) chooseFile(files);
   });
   if (session.access) enter().catch(() => signOut());
 }

@@ -10,7 +10,7 @@ use super::save::Saved;
 use crate::db::Db;
 use crate::db::records::NewUploadRecord;
 use crate::db::uploads::UploadFileRow;
-use crate::domain::Step;
+use crate::domain::{EventSource, Step};
 
 /// Records inserted per statement.
 pub const RECORD_BATCH: usize = 500;
@@ -60,6 +60,7 @@ impl Target {
             object_name: s.entry.base_name.chars().take(255).collect(),
             field_values: values,
             entry_index: s.entry.index as i64,
+            entry_name: s.entry.name.clone(),
         }
     }
 }
@@ -74,11 +75,18 @@ pub async fn create(
 ) -> Result<(), PipelineFailure> {
     let total = saved.len() as u64;
     monitor.progress(STEP, 0, total).await?;
+    let source = EventSource::upload(&file.upload_id, &file.id, &file.file_name);
     let mut done = 0u64;
     for chunk in saved.chunks(RECORD_BATCH) {
         let batch: Vec<NewUploadRecord> = chunk.iter().map(|s| target.record(s)).collect();
-        db.insert_upload_records(target.object_class_id, target.owner_id, &file.id, &batch)
-            .await?;
+        db.insert_upload_records(
+            target.object_class_id,
+            target.owner_id,
+            &file.id,
+            &batch,
+            &source,
+        )
+        .await?;
         done += chunk.len() as u64;
         monitor.progress(STEP, done, total).await?;
     }

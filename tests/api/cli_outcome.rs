@@ -1,0 +1,201 @@
+//! Never lose the outcome: the server becomes unreachable right after the client
+//! announced completion (as when a node crashes), the upload is processed and
+//! settled while the client is away, and its reconnect is refused with
+//! `ERR_INVALID_UUID` (the upload is used). The client then reads the upload's
+//! detail over REST and reports the real outcome: the records, or the pipeline's own
+//! failure code and text.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use intake::client::{self, ClientError, Progress, StepUpdate};
+use intake::uploads::worker::Worker;
+use intake_archive::testkit;
+use serde_json::Value;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::cli::{PASSWORD, options, setup, write};
+use crate::helpers::TestApp;
+
+/// A TCP forwarder to the app that can go dark: while down it cuts every open
+/// connection and drops new ones at once, like a crashed node.
+struct Outage {
+    addr: SocketAddr,
+    down: Arc<AtomicBool>,
+    cut: Arc<watch::Sender<u64>>,
+}
+
+impl Outage {
+    async fn start(upstream: SocketAddr) -> Outage {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let down = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(watch::channel(0u64).0);
+        let (is_down, signal) = (down.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let mut cut = signal.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut out) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Outage { addr, down, cut }
+    }
+
+    fn go_down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        self.cut.send_modify(|n| *n += 1);
+    }
+
+    fn come_back(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Takes the server down when the file is queued (the client has announced
+/// completion and is waiting for processing), and counts reconnect attempts.
+struct DownWhenQueued {
+    outage: Arc<Outage>,
+    reconnects: AtomicUsize,
+    seen: Mutex<Vec<String>>,
+}
+
+impl Progress for DownWhenQueued {
+    fn step(&self, update: &StepUpdate) {
+        self.seen
+            .lock()
+            .unwrap()
+            .push(format!("{} {:?}", update.step, update.status));
+        if update.status.as_deref() == Some("queued") {
+            self.outage.go_down();
+        }
+    }
+    fn reconnecting(&self, _attempt: u32, _reason: &str) {
+        self.reconnects.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Runs an upload of `zip` through an outage that starts once it is queued; the
+/// job runs (and settles the upload) while the client is away.
+async fn upload_through_outage(
+    zip: &[u8],
+    check: bool,
+) -> (TestApp, Result<client::Outcome, ClientError>) {
+    let app = TestApp::spawn_with(|s| s.jobs.run_workers = false).await;
+    let (email, class, field) = setup(&app).await;
+    let upstream: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let outage = Arc::new(Outage::start(upstream).await);
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "batch.zip", zip);
+    let mut opts = options(
+        &format!("http://{}", outage.addr),
+        &email,
+        class,
+        field,
+        &file,
+    );
+    opts.check = check;
+    let progress = Arc::new(DownWhenQueued {
+        outage: outage.clone(),
+        reconnects: AtomicUsize::new(0),
+        seen: Mutex::new(Vec::new()),
+    });
+    let run = tokio::spawn({
+        let progress = progress.clone();
+        async move { client::upload(&opts, progress).await }
+    });
+
+    // Wait until the client has lost the server, then settle the upload.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while progress.reconnects.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{:?}",
+            progress.seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let worker = Worker::new(app.state.uploads.clone());
+    assert!(worker.run_once().await.unwrap(), "the job ran");
+    let upload: String = sqlx::query_scalar("SELECT id FROM uploads")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let row = app.state.db.upload_by_id(&upload).await.unwrap().unwrap();
+    assert!(row.state.is_finished(), "settled while the client is away");
+    outage.come_back();
+    let result = run.await.unwrap();
+    (app, result)
+}
+
+#[tokio::test]
+async fn a_client_that_missed_the_final_message_reports_the_records() {
+    let zip = testkit::zip_of(&[("a.txt", b"a"), ("b.txt", b"b")]);
+    let (app, result) = upload_through_outage(&zip, true).await;
+    let done = result.expect("the real outcome: success");
+    assert_eq!(done.record_count, 2);
+    assert_eq!(done.message, "Done Extracted 2 files");
+    assert_eq!(
+        done.records,
+        app.state
+            .db
+            .upload_record_ids(&done.upload_id)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_missed_the_final_message_reports_the_pipeline_failure() {
+    // Sent unchecked, so that the server's pipeline is what refuses it.
+    let (app, result) = upload_through_outage(&testkit::zip_traversal(), false).await;
+    let err = result.unwrap_err();
+    let path = std::env::temp_dir().join(format!("t-{}.zip", uuid::Uuid::new_v4()));
+    std::fs::write(&path, testkit::zip_traversal()).unwrap();
+    let expected = intake_archive::SafeArchive::open(&path, Default::default())
+        .err()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(matches!(err, ClientError::Server { .. }), "{err}");
+    assert_eq!(err.code(), "ERR_ARCHIVE_UNSAFE_PATH", "{err}");
+    assert_eq!(err.detail(), expected.to_string());
+
+    // The upload's detail carries it for any client.
+    let upload: String = sqlx::query_scalar("SELECT id FROM uploads")
+        .fetch_one(&app.state.db.pool)
+        .await
+        .unwrap();
+    let (_, token) = (0, {
+        let email: String =
+            sqlx::query_scalar("SELECT u.email FROM users u JOIN uploads x ON x.creator_id = u.id")
+                .fetch_one(&app.state.db.pool)
+                .await
+                .unwrap();
+        app.login(&email, PASSWORD).await
+    });
+    let detail: Value = app
+        .get(
+            &format!("/api/object-records/uploads/{upload}/"),
+            Some(&token),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["state"], "failed");
+    assert_eq!(detail["files"][0]["error_code"], "ERR_ARCHIVE_UNSAFE_PATH");
+    assert_eq!(detail["files"][0]["error_message"], expected.to_string());
+}

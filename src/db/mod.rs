@@ -25,7 +25,10 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyTypeInfo, AnyValueRef};
 use sqlx::error::BoxDynError;
 use sqlx::{Any, AnyPool, Decode, Executor, Type};
 
-use crate::domain::{AccountType, AvStatus, FieldType, FileState, JobKind, JobState, UploadState};
+use crate::domain::{
+    AccountType, AvStatus, EventSourceType, FieldType, FileState, JobKind, JobState,
+    RecordEventType, UploadState,
+};
 
 /// Which database server is behind the pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,6 +229,8 @@ stored_by_name!(
     JobKind => "job kind",
     JobState => "job state",
     AvStatus => "av-status",
+    RecordEventType => "record event type",
+    EventSourceType => "event source type",
 );
 
 #[cfg(test)]

@@ -13,9 +13,7 @@ use crate::domain::{EventSource, EventSourceType, RecordEventType};
 pub struct RecordEventRow {
     pub event_id: String,
     pub record_id: i64,
-    #[sqlx(try_from = "String")]
     pub event_type: RecordEventType,
-    #[sqlx(try_from = "String")]
     pub source_type: EventSourceType,
     pub source_name: String,
     pub source_id: String,

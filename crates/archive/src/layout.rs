@@ -21,6 +21,10 @@ use crate::local::check_local;
 
 /// General purpose flag bit 11: the name (and comment) are UTF-8.
 const UTF8_FLAG: u16 = 0x0800;
+/// "Version made by" hosts whose names Info-ZIP `unzip` converts from the OEM code
+/// page: MS-DOS/FAT (0), OS/2 HPFS (6), Windows NTFS (10 in APPNOTE, 11 in Info-ZIP's
+/// own numbering) and VFAT (14).
+const OEM_HOSTS: [u16; 5] = [0, 6, 10, 11, 14];
 /// Reading buffer for the central directory.
 const DIRECTORY_BUFFER_BYTES: usize = 64 * 1024;
 
@@ -153,7 +157,7 @@ impl DirectoryReader {
 fn parse_central(fixed: &[u8], name: Vec<u8>, extra: &[u8]) -> Result<Central, ExtractError> {
     let shown = String::from_utf8_lossy(&name).into_owned();
     let flags = le_u16(fixed, 8);
-    check_name_encoding(&name, flags, &shown)?;
+    check_name_encoding(&name, flags, le_u16(fixed, 4) >> 8, &shown)?;
     let extras = extra::parse(extra).map_err(|detail| ExtractError::ExtraField {
         name: shown.clone(),
         detail,
@@ -202,10 +206,13 @@ fn parse_central(fixed: &[u8], name: Vec<u8>, extra: &[u8]) -> Result<Central, E
 
 /// A name is ASCII, or UTF-8 with the UTF-8 flag: without the flag, readers decode
 /// non-ASCII bytes as CP437, as the system's code page or as UTF-8, and show
-/// different names.
-pub(crate) fn check_name_encoding(
+/// different names. Even flagged, Info-ZIP `unzip` converts the names of entries made
+/// on MS-DOS, OS/2 or Windows hosts from the OEM code page, so a non-ASCII name must
+/// come from another host (Unix, macOS...).
+fn check_name_encoding(
     name: &[u8],
     flags: u16,
+    host: u16,
     shown: &str,
 ) -> Result<(), ExtractError> {
     let detail = if name.is_ascii() {
@@ -214,6 +221,8 @@ pub(crate) fn check_name_encoding(
         "it has non-ASCII bytes without the UTF-8 flag"
     } else if std::str::from_utf8(name).is_err() {
         "it is flagged UTF-8 but is not valid UTF-8"
+    } else if OEM_HOSTS.contains(&host) {
+        "it has a non-ASCII name from an MS-DOS, OS/2 or Windows host, which unzip converts from the OEM code page"
     } else {
         return Ok(());
     };

@@ -326,3 +326,42 @@ fn java_jar() {
     );
     assert_accepted_as_written(&zip, &[]);
 }
+
+/// Non-ASCII names: bsdtar, 7-Zip and Python flag them UTF-8 (and, on Unix, mark the
+/// entry as made on Unix), so they pass; Info-ZIP `zip` 3.0 leaves them unflagged,
+/// which Python would decode as CP437: refused.
+#[test]
+fn utf8_names() {
+    let name = "caf\u{e9} \u{5370}\u{5237}.txt";
+    let ws = workspace();
+    fs::write(ws.files.join(name), b"utf-8 name").expect("write");
+    let expected: common::View = vec![(name.to_owned(), b"utf-8 name".to_vec())];
+    let mut producers: Vec<(&str, String)> = Vec::new();
+    if common::have("bsdtar", &["--version"]) {
+        producers.push(("bsdtar", "bsdtar -a -cf \"$OUT\" caf*".to_owned()));
+    }
+    if common::have("python3", &["-c", "import zipfile"]) {
+        producers.push((
+            "python",
+            "python3 -c \"import glob, os, zipfile; zipfile.ZipFile(os.environ['OUT'], 'w').write(glob.glob('caf*')[0])\""
+                .to_owned(),
+        ));
+    }
+    if let Some(seven) = seven_zip() {
+        producers.push(("7-zip", format!("{seven} a -tzip -bd -bso0 \"$OUT\" caf*")));
+    }
+    for (producer, script) in producers {
+        let zip = produce(&ws, &format!("utf8-{producer}.zip"), &script);
+        let ours = common::our_view(&zip).unwrap_or_else(|e| panic!("{producer}: {e}"));
+        assert_eq!(ours, expected, "{producer}");
+        if common::have_readers() {
+            let differences = common::differences(&zip, &ours);
+            assert!(differences.is_empty(), "{producer}: {differences:#?}");
+        }
+    }
+    if common::have("zip", &["-v"]) {
+        let zip = produce(&ws, "utf8-info-zip.zip", "zip -q \"$OUT\" caf*");
+        let e = common::our_view(&zip).expect_err("Info-ZIP leaves the name unflagged");
+        assert!(e.starts_with("ERR_ARCHIVE_NAME_ENCODING"), "{e}");
+    }
+}

@@ -149,8 +149,11 @@ fn extracted_view(path: &Path, tool: Tool) -> Result<View, String> {
         }
     };
     let out = command.output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // unzip exits with 1 (a warning) on an archive without entries.
+    let empty = matches!(tool, Tool::Unzip) && stderr.contains("zipfile is empty");
+    if !out.status.success() && !empty {
+        return Err(stderr.trim().to_owned());
     }
     let mut view = View::new();
     walk(dir.path(), "", &mut view)?;

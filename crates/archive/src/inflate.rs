@@ -55,22 +55,11 @@ impl SafeArchive {
             .by_index_raw(entry.index)
             .map_err(|e| read_failed(e.to_string()))?;
         let expected_crc = raw.crc32();
-        let mut reader = match raw.compression() {
-            CompressionMethod::Stored => Payload::Stored(raw),
-            CompressionMethod::Deflated => Payload::Deflated(DeflateDecoder::new(
-                BufReader::with_capacity(RAW_BUFFER_BYTES, raw),
-            )),
-            other => {
-                return Err(read_failed(format!(
-                    "unexpected compression method {other}"
-                )));
-            }
-        };
+        let method = raw.compression();
+        let mut reader = Payload::new(raw, method)
+            .map_err(|method| read_failed(format!("unexpected compression method {method}")))?;
 
-        let mut hasher = Sha256::new();
-        let mut crc = crc32fast::Hasher::new();
-        let mut head = Vec::with_capacity(SNIFF_BYTES);
-        let mut size = 0u64;
+        let mut seen = Digests::default();
         loop {
             let n = match reader.read(&mut buf[..]) {
                 Ok(0) => break,
@@ -79,13 +68,9 @@ impl SafeArchive {
                 Err(e) => return Err(read_failed(format!("inflating failed: {e}"))),
             };
             let chunk = &buf[..n];
-            size = size.saturating_add(n as u64);
             *inflated_total = inflated_total.saturating_add(n as u64);
-            check_progress(limits, entry, size, *inflated_total)?;
-            hasher.update(chunk);
-            crc.update(chunk);
-            let room = SNIFF_BYTES - head.len();
-            head.extend_from_slice(&chunk[..room.min(n)]);
+            seen.update(chunk);
+            check_progress(limits, entry, seen.size, *inflated_total)?;
             out.write_all(chunk)
                 .map_err(|e| ExtractError::io(format!("writing {}", dest.display()), e))?;
         }
@@ -93,33 +78,49 @@ impl SafeArchive {
             name: entry.name.clone(),
             detail,
         };
-        if let Payload::Deflated(decoder) = &mut reader {
-            let consumed = decoder.total_in();
-            let rest = decoder
-                .get_mut()
-                .fill_buf()
-                .map_err(|e| read_failed(format!("reading failed: {e}")))?;
-            if consumed != entry.compressed_size || !rest.is_empty() {
-                return Err(corrupt(format!(
-                    "its deflate stream ends after {consumed} of its {} compressed bytes",
-                    entry.compressed_size
-                )));
-            }
-        }
-        if size != entry.declared_size {
+        if let Some(consumed) = reader
+            .deflate_stopped_early(entry.compressed_size)
+            .map_err(|e| read_failed(format!("reading failed: {e}")))?
+        {
             return Err(corrupt(format!(
-                "it inflates to {size} bytes but declares {}",
-                entry.declared_size
+                "its deflate stream ends after {consumed} of its {} compressed bytes",
+                entry.compressed_size
             )));
         }
-        if crc.finalize() != expected_crc {
+        if seen.size != entry.declared_size {
+            return Err(corrupt(format!(
+                "it inflates to {} bytes but declares {}",
+                seen.size, entry.declared_size
+            )));
+        }
+        if seen.crc.finalize() != expected_crc {
             return Err(corrupt("its CRC-32 does not match its data".to_owned()));
         }
         Ok(ExtractedFile {
-            size,
-            sha256: hex::encode(hasher.finalize()),
-            content_type: sniff_content_type(&head, &entry.base_name),
+            size: seen.size,
+            sha256: hex::encode(seen.sha256.finalize()),
+            content_type: sniff_content_type(&seen.head, &entry.base_name),
         })
+    }
+}
+
+/// What extraction has seen of an entry's bytes so far.
+#[derive(Default)]
+struct Digests {
+    size: u64,
+    sha256: Sha256,
+    crc: crc32fast::Hasher,
+    /// The first bytes, for content sniffing.
+    head: Vec<u8>,
+}
+
+impl Digests {
+    fn update(&mut self, chunk: &[u8]) {
+        self.size = self.size.saturating_add(chunk.len() as u64);
+        self.sha256.update(chunk);
+        self.crc.update(chunk);
+        let room = SNIFF_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
     }
 }
 
@@ -127,6 +128,31 @@ impl SafeArchive {
 enum Payload<R: Read> {
     Stored(R),
     Deflated(DeflateDecoder<BufReader<R>>),
+}
+
+impl<R: Read> Payload<R> {
+    /// Wraps the raw data of an entry compressed with `method`; refuses (returns) any
+    /// method but stored and deflate.
+    fn new(raw: R, method: CompressionMethod) -> Result<Self, CompressionMethod> {
+        match method {
+            CompressionMethod::Stored => Ok(Self::Stored(raw)),
+            CompressionMethod::Deflated => Ok(Self::Deflated(DeflateDecoder::new(
+                BufReader::with_capacity(RAW_BUFFER_BYTES, raw),
+            ))),
+            other => Err(other),
+        }
+    }
+
+    /// Once the data are read: where the deflate stream ended, if that is before the
+    /// `compressed_size` bytes of raw data do.
+    fn deflate_stopped_early(&mut self, compressed_size: u64) -> io::Result<Option<u64>> {
+        let Self::Deflated(decoder) = self else {
+            return Ok(None);
+        };
+        let consumed = decoder.total_in();
+        let rest_is_empty = decoder.get_mut().fill_buf()?.is_empty();
+        Ok((consumed != compressed_size || !rest_is_empty).then_some(consumed))
+    }
 }
 
 impl<R: Read> Read for Payload<R> {

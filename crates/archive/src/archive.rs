@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use zip::ZipArchive;
 
 use crate::directory::check_declared_entry_count;
+use crate::layout::check_layout;
 use crate::validate::validate;
 use crate::{ExtractError, ExtractLimits};
 
@@ -77,6 +78,8 @@ impl SafeArchive {
         // Before the zip crate builds its in-memory directory, which costs memory per
         // declared entry.
         check_declared_entry_count(&file, file_len, &limits)?;
+        // The canonical-archive rule, on the raw bytes, before any other reading.
+        check_layout(&file, file_len)?;
 
         // Our own header reads are positional (pread) on a clone, so they never move
         // the offset the crate's reader relies on.

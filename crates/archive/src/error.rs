@@ -113,6 +113,104 @@ pub enum ExtractError {
         /// What went wrong.
         detail: String,
     },
+    /// Bytes that no entry, central directory or end record accounts for: a prefix,
+    /// a gap between entries, a second directory, data after the end record. Readers
+    /// that walk local headers and readers that use the directory can see different
+    /// files there.
+    #[error(
+        "bytes {start} to {end} of the archive belong to no entry, central directory or end record"
+    )]
+    UnaccountedBytes {
+        /// First unaccounted byte.
+        start: u64,
+        /// One past the last.
+        end: u64,
+    },
+    /// The end of central directory record is not the single one ending the file, or
+    /// its fields are not canonical.
+    #[error("the end of central directory record is not canonical: {detail}")]
+    EndRecord {
+        /// What is wrong.
+        detail: String,
+    },
+    /// ZIP64 records or fields that are missing, malformed, or disagree with the
+    /// classic fields they replace.
+    #[error("{subject}: ZIP64 fields disagree: {detail}")]
+    Zip64 {
+        /// The end record, or the entry (`entry "name"`).
+        subject: String,
+        /// What disagrees.
+        detail: String,
+    },
+    /// Entry counts that disagree with each other or with the central directory.
+    #[error("the archive's entry counts disagree: {detail}")]
+    EntryCount {
+        /// Which counts.
+        detail: String,
+    },
+    /// A data descriptor that is missing, malformed or disagrees with the central
+    /// directory.
+    #[error("entry {name:?}: its data descriptor is not canonical: {detail}")]
+    DataDescriptor {
+        /// The entry's name.
+        name: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// An entry comment or extra field that contains a ZIP record signature: readers
+    /// that search for records instead of following offsets could find one there.
+    #[error(
+        "entry {name:?}: its {place} contains a ZIP record signature, where readers that search for records could find one"
+    )]
+    HiddenRecord {
+        /// The entry's name.
+        name: String,
+        /// `comment` or `extra field`.
+        place: &'static str,
+    },
+    /// A malformed extra field block.
+    #[error("entry {name:?} has a malformed extra field: {detail}")]
+    ExtraField {
+        /// The entry's name.
+        name: String,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// An Info-ZIP Unicode Path extra field that does not spell the header's name.
+    #[error("entry {name:?}: {detail}; tools that honour it would show another name")]
+    UnicodePath {
+        /// The entry's name, as the header spells it.
+        name: String,
+        /// What differs.
+        detail: &'static str,
+    },
+    /// A non-ASCII name without the UTF-8 flag, or one that is not valid UTF-8.
+    #[error("entry {name:?}: {detail}; readers would decode its name differently")]
+    NameEncoding {
+        /// The entry's name, decoded lossily.
+        name: String,
+        /// What is wrong.
+        detail: &'static str,
+    },
+    /// A name that different systems or tools would read as different names: bidi or
+    /// zero-width controls, `:`, Windows device names or reserved characters, trailing
+    /// dots or spaces, empty or `.` components.
+    #[error("entry {name:?} has a name that tools read differently: {reason}")]
+    NoncanonicalName {
+        /// The entry's name.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// An entry that is a directory by one of its marks (trailing slash, MS-DOS
+    /// attribute, Unix mode) and a file by another.
+    #[error("entry {name:?} is a directory to some readers and a file to others: {detail}")]
+    DirectoryMismatch {
+        /// The entry's name.
+        name: String,
+        /// Which marks disagree.
+        detail: &'static str,
+    },
     /// `extract_to` was given an entry that this archive did not list (a caller bug).
     #[error("entry {name:?} is not a file of this archive")]
     UnknownEntry {
@@ -146,6 +244,17 @@ impl ExtractError {
             Self::TooLarge { .. } => "ERR_ARCHIVE_TOO_LARGE",
             Self::Ratio { .. } => "ERR_ARCHIVE_RATIO",
             Self::CorruptEntry { .. } => "ERR_ARCHIVE_CORRUPT_ENTRY",
+            Self::UnaccountedBytes { .. } => "ERR_ARCHIVE_UNACCOUNTED_BYTES",
+            Self::EndRecord { .. } => "ERR_ARCHIVE_END_RECORD",
+            Self::Zip64 { .. } => "ERR_ARCHIVE_ZIP64",
+            Self::EntryCount { .. } => "ERR_ARCHIVE_ENTRY_COUNT",
+            Self::DataDescriptor { .. } => "ERR_ARCHIVE_DATA_DESCRIPTOR",
+            Self::HiddenRecord { .. } => "ERR_ARCHIVE_HIDDEN_RECORD",
+            Self::ExtraField { .. } => "ERR_ARCHIVE_EXTRA_FIELD",
+            Self::UnicodePath { .. } => "ERR_ARCHIVE_UNICODE_PATH",
+            Self::NameEncoding { .. } => "ERR_ARCHIVE_NAME_ENCODING",
+            Self::NoncanonicalName { .. } => "ERR_ARCHIVE_NONCANONICAL_NAME",
+            Self::DirectoryMismatch { .. } => "ERR_ARCHIVE_DIRECTORY_MISMATCH",
             Self::UnknownEntry { .. } => "ERR_EXTRACT_UNKNOWN_ENTRY",
             Self::Io { .. } => "ERR_IO",
         }

@@ -12,6 +12,7 @@ pub(crate) const CENTRAL_SIG: u32 = 0x0201_4b50;
 pub(crate) const EOCD_SIG: u32 = 0x0605_4b50;
 pub(crate) const EOCD64_SIG: u32 = 0x0606_4b50;
 pub(crate) const EOCD64_LOCATOR_SIG: u32 = 0x0706_4b50;
+pub(crate) const DESCRIPTOR_SIG: u32 = 0x0807_4b50;
 pub(crate) const LOCAL_HEADER_LEN: u64 = 30;
 pub(crate) const CENTRAL_HEADER_LEN: usize = 46;
 pub(crate) const EOCD_LEN: usize = 22;
@@ -60,4 +61,15 @@ pub(crate) fn le_u64(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
     word.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(word)
+}
+
+/// Whether `bytes` contain the signature of any ZIP record.
+pub(crate) fn contains_signature(bytes: &[u8]) -> bool {
+    bytes.windows(4).any(|w| {
+        w[..2] == *b"PK"
+            && matches!(
+                (w[2], w[3]),
+                (1, 2) | (3, 4) | (5, 6) | (6, 6) | (6, 7) | (7, 8)
+            )
+    })
 }

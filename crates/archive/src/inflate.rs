@@ -3,10 +3,12 @@
 //! content type.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
+use flate2::bufread::DeflateDecoder;
 use sha2::{Digest, Sha256};
+use zip::CompressionMethod;
 
 use crate::archive::take_fault;
 use crate::limits::ratio_exceeded;
@@ -15,8 +17,14 @@ use crate::{EntryInfo, ExtractError, ExtractLimits, ExtractedFile, SafeArchive};
 /// How much of the start of each file is kept for content sniffing; `infer` looks at
 /// signatures within the first few KiB.
 const SNIFF_BYTES: usize = 8 * 1024;
+/// Read-ahead of compressed bytes for the inflater.
+const RAW_BUFFER_BYTES: usize = 16 * 1024;
 
 impl SafeArchive {
+    /// Inflates the entry's raw data (as the `zip` crate locates it) ourselves, so that
+    /// the deflate stream is required to end exactly where the compressed data does:
+    /// bytes after its end would be the next header for a reader that streams local
+    /// headers (Java's `ZipInputStream`), and data for one that follows the directory.
     pub(crate) fn inflate_into(
         &mut self,
         entry: &EntryInfo,
@@ -43,13 +51,15 @@ impl SafeArchive {
         };
         // A failure left over from an earlier call must not be blamed on this one.
         take_fault(fault);
-        let mut reader = archive
-            .by_index(entry.index)
+        let raw = archive
+            .by_index_raw(entry.index)
             .map_err(|e| read_failed(e.to_string()))?;
+        let expected_crc = raw.crc32();
+        let method = raw.compression();
+        let mut reader = Payload::new(raw, method)
+            .map_err(|method| read_failed(format!("unexpected compression method {method}")))?;
 
-        let mut hasher = Sha256::new();
-        let mut head = Vec::with_capacity(SNIFF_BYTES);
-        let mut size = 0u64;
+        let mut seen = Digests::default();
         loop {
             let n = match reader.read(&mut buf[..]) {
                 Ok(0) => break,
@@ -58,29 +68,99 @@ impl SafeArchive {
                 Err(e) => return Err(read_failed(format!("inflating failed: {e}"))),
             };
             let chunk = &buf[..n];
-            size = size.saturating_add(n as u64);
             *inflated_total = inflated_total.saturating_add(n as u64);
-            check_progress(limits, entry, size, *inflated_total)?;
-            hasher.update(chunk);
-            let room = SNIFF_BYTES - head.len();
-            head.extend_from_slice(&chunk[..room.min(n)]);
+            seen.update(chunk);
+            check_progress(limits, entry, seen.size, *inflated_total)?;
             out.write_all(chunk)
                 .map_err(|e| ExtractError::io(format!("writing {}", dest.display()), e))?;
         }
-        if size != entry.declared_size {
-            return Err(ExtractError::CorruptEntry {
-                name: entry.name.clone(),
-                detail: format!(
-                    "it inflates to {size} bytes but declares {}",
-                    entry.declared_size
-                ),
-            });
+        let corrupt = |detail: String| ExtractError::CorruptEntry {
+            name: entry.name.clone(),
+            detail,
+        };
+        if let Some(consumed) = reader
+            .deflate_stopped_early(entry.compressed_size)
+            .map_err(|e| read_failed(format!("reading failed: {e}")))?
+        {
+            return Err(corrupt(format!(
+                "its deflate stream ends after {consumed} of its {} compressed bytes",
+                entry.compressed_size
+            )));
+        }
+        if seen.size != entry.declared_size {
+            return Err(corrupt(format!(
+                "it inflates to {} bytes but declares {}",
+                seen.size, entry.declared_size
+            )));
+        }
+        if seen.crc.finalize() != expected_crc {
+            return Err(corrupt("its CRC-32 does not match its data".to_owned()));
         }
         Ok(ExtractedFile {
-            size,
-            sha256: hex::encode(hasher.finalize()),
-            content_type: sniff_content_type(&head, &entry.base_name),
+            size: seen.size,
+            sha256: hex::encode(seen.sha256.finalize()),
+            content_type: sniff_content_type(&seen.head, &entry.base_name),
         })
+    }
+}
+
+/// What extraction has seen of an entry's bytes so far.
+#[derive(Default)]
+struct Digests {
+    size: u64,
+    sha256: Sha256,
+    crc: crc32fast::Hasher,
+    /// The first bytes, for content sniffing.
+    head: Vec<u8>,
+}
+
+impl Digests {
+    fn update(&mut self, chunk: &[u8]) {
+        self.size = self.size.saturating_add(chunk.len() as u64);
+        self.sha256.update(chunk);
+        self.crc.update(chunk);
+        let room = SNIFF_BYTES.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    }
+}
+
+/// An entry's data as it comes out: stored bytes as they are, or inflated.
+enum Payload<R: Read> {
+    Stored(R),
+    Deflated(DeflateDecoder<BufReader<R>>),
+}
+
+impl<R: Read> Payload<R> {
+    /// Wraps the raw data of an entry compressed with `method`; refuses (returns) any
+    /// method but stored and deflate.
+    fn new(raw: R, method: CompressionMethod) -> Result<Self, CompressionMethod> {
+        match method {
+            CompressionMethod::Stored => Ok(Self::Stored(raw)),
+            CompressionMethod::Deflated => Ok(Self::Deflated(DeflateDecoder::new(
+                BufReader::with_capacity(RAW_BUFFER_BYTES, raw),
+            ))),
+            other => Err(other),
+        }
+    }
+
+    /// Once the data are read: where the deflate stream ended, if that is before the
+    /// `compressed_size` bytes of raw data do.
+    fn deflate_stopped_early(&mut self, compressed_size: u64) -> io::Result<Option<u64>> {
+        let Self::Deflated(decoder) = self else {
+            return Ok(None);
+        };
+        let consumed = decoder.total_in();
+        let rest_is_empty = decoder.get_mut().fill_buf()?.is_empty();
+        Ok((consumed != compressed_size || !rest_is_empty).then_some(consumed))
+    }
+}
+
+impl<R: Read> Read for Payload<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Stored(r) => r.read(buf),
+            Self::Deflated(r) => r.read(buf),
+        }
     }
 }
 
@@ -244,6 +324,37 @@ mod tests {
             .extract_to(&entry, &dir.path().join("out"))
             .unwrap_err();
         assert_eq!(e.code(), "ERR_ARCHIVE_CORRUPT_ENTRY", "{e}");
+    }
+
+    #[test]
+    fn refuses_bytes_after_the_end_of_the_deflate_stream() {
+        // Junk inside the entry's compressed size, after the stream's last block: a
+        // reader that stops where the stream ends would parse it as the next header.
+        let zip = testkit::zip_of(&[("a.txt", b"some text that deflates")]);
+        let entry = layout(&zip)[0];
+        let csize = testkit::get_u32(&zip, entry.central + 20) as usize;
+        let data_end = 30
+            + usize::from(testkit::get_u16(&zip, 26))
+            + usize::from(testkit::get_u16(&zip, 28))
+            + csize;
+        let junk = b"PK\x03\x04decoy";
+        let mut patched = zip[..data_end].to_vec();
+        patched.extend_from_slice(junk);
+        patched.extend_from_slice(&zip[data_end..]);
+        let grown = (csize + junk.len()) as u32;
+        testkit::put_u32(&mut patched, 18, grown);
+        testkit::put_u32(&mut patched, entry.central + junk.len() + 20, grown);
+        let eocd = patched.len() - 22;
+        let offset = testkit::get_u32(&patched, eocd + 16);
+        testkit::put_u32(&mut patched, eocd + 16, offset + junk.len() as u32);
+
+        let (dir, mut archive) = open_ok(&patched);
+        let entry = archive.entries()[0].clone();
+        let e = archive
+            .extract_to(&entry, &dir.path().join("out"))
+            .unwrap_err();
+        assert_eq!(e.code(), "ERR_ARCHIVE_CORRUPT_ENTRY", "{e}");
+        assert!(e.to_string().contains("deflate stream ends"), "{e}");
     }
 
     #[test]

@@ -10,28 +10,40 @@
 //! chooses, through a fixed buffer, counting the bytes it really inflates rather than
 //! trusting the headers.
 //!
-//! The `zip` crate parses the central directory and inflates; this crate does not
-//! trust its view alone. It reads each entry's central and local headers itself
-//! (positional reads on a second handle) and requires them to agree with the crate, so
-//! readers that walk local headers (streaming unzippers, scanners) and readers that use
-//! the central directory cannot be shown two different archives.
+//! Before anything else reads the archive, it must be canonical (`layout`): every
+//! byte accounted for (entries contiguous from offset 0, one central directory, the
+//! ZIP64 end records where used, one end record ending the file) and every redundant
+//! field agreeing (local and central headers, data descriptors, ZIP64 fields, entry
+//! counts, Unicode Path fields), so that readers that walk local headers (streaming
+//! unzippers, scanners), readers that search for the end record and readers that use
+//! the central directory cannot be shown different archives. The rule and its error
+//! codes are written down in `docs/PROTOCOL.md` ("Canonical archives").
 //!
-//! The modules follow the checks in the order they run: `directory` (end records and
-//! the central directory), `validate` (each entry's type, method and sizes), `names`
-//! (name safety and duplicates), `headers` (local headers against the central
-//! directory), then `inflate` (streaming extraction, counting, hashing). `archive` ties
-//! them together behind [`SafeArchive`].
+//! The `zip` crate then parses the central directory and inflates; this crate does not
+//! trust its view alone and requires it to agree with its own reading of the headers
+//! (positional reads on a second handle).
+//!
+//! The modules follow the checks in the order they run: `directory` (declared entry
+//! counts), `layout` with `end`, `local` and `extra` (the canonical-archive rule),
+//! `validate` (each entry's type, method and sizes), `names` (name safety, canonical
+//! names, duplicates), `headers` (the crate's view against the headers), then `inflate`
+//! (streaming extraction, counting, hashing). `archive` ties them together behind
+//! [`SafeArchive`].
 //!
 //! Everything here blocks (file I/O, inflating, hashing): async callers run it in
 //! `tokio::task::spawn_blocking`. Unix only, for the positional reads.
 
 mod archive;
 mod directory;
+mod end;
 mod error;
+mod extra;
 mod format;
 mod headers;
 mod inflate;
+mod layout;
 mod limits;
+mod local;
 mod names;
 mod validate;
 

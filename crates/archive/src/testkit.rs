@@ -59,19 +59,28 @@ pub fn zip_drive_letter() -> Vec<u8> {
 /// Path extra field (0x7075), which readers prefer when its CRC matches, says
 /// `../evil.txt`.
 pub fn zip_unicode_path_traversal() -> Vec<u8> {
-    // Field layout: version 1, CRC-32 of the header name, then the UTF-8 name.
-    let mut field = vec![1u8];
-    field.extend_from_slice(&crc32(b"safe.txt").to_le_bytes());
-    field.extend_from_slice(b"../evil.txt");
-    let mut options = FullFileOptions::default()
-        .compression_method(CompressionMethod::Stored)
-        .unix_permissions(0o644);
-    options
-        .add_extra_field(0x7075, field, false)
-        .expect("add extra field");
+    zip_unicode_path(&[("safe.txt", "../evil.txt")])
+}
+
+/// One stored entry per `(header name, Unicode Path name)`: the header says the first,
+/// the Info-ZIP Unicode Path extra field (with the CRC-32 of the header name, so
+/// readers that honour it use it) says the second.
+pub fn zip_unicode_path(entries: &[(&str, &str)]) -> Vec<u8> {
     let mut w = ZipWriter::new(Cursor::new(Vec::new()));
-    w.start_file("safe.txt", options).expect("start file");
-    w.write_all(b"payload").expect("write");
+    for (header, unicode) in entries {
+        // Field layout: version 1, CRC-32 of the header name, then the UTF-8 name.
+        let mut field = vec![1u8];
+        field.extend_from_slice(&crc32(header.as_bytes()).to_le_bytes());
+        field.extend_from_slice(unicode.as_bytes());
+        let mut options = FullFileOptions::default()
+            .compression_method(CompressionMethod::Stored)
+            .unix_permissions(0o644);
+        options
+            .add_extra_field(0x7075, field, false)
+            .expect("add extra field");
+        w.start_file(*header, options).expect("start file");
+        w.write_all(b"payload").expect("write");
+    }
     w.finish().expect("finish").into_inner()
 }
 
@@ -238,12 +247,17 @@ fn write_zip(files: &[(&str, &[u8])], method: CompressionMethod) -> Vec<u8> {
 }
 
 /// A one-entry archive whose entry is called `name`, which may be one the writer would
-/// refuse or tidy: it is written under a same-length stand-in and renamed in place.
-fn zip_with_name(name: &str) -> Vec<u8> {
+/// refuse or tidy: it is written under a same-length stand-in and renamed in place
+/// (flagged UTF-8 when it is not ASCII).
+pub fn zip_with_name(name: &str) -> Vec<u8> {
     let stand_in = "x".repeat(name.len());
     let mut zip = zip_of(&[(&stand_in, b"payload")]);
     let entry = layout(&zip)[0];
     entry.set_name(&mut zip, name.as_bytes());
+    if !name.is_ascii() {
+        // The writer flags UTF-8 names itself; the stand-in was ASCII.
+        entry.patch_flags(&mut zip, |flags| flags | 0x0800);
+    }
     zip
 }
 

@@ -11,7 +11,7 @@ use crate::directory::{CentralHeader, exact_duplicate, read_central_header};
 use crate::format::{ENCRYPTION_FLAGS, METHOD_AES, METHOD_DEFLATE, METHOD_STORED};
 use crate::headers::check_local_headers;
 use crate::limits::ratio_exceeded;
-use crate::names::{base_name, check_duplicates, check_path};
+use crate::names::{base_name, check_canonical, check_duplicates, check_path};
 use crate::{EntryInfo, ExtractError, ExtractLimits};
 
 const S_IFMT: u32 = 0o170_000;
@@ -22,6 +22,8 @@ const S_IFBLK: u32 = 0o060_000;
 const S_IFDIR: u32 = 0o040_000;
 const S_IFCHR: u32 = 0o020_000;
 const S_IFIFO: u32 = 0o010_000;
+/// MS-DOS directory attribute.
+const DOS_DIRECTORY: u32 = 0x0010;
 /// MS-DOS attribute of NTFS reparse points (symbolic links, junctions).
 const DOS_REPARSE_POINT: u32 = 0x0400;
 
@@ -104,6 +106,10 @@ fn scan_entry<R: Read + Seek>(
     if central.name != entry.name_raw() {
         check_path(&String::from_utf8_lossy(&central.name)).map_err(unsafe_path)?;
     }
+    check_canonical(&name).map_err(|reason| ExtractError::NoncanonicalName {
+        name: name.clone(),
+        reason,
+    })?;
 
     // 0xFFFFFFFF defers to the ZIP64 extra field; any other value must be what the
     // crate uses, or it would be reading a different extent than the one we check.
@@ -138,6 +144,12 @@ fn check_entry(
     declared_total: &mut u64,
 ) -> Result<(), ExtractError> {
     let name = || s.name.clone();
+    if let Some(detail) = directory_marks_disagree(s.central.external_attributes, s.is_dir) {
+        return Err(ExtractError::DirectoryMismatch {
+            name: name(),
+            detail,
+        });
+    }
     if let Some(kind) = non_regular_kind(s.central.external_attributes, s.is_dir) {
         return Err(ExtractError::NotRegularFile { name: name(), kind });
     }
@@ -196,6 +208,23 @@ fn check_entry(
         });
     }
     Ok(())
+}
+
+/// How an entry's marks of being a directory disagree, if they do: the trailing slash
+/// (what most readers go by), the MS-DOS directory attribute (what Windows tools and
+/// bsdtar also honour) and the Unix file type.
+fn directory_marks_disagree(external_attributes: u32, is_dir: bool) -> Option<&'static str> {
+    let dos_dir = external_attributes & DOS_DIRECTORY != 0;
+    let unix = (external_attributes >> 16) & S_IFMT;
+    if dos_dir && !is_dir {
+        Some("it has the MS-DOS directory attribute but no trailing slash")
+    } else if unix == S_IFDIR && !is_dir {
+        Some("its Unix mode says directory but its name has no trailing slash")
+    } else if unix == S_IFREG && is_dir {
+        Some("its name ends in a slash but its Unix mode says regular file")
+    } else {
+        None
+    }
 }
 
 /// What kind of non-regular entry the external attributes describe, if any. Unix

@@ -47,6 +47,28 @@ enum Command {
     /// Exits 0 with the records created, 1 with the server's error code and text
     /// (`--json`: one JSON object on stdout either way), 2 on bad usage.
     Upload(UploadArgs),
+    /// Work with ZIP archives locally (no server, no database).
+    Archive {
+        #[command(subcommand)]
+        command: ArchiveCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArchiveCommand {
+    /// Check archives with the server's own validator (default limits), inflating
+    /// every file: lists each accepted file (size, SHA-256, name) or the refusal's
+    /// code and message. Exits 0 when all are accepted, 1 when any is refused.
+    Check {
+        /// The archives to check.
+        #[arg(required = true, num_args = 1.., value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// One JSON array on stdout: `{"result": "accepted", "file", "entries":
+        /// [{"name", "size", "sha256"}]}` or `{"result": "refused", "file",
+        /// "error_code", "message"}` per archive.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -129,6 +151,36 @@ fn init_tracing() {
     } else {
         builder.init();
     }
+}
+
+/// `intake archive check`: prints each archive's report; exit 1 if any is refused.
+fn archive_check(files: &[PathBuf], json: bool) -> anyhow::Result<()> {
+    use intake::client::check::{CheckReport, inspect};
+    let scratch = tempfile::tempdir().context("creating a scratch directory")?;
+    let reports: Vec<CheckReport> = files.iter().map(|f| inspect(f, scratch.path())).collect();
+    if json {
+        println!("{}", serde_json::to_string(&reports)?);
+    } else {
+        for report in &reports {
+            match report {
+                CheckReport::Accepted { file, entries } => {
+                    println!("{file}: accepted, {} files", entries.len());
+                    for e in entries {
+                        println!("  {:>12}  {}  {}", e.size, e.sha256, e.name);
+                    }
+                }
+                CheckReport::Refused {
+                    file,
+                    error_code,
+                    message,
+                } => println!("{file}: refused, {error_code}: {message}"),
+            }
+        }
+    }
+    let refused = reports
+        .iter()
+        .any(|r| matches!(r, CheckReport::Refused { .. }));
+    std::process::exit(i32::from(refused));
 }
 
 /// `intake upload`: runs the client and exits with its status.
@@ -283,11 +335,15 @@ async fn main() -> anyhow::Result<()> {
     // The client needs no server settings (nor an intake.toml that parses).
     let command = match cli.command {
         Command::Upload(args) => upload(args).await,
+        // Neither needs server settings (nor an intake.toml that parses).
+        Command::Archive {
+            command: ArchiveCommand::Check { files, json },
+        } => return archive_check(&files, json),
         other => other,
     };
     let settings = Settings::load(cli.config.as_deref())?;
     match command {
-        Command::Upload(_) => unreachable!("handled above"),
+        Command::Upload(_) | Command::Archive { .. } => unreachable!("handled above"),
         Command::Serve { only } => {
             let app = Application::build(settings).await?.serve_only(only);
             app.run_until(app::shutdown_signal()).await

@@ -12,7 +12,8 @@
 
 use std::path::Path;
 
-use intake_archive::{ExtractLimits, SafeArchive};
+use intake_archive::{ExtractError, ExtractLimits, SafeArchive};
+use serde::Serialize;
 
 use super::ClientError;
 
@@ -37,4 +38,69 @@ pub async fn check_archive(path: &Path) -> Result<usize, ClientError> {
         }),
         Err(e) => Err(ClientError::File(e.to_string())),
     }
+}
+
+/// One accepted file of an archive, as `intake archive check` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CheckedEntry {
+    /// Its name in the archive.
+    pub name: String,
+    /// Its size, inflated.
+    pub size: u64,
+    /// SHA-256 of its bytes, lowercase hex.
+    pub sha256: String,
+}
+
+/// What `intake archive check` found in one archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum CheckReport {
+    /// Accepted: every file, inflated and hashed exactly as the server would.
+    Accepted {
+        /// The archive's path as given.
+        file: String,
+        /// Its files, in archive order.
+        entries: Vec<CheckedEntry>,
+    },
+    /// Refused with the server's code and text.
+    Refused {
+        /// The archive's path as given.
+        file: String,
+        /// The server's stable code (`ERR_ARCHIVE_…`).
+        error_code: String,
+        /// The server's message.
+        message: String,
+    },
+}
+
+/// Validates the archive at `path` and inflates every file (into a scratch file
+/// under `scratch`, removed as it goes), as the server's extraction would: the
+/// CRCs, sizes and deflate streams are checked too, not only the directory.
+pub fn inspect(path: &Path, scratch: &Path) -> CheckReport {
+    let file = path.display().to_string();
+    match inflate_all(path, scratch) {
+        Ok(entries) => CheckReport::Accepted { file, entries },
+        Err(e) => CheckReport::Refused {
+            file,
+            error_code: e.code().to_string(),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn inflate_all(path: &Path, scratch: &Path) -> Result<Vec<CheckedEntry>, ExtractError> {
+    let mut archive = SafeArchive::open(path, ExtractLimits::default())?;
+    let dest = scratch.join("entry");
+    let mut entries = Vec::with_capacity(archive.entries().len());
+    for entry in archive.entries().to_vec() {
+        let extracted = archive.extract_to(&entry, &dest);
+        let _ = std::fs::remove_file(&dest);
+        let extracted = extracted?;
+        entries.push(CheckedEntry {
+            name: entry.name,
+            size: extracted.size,
+            sha256: extracted.sha256,
+        });
+    }
+    Ok(entries)
 }

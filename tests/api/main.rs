@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod archive_check;
 mod auth;
 mod classes;
 mod cli;

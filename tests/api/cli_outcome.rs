@@ -13,7 +13,6 @@ use std::time::Duration;
 use intake::client::{self, ClientError, Progress, StepUpdate};
 use intake::uploads::worker::Worker;
 use intake_archive::testkit;
-use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -186,15 +185,7 @@ async fn a_client_that_missed_the_final_message_reports_the_pipeline_failure() {
                 .unwrap();
         app.login(&email, PASSWORD).await
     });
-    let detail: Value = app
-        .get(
-            &format!("/api/object-records/uploads/{upload}/"),
-            Some(&token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let detail = app.upload_detail(&token, &upload).await;
     assert_eq!(detail["state"], "failed");
     assert_eq!(detail["files"][0]["error_code"], "ERR_ARCHIVE_UNSAFE_PATH");
     assert_eq!(detail["files"][0]["error_message"], expected.to_string());

@@ -524,15 +524,7 @@ async fn cancelling_a_session_leaves_no_part_in_the_store() {
         app.s3.list_parts(&key, &s3_upload_id).await.is_err(),
         "the multipart upload is aborted: no parts"
     );
-    let detail: Value = app
-        .get(
-            &format!("/api/object-records/uploads/{upload}/"),
-            Some(&token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let detail = app.upload_detail(&token, &upload).await;
     assert_eq!(detail["state"], "failed");
     assert_eq!(detail["files"][0]["state"], "failed");
     let again = delete(token.clone()).await;

@@ -196,6 +196,43 @@ impl TestApp {
             .to_string()
     }
 
+    /// `GET /api/object-records/uploads/{upload}/` as `token`: the upload's detail.
+    pub async fn upload_detail(&self, token: &str, upload: &str) -> Value {
+        let r = self
+            .get(
+                &format!("/api/object-records/uploads/{upload}/"),
+                Some(token),
+            )
+            .await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Grants `user` the right to create records in `class` (as a configurator).
+    pub async fn grant(&self, admin: &str, class: i64, user: i64) {
+        let r = self
+            .post(
+                &format!("/api/object-classes/{class}/permissions/"),
+                Some(admin),
+                json!({ "user": user }),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+    }
+
+    /// Creates a record named `name` in `class` over REST; returns its id.
+    pub async fn create_record(&self, token: &str, class: i64, name: &str) -> i64 {
+        let r = self
+            .post(
+                "/api/object-records/",
+                Some(token),
+                json!({ "object_name": name, "object_class": class }),
+            )
+            .await;
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["id"].as_i64().unwrap()
+    }
+
     /// Gets a one-time WebSocket ticket.
     pub async fn ticket(&self, token: &str) -> String {
         let r = self.get("/api/users/ws-auth/", Some(token)).await;

@@ -183,15 +183,7 @@ async fn single_upload_makes_one_record_per_file() {
     assert_eq!(types, vec!["application/pdf", "image/png", "text/plain"]);
 
     // The upload is used now: its id can no longer open a socket.
-    let status: Value = app
-        .get(
-            &format!("/api/object-records/uploads/{upload}/"),
-            Some(&token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let status = app.upload_detail(&token, &upload).await;
     assert_eq!(status["state"], "succeeded");
     assert_eq!(status["record_count"], 3);
     let ticket = app.ticket(&token).await;
@@ -295,15 +287,7 @@ async fn unsafe_archives_are_refused_with_nothing_created() {
         assert_eq!(last["status"], "error", "{code}: {msgs:#?}");
         assert_eq!(last["error_code"], code, "{msgs:#?}");
         assert!(!last["message"].as_str().unwrap().is_empty());
-        let status: Value = app
-            .get(
-                &format!("/api/object-records/uploads/{upload}/"),
-                Some(&token),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
+        let status = app.upload_detail(&token, &upload).await;
         assert_eq!(status["state"], "failed");
     }
     assert!(records_of(&app, &token, class).await.is_empty());

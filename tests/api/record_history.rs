@@ -148,15 +148,7 @@ async fn a_record_made_over_rest_gets_a_user_event() {
     let (_, admin) = app.user(AccountType::ConfigAdmin).await;
     let (user_id, user) = app.user(AccountType::Internal).await;
     let (class, _) = app.class_with_document_field(&admin).await;
-    let r = app
-        .post(
-            "/api/object-records/",
-            Some(&user),
-            json!({ "object_name": "Ada", "object_class": class }),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    let id = app.create_record(&user, class, "Ada").await;
     let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
         .bind(user_id)
         .fetch_one(&app.state.db.pool)
@@ -211,23 +203,8 @@ async fn history_is_read_like_the_record() {
     let (ext_id, ext) = app.user(AccountType::External).await;
     let (_, other_ext) = app.user(AccountType::External).await;
     let (class, _) = app.class_with_document_field(&admin).await;
-    let r = app
-        .post(
-            &format!("/api/object-classes/{class}/permissions/"),
-            Some(&admin),
-            json!({ "user": ext_id }),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let r = app
-        .post(
-            "/api/object-records/",
-            Some(&ext),
-            json!({ "object_name": "mine", "object_class": class }),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    app.grant(&admin, class, ext_id).await;
+    let id = app.create_record(&ext, class, "mine").await;
     let path = format!("/api/object-records/{id}/history/");
 
     // (caller, path, status, body): the record's own rules, row by row.

@@ -151,23 +151,8 @@ async fn record_errors_and_permissions() {
     )
     .await;
     // Granted, the external user may create; others still may not read it.
-    let r = app
-        .post(
-            &format!("/api/object-classes/{class}/permissions/"),
-            Some(&admin),
-            json!({ "user": ext_id }),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let r = app
-        .post(
-            "/api/object-records/",
-            Some(&ext),
-            json!({ "object_name": "x", "object_class": class }),
-        )
-        .await;
-    assert_eq!(r.status(), 201);
-    let id = r.json::<Value>().await.unwrap()["id"].as_i64().unwrap();
+    app.grant(&admin, class, ext_id).await;
+    let id = app.create_record(&ext, class, "x").await;
     assert_eq!(
         app.get(&format!("/api/object-records/{id}/"), Some(&ext))
             .await

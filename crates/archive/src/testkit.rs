@@ -70,7 +70,7 @@ pub fn zip_unicode_path(entries: &[(&str, &str)]) -> Vec<u8> {
     for (header, unicode) in entries {
         // Field layout: version 1, CRC-32 of the header name, then the UTF-8 name.
         let mut field = vec![1u8];
-        field.extend_from_slice(&crc32(header.as_bytes()).to_le_bytes());
+        field.extend_from_slice(&crc32fast::hash(header.as_bytes()).to_le_bytes());
         field.extend_from_slice(unicode.as_bytes());
         let mut options = FullFileOptions::default()
             .compression_method(CompressionMethod::Stored)
@@ -196,7 +196,7 @@ pub fn zip_lying_size() -> Vec<u8> {
     let mut zip = zip_of(&[("lie.bin", &data)]);
     let entry = layout(&zip)[0];
     entry.put_u32(&mut zip, 24, 22, 16);
-    entry.put_u32(&mut zip, 16, 14, crc32(&data[..16]));
+    entry.put_u32(&mut zip, 16, 14, crc32fast::hash(&data[..16]));
     zip
 }
 
@@ -216,22 +216,6 @@ pub fn zip_with_directory_and_nested() -> Vec<u8> {
         .expect("start file");
     w.write_all(b"read me").expect("write");
     w.finish().expect("finish").into_inner()
-}
-
-/// CRC-32 (IEEE, as used by ZIP) of `data`; bitwise, for patching test archives.
-pub fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &byte in data {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 fn write_zip(files: &[(&str, &[u8])], method: CompressionMethod) -> Vec<u8> {
@@ -338,4 +322,46 @@ pub(crate) fn put_u16(zip: &mut [u8], at: usize, v: u16) {
 
 pub(crate) fn put_u32(zip: &mut [u8], at: usize, v: u32) {
     zip[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Every kind of archive this kit builds, well-formed and hostile, each with a
+/// name: the fuzz targets' seed corpus and the differential test's crafted set.
+pub fn crafted() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (
+            "deflated",
+            zip_of(&[("a.txt", b"hello hello".as_slice()), ("d/b.bin", &[1; 300])]),
+        ),
+        (
+            "stored",
+            zip_stored(&[("a.txt", b"hello".as_slice()), ("empty", b"")]),
+        ),
+        ("empty", zip_of(&[])),
+        ("directory-and-nested", zip_with_directory_and_nested()),
+        (
+            "unicode-path-same",
+            zip_unicode_path(&[("same.txt", "same.txt")]),
+        ),
+        (
+            "unicode-path-other",
+            zip_unicode_path(&[("a.pdf", "a.exe")]),
+        ),
+        ("traversal", zip_traversal()),
+        ("absolute", zip_absolute()),
+        ("backslash", zip_backslash()),
+        ("symlink", zip_symlink()),
+        ("duplicate", zip_duplicate_exact()),
+        ("casefold", zip_duplicate_casefold()),
+        ("unicode-duplicate", zip_duplicate_unicode()),
+        ("encrypted", zip_encrypted()),
+        ("method", zip_unsupported_method()),
+        ("overlap", zip_overlap()),
+        ("past-directory", zip_data_past_directory()),
+        ("header-mismatch", zip_header_mismatch()),
+        ("lying-size", zip_lying_size()),
+        ("entries", zip_too_many_entries(5)),
+        ("utf8-name", zip_of(&[("caf\u{e9}/\u{5370}.txt", b"x")])),
+        ("device-name", zip_with_name("aux.txt")),
+        ("bidi", zip_with_name("a\u{202e}txt.exe")),
+    ]
 }

@@ -11,46 +11,6 @@ use intake_archive::testkit;
 
 mod common;
 
-fn crafted() -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        (
-            "deflated",
-            testkit::zip_of(&[("a.txt", b"hello".as_slice()), ("d/b.bin", &[1; 300])]),
-        ),
-        (
-            "stored",
-            testkit::zip_stored(&[("a.txt", b"hello".as_slice()), ("empty", b"")]),
-        ),
-        ("empty", testkit::zip_of(&[])),
-        (
-            "directory-and-nested",
-            testkit::zip_with_directory_and_nested(),
-        ),
-        (
-            "unicode-path-same",
-            testkit::zip_unicode_path(&[("same.txt", "same.txt")]),
-        ),
-        (
-            "unicode-path-other",
-            testkit::zip_unicode_path(&[("a.pdf", "a.exe")]),
-        ),
-        ("traversal", testkit::zip_traversal()),
-        ("symlink", testkit::zip_symlink()),
-        ("duplicate", testkit::zip_duplicate_exact()),
-        ("casefold", testkit::zip_duplicate_casefold()),
-        ("unicode-duplicate", testkit::zip_duplicate_unicode()),
-        ("encrypted", testkit::zip_encrypted()),
-        ("overlap", testkit::zip_overlap()),
-        ("header-mismatch", testkit::zip_header_mismatch()),
-        ("entries", testkit::zip_too_many_entries(5)),
-        (
-            "utf8-name",
-            testkit::zip_of(&[("caf\u{e9}/\u{5370}.txt", b"x")]),
-        ),
-        ("device-name", testkit::zip_with_name("aux.txt")),
-    ]
-}
-
 /// Files of `dir` (not recursive), if it exists.
 fn files_in(dir: &Path) -> Vec<PathBuf> {
     let Ok(read) = fs::read_dir(dir) else {
@@ -91,7 +51,7 @@ fn crafted_archives_are_refused_or_read_alike() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let paths: Vec<PathBuf> = crafted()
+    let paths: Vec<PathBuf> = testkit::crafted()
         .into_iter()
         .map(|(name, bytes)| {
             let path = dir.path().join(format!("{name}.zip"));

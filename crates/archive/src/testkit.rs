@@ -365,3 +365,17 @@ pub fn crafted() -> Vec<(&'static str, Vec<u8>)> {
         ("bidi", zip_with_name("a\u{202e}txt.exe")),
     ]
 }
+
+/// Panics unless `name` is safe as the validator promises: relative, without empty,
+/// `.` or `..` components, backslashes, colons or control characters. For the
+/// property tests and fuzz targets, on whatever the validator accepted.
+pub fn assert_safe_name(name: &str) {
+    assert!(
+        !name
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == ".."),
+        "{name:?}"
+    );
+    assert!(!name.contains('\\') && !name.contains(':'), "{name:?}");
+    assert!(!name.chars().any(char::is_control), "{name:?}");
+}

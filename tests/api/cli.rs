@@ -12,10 +12,9 @@ use intake::domain::AccountType;
 use intake_archive::testkit;
 use secrecy::SecretString;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::helpers::TestApp;
+use crate::helpers::proxy::Proxy;
 
 pub(crate) const PASSWORD: &str = "correct horse battery";
 
@@ -149,41 +148,6 @@ async fn single_upload_reports_the_records_created() {
     assert!(recorder.reconnects.lock().unwrap().is_empty());
 }
 
-/// A TCP forwarder whose open connections can all be cut at once.
-struct Proxy {
-    addr: SocketAddr,
-    cut: Arc<watch::Sender<u64>>,
-}
-
-impl Proxy {
-    async fn start(upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let cut = Arc::new(watch::channel(0u64).0);
-        let signal = cut.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut cut = signal.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut out) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Proxy { addr, cut }
-    }
-
-    /// Closes every connection open now; new ones are accepted as before.
-    fn cut(&self) {
-        self.cut.send_modify(|n| *n += 1);
-    }
-}
-
 /// Three 5 MiB parts; the socket (and every REST connection) is cut when the first
 /// part is stored. The client reconnects with a fresh ticket, sends no part twice
 /// and completes on the new socket.
@@ -299,6 +263,20 @@ async fn refusals_carry_the_server_code_and_text() {
 }
 
 /// Runs the built `intake upload` with credentials in the environment.
+/// `intake upload FILE --server … --class … --field … --json` for `app`.
+pub(crate) fn upload_args(app: &TestApp, file: &Path, class: i64, field: i64) -> Vec<String> {
+    vec![
+        file.display().to_string(),
+        "--server".into(),
+        app.base.clone(),
+        "--class".into(),
+        class.to_string(),
+        "--field".into(),
+        field.to_string(),
+        "--json".into(),
+    ]
+}
+
 pub(crate) async fn run_cli(args: &[&str], email: &str) -> std::process::Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"))
         .arg("upload")

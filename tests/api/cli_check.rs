@@ -88,16 +88,7 @@ async fn the_binary_refuses_before_sending_and_no_check_sends() {
     let (email, class, field) = setup(&app).await;
     let dir = tempfile::tempdir().unwrap();
     let bad = write(dir.path(), "evil.zip", &testkit::zip_traversal());
-    let args: Vec<String> = vec![
-        bad.display().to_string(),
-        "--server".into(),
-        app.base.clone(),
-        "--class".into(),
-        class.to_string(),
-        "--field".into(),
-        field.to_string(),
-        "--json".into(),
-    ];
+    let args = crate::cli::upload_args(&app, &bad, class, field);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
 
     let out = run_cli(&argv, &email).await;

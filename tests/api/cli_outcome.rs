@@ -6,68 +6,22 @@
 //! failure code and text.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use intake::client::{self, ClientError, Progress, StepUpdate};
 use intake::uploads::worker::Worker;
 use intake_archive::testkit;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
 
 use crate::cli::{PASSWORD, options, setup, write};
 use crate::helpers::TestApp;
-
-/// A TCP forwarder to the app that can go dark: while down it cuts every open
-/// connection and drops new ones at once, like a crashed node.
-struct Outage {
-    addr: SocketAddr,
-    down: Arc<AtomicBool>,
-    cut: Arc<watch::Sender<u64>>,
-}
-
-impl Outage {
-    async fn start(upstream: SocketAddr) -> Outage {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let down = Arc::new(AtomicBool::new(false));
-        let cut = Arc::new(watch::channel(0u64).0);
-        let (is_down, signal) = (down.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if is_down.load(Ordering::SeqCst) {
-                    continue;
-                }
-                let mut cut = signal.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut out) = TcpStream::connect(upstream).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut out) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Outage { addr, down, cut }
-    }
-
-    fn go_down(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        self.cut.send_modify(|n| *n += 1);
-    }
-
-    fn come_back(&self) {
-        self.down.store(false, Ordering::SeqCst);
-    }
-}
+use crate::helpers::proxy::Proxy;
 
 /// Takes the server down when the file is queued (the client has announced
 /// completion and is waiting for processing), and counts reconnect attempts.
 struct DownWhenQueued {
-    outage: Arc<Outage>,
+    outage: Arc<Proxy>,
     reconnects: AtomicUsize,
     seen: Mutex<Vec<String>>,
 }
@@ -96,7 +50,7 @@ async fn upload_through_outage(
     let app = TestApp::spawn_with(|s| s.jobs.run_workers = false).await;
     let (email, class, field) = setup(&app).await;
     let upstream: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
-    let outage = Arc::new(Outage::start(upstream).await);
+    let outage = Arc::new(Proxy::start(upstream).await);
     let dir = tempfile::tempdir().unwrap();
     let file = write(dir.path(), "batch.zip", zip);
     let mut opts = options(

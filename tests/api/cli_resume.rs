@@ -220,20 +220,16 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 async fn cli_for(app: &TestApp, file: &Path, state: &Path) -> Cli {
     let (email, class, field) = setup(app).await;
     Cli {
-        args: vec![
-            file.display().to_string(),
-            "--server".into(),
-            app.base.clone(),
-            "--class".into(),
-            class.to_string(),
-            "--field".into(),
-            field.to_string(),
-            "--json".into(),
-            "--parallel".into(),
-            "2".into(),
-            "--state-dir".into(),
-            state.display().to_string(),
-        ],
+        args: [
+            crate::cli::upload_args(app, file, class, field),
+            vec![
+                "--parallel".into(),
+                "2".into(),
+                "--state-dir".into(),
+                state.display().to_string(),
+            ],
+        ]
+        .concat(),
         email,
     }
 }

@@ -5,6 +5,7 @@
 
 #[path = "../common/clamd.rs"]
 pub mod clamd;
+pub mod proxy;
 pub mod socket;
 
 use intake::app::Application;

@@ -31,6 +31,16 @@ pub(crate) fn open_ok(bytes: &[u8]) -> (TempDir, SafeArchive) {
     (dir, result.expect("archive should open"))
 }
 
+/// The error extracting the first entry of `bytes` (which opens) fails with.
+pub(crate) fn first_extract_error(bytes: &[u8]) -> ExtractError {
+    let (dir, mut archive) = open_ok(bytes);
+    let entry = archive.entries()[0].clone();
+    match archive.extract_to(&entry, &dir.path().join("out")) {
+        Ok(file) => panic!("extraction should fail, got {file:?}"),
+        Err(e) => e,
+    }
+}
+
 /// The code `open` refuses `bytes` with under `limits`.
 pub(crate) fn refusal_with(bytes: &[u8], limits: ExtractLimits) -> ExtractError {
     match open_with(bytes, limits).1 {

@@ -58,6 +58,22 @@ pub enum ExtractError {
         /// The method number from the header.
         method: u16,
     },
+    /// A "version needed to extract" above 4.5, the most that stored, deflate and
+    /// ZIP64 entries need: readers that do not support it refuse the entry (Info-ZIP
+    /// `unzip` above 4.6, Python's `zipfile` above 6.3) while others read it.
+    #[error(
+        "entry {name:?} needs ZIP version {}.{} to extract ({place}); at most 4.5 is accepted",
+        .version / 10,
+        .version % 10
+    )]
+    UnsupportedVersion {
+        /// The entry's name.
+        name: String,
+        /// The version, as stored (45 is 4.5).
+        version: u16,
+        /// Which header says so.
+        place: &'static str,
+    },
     /// An entry's header or data overlaps another entry or the central directory.
     #[error("entry {name:?} overlaps {other}; overlapping entries are a ZIP bomb technique")]
     Overlap {
@@ -238,6 +254,7 @@ impl ExtractError {
             Self::DuplicateName { .. } => "ERR_ARCHIVE_DUPLICATE_NAME",
             Self::Encrypted { .. } => "ERR_ARCHIVE_ENCRYPTED",
             Self::UnsupportedMethod { .. } => "ERR_ARCHIVE_UNSUPPORTED_METHOD",
+            Self::UnsupportedVersion { .. } => "ERR_ARCHIVE_UNSUPPORTED_VERSION",
             Self::Overlap { .. } => "ERR_ARCHIVE_OVERLAP",
             Self::HeaderMismatch { .. } => "ERR_ARCHIVE_HEADER_MISMATCH",
             Self::TooManyEntries { .. } => "ERR_ARCHIVE_TOO_MANY_ENTRIES",

@@ -153,11 +153,33 @@ impl DirectoryReader {
     }
 }
 
+/// The most any entry this crate accepts needs (ZIP64: 4.5). Readers compare the
+/// low byte of "version needed to extract" with what they support.
+pub(crate) const MAX_VERSION_NEEDED: u16 = 45;
+
+/// Refuses a "version needed to extract" above [`MAX_VERSION_NEEDED`].
+pub(crate) fn check_version_needed(
+    field: u16,
+    name: &str,
+    place: &'static str,
+) -> Result<(), ExtractError> {
+    let version = field & 0xff;
+    if version > MAX_VERSION_NEEDED {
+        return Err(ExtractError::UnsupportedVersion {
+            name: name.to_owned(),
+            version,
+            place,
+        });
+    }
+    Ok(())
+}
+
 /// Applies the extra fields to a central header and checks its name's encoding.
 fn parse_central(fixed: &[u8], name: Vec<u8>, extra: &[u8]) -> Result<Central, ExtractError> {
     let shown = String::from_utf8_lossy(&name).into_owned();
     let flags = le_u16(fixed, 8);
     check_name_encoding(&name, flags, le_u16(fixed, 4) >> 8, &shown)?;
+    check_version_needed(le_u16(fixed, 6), &shown, "central header")?;
     let extras = extra::parse(extra).map_err(|detail| ExtractError::ExtraField {
         name: shown.clone(),
         detail,

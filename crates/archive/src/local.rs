@@ -154,6 +154,7 @@ fn apply_local_extras(
             }
         })?;
     }
+    crate::layout::check_version_needed(le_u16(fixed, 4), name, "local header")?;
     let compressed_size = le_u32(fixed, 18);
     let size = le_u32(fixed, 22);
     let markers = Markers {

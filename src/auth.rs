@@ -1,6 +1,6 @@
 //! Passwords (argon2), JWT access and refresh tokens, one-time WebSocket tickets.
 //! The extractor that authenticates REST calls with them is at the HTTP edge
-//! (`crate::http::extractor`).
+//! (`http/extractor.rs`).
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};

@@ -631,11 +631,6 @@ impl Settings {
         }
     }
 
-    /// Largest accepted upload in bytes.
-    pub fn max_upload_bytes(&self) -> u64 {
-        self.uploads.max_upload_bytes()
-    }
-
     /// The defaults for a throwaway node in `data_dir` (tests, benchmarks): the
     /// API and the embedded S3 endpoint on ports the system picks.
     pub fn ephemeral(data_dir: PathBuf) -> Settings {
@@ -690,7 +685,7 @@ mod tests {
     fn file_values_apply() {
         let s = load_toml("http_addr = \"0.0.0.0:9999\"\nmax_upload_gb = 2\nallowed_origins = [\"https://a.example\"]").unwrap();
         assert_eq!(s.server.http_addr.port(), 9999);
-        assert_eq!(s.max_upload_bytes(), 2_000_000_000);
+        assert_eq!(s.uploads.max_upload_bytes(), 2_000_000_000);
         assert_eq!(
             s.socket.allowed_origins,
             vec!["https://a.example".to_string()]

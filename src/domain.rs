@@ -231,13 +231,6 @@ stored_names! {
     }
 }
 
-impl FileState {
-    /// No more work will be done on the file.
-    pub fn is_settled(self) -> bool {
-        matches!(self, FileState::Processed | FileState::Failed)
-    }
-}
-
 stored_names! {
     /// A durable job's state.
     pub enum JobState {

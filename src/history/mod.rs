@@ -1,7 +1,7 @@
 //! The Event History API's domain: service API keys, tenants, presigned upload URLs
 //! for tenant files, and history events that may reference those files.
 //!
-//! [`History`] is the service the HTTP edge (`crate::http::history`) calls; it holds
+//! [`History`] is the service the HTTP edge (`http/history.rs`) calls; it holds
 //! the database and object store handles, the API-key pepper and two in-memory caches
 //! (keys and tenants) so that a request normally costs no database query. Whatever is
 //! cached is trusted for at most `history_cache_ttl_secs` (default 30 s): a key revoked

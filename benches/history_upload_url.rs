@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
     let secs: u64 = env_or("BENCH_SECS", 10);
     let cache_ttl: u64 = env_or(
         "BENCH_CACHE_TTL_SECS",
-        Settings::default().history.cache_ttl_secs,
+        Settings::default().history.cache_ttl.as_secs(),
     );
     let server_threads: usize = env_or("BENCH_SERVER_THREADS", 2);
     let client_threads: usize = env_or("BENCH_CLIENT_THREADS", 2);
@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let mut settings = Settings::ephemeral(dir.path().to_path_buf());
-    settings.history.cache_ttl_secs = cache_ttl;
+    settings.history.cache_ttl = std::time::Duration::from_secs(cache_ttl);
 
     // The server on its own runtime and threads.
     let server_rt = tokio::runtime::Builder::new_multi_thread()

@@ -197,8 +197,8 @@ impl Application {
         };
         let jwt = JwtKeys::new(
             jwt_secret.as_bytes(),
-            settings.auth.access_token_ttl_secs,
-            settings.auth.refresh_token_ttl_secs,
+            settings.auth.access_token_ttl.as_secs(),
+            settings.auth.refresh_token_ttl.as_secs(),
         );
         let scanner = connect_scanner(&settings).await?;
         let http_addr = settings.server.http_addr;

@@ -1,454 +1,278 @@
-//! Layered configuration: built-in defaults, then an optional `intake.toml`, then
-//! `INTAKE_*` environment variables. Settings are grouped by the part of the system
-//! that reads them (`Settings::s3`, `Settings::jobs`, …), but every name stays flat:
-//! the file uses `s3_bucket = …` and the environment `INTAKE_S3_BUCKET`, exactly
-//! the names of `docs/CONFIGURATION.md` (they are part of the public contract).
-//! Each flat name belongs to one group; loading maps it there.
+//! Settings: ONE table (`schema!` below) lists every setting — its flat name, Rust
+//! type, kind (which carries the unit), default, example and doc line. From it come
+//! the `Settings` structs and their defaults, the loader (defaults, then an optional
+//! `intake.toml`, then `INTAKE_*` variables), the warning for a variable that names no
+//! setting ("did you mean …?"), and the table of `docs/CONFIGURATION.md` (a test
+//! compares it; `UPDATE_DOCS=1 cargo test --lib config` rewrites it).
+//!
+//! Settings are grouped by the part of the system that reads them (`Settings::s3`,
+//! `Settings::jobs`, …), but every name stays flat: the file uses `s3_bucket = …`
+//! and the environment `INTAKE_S3_BUCKET` (they are part of the public contract).
+//! Sizes and durations take human units (`100 MiB`, `15m`); a plain number is bytes
+//! or seconds, and the older `*_secs` / `*_ms` / `max_upload_gb` names keep working.
 
-use std::collections::BTreeMap;
+mod schema;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::value::{Dict, Value};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize, Serializer};
 
-/// Every setting of the service, with its default. See `docs/CONFIGURATION.md`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Settings {
+use schema::{Addr, Bool, Dur, FsPath, Int, List, OneOf, Optional, Secret, Size, Text};
+pub use schema::{Spec, closest, markdown_table};
+
+/// How log lines are written (`INTAKE_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl schema::Choice for LogFormat {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("text", LogFormat::Text), ("json", LogFormat::Json)];
+    const NAME: &'static str = "`text` or `json` (any case)";
+}
+
+schema::schema! {
     /// Where the process keeps its files and listens.
-    pub server: ServerSettings,
+    server: ServerSettings {
+        /// Where the embedded database, embedded S3 objects and generated secrets live.
+        /// `serve` and `admin` print the directory they use.
+        data_dir: PathBuf as FsPath = "data_dir",
+            default Some("./intake-data"), example "/var/lib/intake";
+        /// Address of the HTTP/WebSocket API.
+        http_addr: SocketAddr as Addr = "http_addr",
+            default Some("127.0.0.1:8080"), example "0.0.0.0:8080";
+    }
+    /// What is logged and how.
+    log: LogSettings {
+        /// A `tracing` filter: a level, or per-module levels.
+        filter: String as Text = "log",
+            default Some("info,sqlx=warn,aws_config=warn,aws_smithy_runtime=warn"),
+            example "debug,hyper=info";
+        /// Log line format; text lines are coloured only when stderr is a terminal
+        /// (and `NO_COLOR` is unset).
+        format: LogFormat as OneOf<LogFormat> = "log_format",
+            default Some("text"), example "json";
+    }
     /// The metadata database.
-    pub database: DatabaseSettings,
+    database: DatabaseSettings {
+        /// `sqlite://…` or `postgres://…` (may hold a password); unset: the SQLite file
+        /// `<data_dir>/intake.db`.
+        url: Option<SecretString> as Optional<Secret> = "database_url",
+            default None, example "postgres://intake:secret@db.internal:5432/intake";
+        /// Maximum database connections in the pool.
+        max_connections: u32 as Int<u32> = "database_max_connections",
+            default Some("16"), example "32";
+    }
     /// The object store.
-    pub s3: S3Settings,
+    s3: S3Settings {
+        /// External S3 endpoint; when unset the process serves its own at
+        /// `s3_embedded_addr`.
+        endpoint: Option<String> as Optional<Text> = "s3_endpoint",
+            default None, example "https://s3.eu-west-1.amazonaws.com";
+        /// S3 region used for signing.
+        region: String as Text = "s3_region", default Some("us-east-1"), example "eu-west-1";
+        /// Bucket holding every object (created at start-up when missing).
+        bucket: String as Text = "s3_bucket", default Some("intake"), example "intake-prod";
+        /// Access key id; default for the embedded endpoint: generated and kept in the
+        /// data dir.
+        access_key_id: Option<String> as Optional<Text> = "s3_access_key_id",
+            default None, example "AKIAIOSFODNN7EXAMPLE";
+        /// Secret access key; default for the embedded endpoint: generated and kept in
+        /// the data dir.
+        secret_access_key: Option<SecretString> as Optional<Secret> = "s3_secret_access_key",
+            default None, example "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        /// Path-style addressing (`http://host/bucket/key`); needed by most self-hosted
+        /// S3 servers.
+        force_path_style: bool as Bool = "s3_force_path_style",
+            default Some("true"), example "false";
+        /// Address of the embedded S3-compatible endpoint (used only without
+        /// `s3_endpoint`).
+        embedded_addr: SocketAddr as Addr = "s3_embedded_addr",
+            default Some("127.0.0.1:9000"), example "0.0.0.0:9000";
+        /// Base URL put into presigned URLs when clients reach S3 at another address.
+        public_s3_url: Option<String> as Optional<Text> = "public_s3_url",
+            default None, example "https://files.example.com";
+    }
     /// Tokens and tickets.
-    pub auth: AuthSettings,
+    auth: AuthSettings {
+        /// Secret for signing JWTs; default: generated and kept in the data dir.
+        /// Several nodes must share one.
+        jwt_secret: Option<SecretString> as Optional<Secret> = "jwt_secret",
+            default None, example "a-long-random-string";
+        /// Lifetime of an access token.
+        access_token_ttl: Duration as Dur = "access_token_ttl",
+            default Some("15m"), example "30m", alias "access_token_ttl_secs" in Secs;
+        /// Lifetime of a refresh token.
+        refresh_token_ttl: Duration as Dur = "refresh_token_ttl",
+            default Some("7d"), example "30d", alias "refresh_token_ttl_secs" in Secs;
+        /// Lifetime of a one-time WebSocket ticket.
+        ws_ticket_ttl: Duration as Dur = "ws_ticket_ttl",
+            default Some("60s"), example "30s", alias "ws_ticket_ttl_secs" in Secs;
+    }
     /// What the upload socket accepts and how long its URLs live.
-    pub uploads: UploadSettings,
+    uploads: UploadSettings {
+        /// Largest accepted upload (the socket's error text states it in GB, 10^9 bytes).
+        max_upload_bytes: u64 as Size = "max_upload_bytes",
+            default Some("5 GB"), example "50 GB", alias "max_upload_gb" in Gb;
+        /// Uploads of at least this size use multipart.
+        multipart_threshold_bytes: u64 as Size = "multipart_threshold_bytes",
+            default Some("100 MiB"), example "64 MiB";
+        /// Fixed multipart chunk size (5 MiB to 5 GiB); unset: 16 MiB, grown so there
+        /// are at most 10,000 parts.
+        multipart_chunk_bytes: Option<u64> as Optional<Size> = "multipart_chunk_bytes",
+            default None, example "32 MiB";
+        /// Lifetime of presigned upload URLs (at most 7 days).
+        presign_ttl: Duration as Dur = "presign_ttl",
+            default Some("1h"), example "15m", alias "presign_ttl_secs" in Secs;
+        /// Lifetime of presigned download URLs (at most 7 days).
+        download_url_ttl: Duration as Dur = "download_url_ttl",
+            default Some("5m"), example "1m", alias "download_url_ttl_secs" in Secs;
+        /// How long an upload id stays usable after creation.
+        upload_ttl: Duration as Dur = "upload_ttl",
+            default Some("24h"), example "2h", alias "upload_ttl_secs" in Secs;
+    }
     /// The antivirus scanner.
-    pub scan: ScanSettings,
+    scan: ScanSettings {
+        /// clamd address, `tcp://host:port` or `unix:///path`; unset: scanning is skipped.
+        clamd_addr: Option<String> as Optional<Text> = "clamd_addr",
+            default None, example "tcp://127.0.0.1:3310";
+        /// Refuse to start without `clamd_addr`.
+        require_scan: bool as Bool = "require_scan", default Some("false"), example "true";
+    }
     /// The upload socket's connections.
-    pub socket: SocketSettings,
+    socket: SocketSettings {
+        /// Allowed `Origin` values for WebSocket upgrades; empty: any origin (and none).
+        allowed_origins: Vec<String> as List = "allowed_origins",
+            default None, example "https://app.example,https://admin.example";
+        /// Maximum concurrent upload sockets per user.
+        max_sockets_per_user: u32 as Int<u32> = "max_sockets_per_user",
+            default Some("16"), example "4";
+        /// Close a socket that has been silent (no pong or message) this long.
+        idle_timeout: Duration as Dur = "ws_idle_timeout",
+            default Some("2m"), example "45s", alias "ws_idle_timeout_secs" in Secs;
+    }
     /// Limits on an archive's contents.
-    pub archive: ArchiveSettings,
+    archive: ArchiveSettings {
+        /// Maximum number of entries in an archive.
+        max_archive_entries: u64 as Int<u64> = "max_archive_entries",
+            default Some("100000"), example "10000";
+        /// Maximum inflated size of one entry.
+        max_entry_bytes: u64 as Size = "max_entry_bytes", default Some("5 GiB"), example "1 GiB";
+        /// Maximum inflated size of a whole archive.
+        max_archive_bytes: u64 as Size = "max_archive_bytes",
+            default Some("20 GiB"), example "100 MiB";
+        /// Maximum compression ratio of one entry.
+        max_compression_ratio: u64 as Int<u64> = "max_compression_ratio",
+            default Some("200"), example "100";
+    }
     /// Pipeline workers and their job queue.
-    pub jobs: JobSettings,
+    jobs: JobSettings {
+        /// Number of pipeline jobs one node runs at once.
+        worker_concurrency: u32 as Int<u32> = "worker_concurrency", default Some("2"), example "4";
+        /// Whether this node runs pipeline workers.
+        run_workers: bool as Bool = "run_workers", default Some("true"), example "false";
+        /// First retry delay of a job after a transient failure (doubles per attempt,
+        /// with jitter, capped at 5 min).
+        retry_base: Duration as Dur = "job_retry_base",
+            default Some("1s"), example "500ms", alias "job_retry_base_ms" in Millis;
+        /// How often a running job refreshes its heartbeat.
+        heartbeat: Duration as Dur = "job_heartbeat",
+            default Some("5s"), example "10s", alias "job_heartbeat_secs" in Secs;
+        /// A running job whose heartbeat is older than this is rescued (more than twice
+        /// `job_heartbeat`).
+        stale: Duration as Dur = "job_stale",
+            default Some("60s"), example "2m", alias "job_stale_secs" in Secs;
+        /// How often idle workers look for jobs enqueued by other nodes.
+        poll: Duration as Dur = "job_poll",
+            default Some("1s"), example "250ms", alias "job_poll_ms" in Millis;
+        /// Uploads to the object store run at most this many at once per job.
+        save_concurrency: u32 as Int<u32> = "save_concurrency", default Some("8"), example "16";
+    }
     /// The Event History API.
-    pub history: HistorySettings,
-}
-
-/// Where the process keeps its files and listens.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServerSettings {
-    /// Where the embedded database, embedded S3 objects and generated secrets live.
-    pub data_dir: PathBuf,
-    /// Address of the HTTP/WebSocket API.
-    pub http_addr: SocketAddr,
-}
-
-/// The metadata database.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseSettings {
-    /// `sqlite://…` or `postgres://…` (may hold a password); default:
-    /// `sqlite://<data_dir>/intake.db`.
-    #[serde(rename = "database_url", serialize_with = "redacted")]
-    pub url: Option<SecretString>,
-    /// Maximum database connections in the pool.
-    #[serde(rename = "database_max_connections")]
-    pub max_connections: u32,
-}
-
-/// The object store.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Settings {
-    /// External S3 endpoint; when unset the process serves its own at `s3_embedded_addr`.
-    #[serde(rename = "s3_endpoint")]
-    pub endpoint: Option<String>,
-    /// S3 region used for signing.
-    #[serde(rename = "s3_region")]
-    pub region: String,
-    /// Bucket holding every object (created at start-up when missing).
-    #[serde(rename = "s3_bucket")]
-    pub bucket: String,
-    /// Access key id; default for the embedded endpoint: generated and kept in the data dir.
-    #[serde(rename = "s3_access_key_id")]
-    pub access_key_id: Option<String>,
-    /// Secret access key; default for the embedded endpoint: generated and kept in the data dir.
-    #[serde(rename = "s3_secret_access_key", serialize_with = "redacted")]
-    pub secret_access_key: Option<SecretString>,
-    /// Path-style addressing (`http://host/bucket/key`); needed by most self-hosted S3 servers.
-    #[serde(rename = "s3_force_path_style")]
-    pub force_path_style: bool,
-    /// Address of the embedded S3-compatible endpoint (used only without `s3_endpoint`).
-    #[serde(rename = "s3_embedded_addr")]
-    pub embedded_addr: SocketAddr,
-    /// Base URL put into presigned URLs when clients reach S3 at another address.
-    pub public_s3_url: Option<String>,
-}
-
-/// Tokens and tickets.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AuthSettings {
-    /// Secret for signing JWTs; default: generated and kept in the data dir.
-    /// Several nodes must share one.
-    #[serde(serialize_with = "redacted")]
-    pub jwt_secret: Option<SecretString>,
-    /// Lifetime of an access token, seconds.
-    pub access_token_ttl_secs: u64,
-    /// Lifetime of a refresh token, seconds.
-    pub refresh_token_ttl_secs: u64,
-    /// Lifetime of a one-time WebSocket ticket, seconds.
-    pub ws_ticket_ttl_secs: u64,
-}
-
-/// What the upload socket accepts and how long its URLs live.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct UploadSettings {
-    /// Largest accepted upload, in GB (10^9 bytes).
-    pub max_upload_gb: u64,
-    /// Uploads of at least this many bytes use multipart.
-    pub multipart_threshold_bytes: u64,
-    /// Fixed multipart chunk size; default: 16 MiB, grown so there are at most 10,000 parts.
-    pub multipart_chunk_bytes: Option<u64>,
-    /// Lifetime of presigned upload URLs, seconds.
-    pub presign_ttl_secs: u64,
-    /// Lifetime of presigned download URLs, seconds.
-    pub download_url_ttl_secs: u64,
-    /// How long an upload id stays usable after creation, seconds.
-    pub upload_ttl_secs: u64,
-}
-
-/// The antivirus scanner.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ScanSettings {
-    /// clamd address, `tcp://host:port` or `unix:///path`; unset: scanning is skipped.
-    pub clamd_addr: Option<String>,
-    /// Refuse to start without `clamd_addr`.
-    pub require_scan: bool,
-}
-
-/// The upload socket's connections.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SocketSettings {
-    /// Allowed `Origin` values for WebSocket upgrades; empty: any origin (and none).
-    pub allowed_origins: Vec<String>,
-    /// Maximum concurrent upload sockets per user.
-    pub max_sockets_per_user: u32,
-    /// Close a socket that has been silent (no pong or message) this long, seconds.
-    #[serde(rename = "ws_idle_timeout_secs")]
-    pub idle_timeout_secs: u64,
-}
-
-/// Limits on an archive's contents.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ArchiveSettings {
-    /// Maximum number of entries in an archive.
-    pub max_archive_entries: u64,
-    /// Maximum inflated size of one entry, bytes.
-    pub max_entry_bytes: u64,
-    /// Maximum inflated size of a whole archive, bytes.
-    pub max_archive_bytes: u64,
-    /// Maximum compression ratio of one entry.
-    pub max_compression_ratio: u64,
-}
-
-/// Pipeline workers and their job queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct JobSettings {
-    /// Number of pipeline jobs one node runs at once.
-    pub worker_concurrency: u32,
-    /// Whether this node runs pipeline workers.
-    pub run_workers: bool,
-    /// First retry delay of a job after a transient failure, ms (doubles per attempt, with jitter, capped at 5 min).
-    #[serde(rename = "job_retry_base_ms")]
-    pub retry_base_ms: u64,
-    /// How often a running job refreshes its heartbeat, seconds.
-    #[serde(rename = "job_heartbeat_secs")]
-    pub heartbeat_secs: u64,
-    /// A running job whose heartbeat is older than this is rescued, seconds.
-    #[serde(rename = "job_stale_secs")]
-    pub stale_secs: u64,
-    /// How often idle workers look for jobs enqueued by other nodes, ms.
-    #[serde(rename = "job_poll_ms")]
-    pub poll_ms: u64,
-    /// Uploads to the object store run at most this many at once per job.
-    pub save_concurrency: u32,
-}
-
-/// The Event History API.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HistorySettings {
-    /// Lifetime of Event History presigned upload URLs, seconds.
-    #[serde(rename = "history_upload_url_ttl_secs")]
-    pub upload_url_ttl_secs: u64,
-    /// How long a node trusts its cached API keys and tenants, seconds: the longest a
-    /// key revoked or a tenant deleted elsewhere keeps working on this node. 0: no cache.
-    #[serde(rename = "history_cache_ttl_secs")]
-    pub cache_ttl_secs: u64,
-    /// Pepper keying the stored hashes of Event History API keys (at least 32
-    /// characters); default: generated and kept in the data dir. Several nodes must
-    /// share one, and changing it invalidates every key.
-    #[serde(rename = "history_api_key_pepper", serialize_with = "redacted")]
-    pub api_key_pepper: Option<SecretString>,
-}
-
-/// Secrets never leave the process through `Serialize` (defaults have none).
-fn redacted<S: Serializer>(value: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
-    match value {
-        Some(_) => s.serialize_some("[redacted]"),
-        None => s.serialize_none(),
+    history: HistorySettings {
+        /// Lifetime of Event History presigned upload URLs (1 s to 7 days).
+        upload_url_ttl: Duration as Dur = "history_upload_url_ttl",
+            default Some("15m"), example "5m", alias "history_upload_url_ttl_secs" in Secs;
+        /// How long a node trusts its cached Event History API keys and tenants (0 to 1
+        /// hour; 0: no cache): the longest a key revoked or a tenant deleted elsewhere
+        /// keeps working on this node.
+        cache_ttl: Duration as Dur = "history_cache_ttl",
+            default Some("30s"), example "0", alias "history_cache_ttl_secs" in Secs;
+        /// Pepper keying the stored hashes of Event History API keys (at least 32
+        /// characters); default: generated and kept in the data dir. Several nodes must
+        /// share one; changing it invalidates every key.
+        api_key_pepper: Option<SecretString> as Optional<Secret> = "history_api_key_pepper",
+            default None, example "at-least-32-characters-of-random-text";
     }
 }
 
-impl Default for ServerSettings {
-    fn default() -> Self {
-        Self {
-            data_dir: PathBuf::from("./intake-data"),
-            http_addr: "127.0.0.1:8080".parse().expect("valid default"),
-        }
-    }
-}
-
-impl Default for DatabaseSettings {
-    fn default() -> Self {
-        Self {
-            url: None,
-            max_connections: 16,
-        }
-    }
-}
-
-impl Default for S3Settings {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            region: "us-east-1".into(),
-            bucket: "intake".into(),
-            access_key_id: None,
-            secret_access_key: None,
-            force_path_style: true,
-            embedded_addr: "127.0.0.1:9000".parse().expect("valid default"),
-            public_s3_url: None,
-        }
-    }
-}
-
-impl Default for AuthSettings {
-    fn default() -> Self {
-        Self {
-            jwt_secret: None,
-            access_token_ttl_secs: 15 * 60,
-            refresh_token_ttl_secs: 7 * 24 * 3600,
-            ws_ticket_ttl_secs: 60,
-        }
-    }
-}
-
-impl Default for UploadSettings {
-    fn default() -> Self {
-        Self {
-            max_upload_gb: 5,
-            multipart_threshold_bytes: 100 * 1024 * 1024,
-            multipart_chunk_bytes: None,
-            presign_ttl_secs: 3600,
-            download_url_ttl_secs: 300,
-            upload_ttl_secs: 24 * 3600,
-        }
-    }
-}
-
-impl Default for SocketSettings {
-    fn default() -> Self {
-        Self {
-            allowed_origins: Vec::new(),
-            max_sockets_per_user: 16,
-            idle_timeout_secs: 120,
-        }
-    }
-}
-
-impl Default for ArchiveSettings {
-    fn default() -> Self {
-        Self {
-            max_archive_entries: 100_000,
-            max_entry_bytes: 5 * 1024 * 1024 * 1024,
-            max_archive_bytes: 20 * 1024 * 1024 * 1024,
-            max_compression_ratio: 200,
-        }
-    }
-}
-
-impl Default for JobSettings {
-    fn default() -> Self {
-        Self {
-            worker_concurrency: 2,
-            run_workers: true,
-            retry_base_ms: 1000,
-            heartbeat_secs: 5,
-            stale_secs: 60,
-            poll_ms: 1000,
-            save_concurrency: 8,
-        }
-    }
-}
-
-impl Default for HistorySettings {
-    fn default() -> Self {
-        Self {
-            upload_url_ttl_secs: 15 * 60,
-            cache_ttl_secs: 30,
-            api_key_pepper: None,
-        }
-    }
-}
-
-/// A configuration problem found before start-up; names the setting.
+/// A configuration problem found before start-up: one line naming the setting and
+/// what is wrong with it.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
+#[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// Each flat setting name and the group it belongs to, from the defaults' shape.
-fn groups() -> BTreeMap<String, String> {
-    let mut names = BTreeMap::new();
-    if let Ok(serde_json::Value::Object(groups)) = serde_json::to_value(Settings::default()) {
-        for (group, fields) in groups {
-            if let serde_json::Value::Object(fields) = fields {
-                for name in fields.keys() {
-                    names.insert(name.clone(), group.clone());
-                }
-            }
-        }
+/// `text` cut to at most `max` bytes (on a character boundary), with `…` when cut.
+pub fn truncated(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
     }
-    names
-}
-
-/// The flat keys of a TOML file, each moved under its group; an unknown key is an error.
-fn grouped_file(path: &Path, groups: &BTreeMap<String, String>) -> Result<Dict, ConfigError> {
-    let flat: Dict = Figment::from(Toml::file(path))
-        .extract()
-        .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
-    let mut nested = Dict::new();
-    for (key, value) in flat {
-        let Some(group) = groups.get(&key) else {
-            return Err(ConfigError(format!(
-                "unknown setting \"{key}\" in {} (see docs/CONFIGURATION.md)",
-                path.display()
-            )));
-        };
-        if let Value::Dict(_, fields) = nested
-            .entry(group.clone())
-            .or_insert_with(|| Value::from(Dict::new()))
-        {
-            fields.insert(key, value);
-        }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
     }
-    Ok(nested)
-}
-
-/// Optional settings whose values are text, so that an environment value that
-/// looks like a number (`INTAKE_S3_ACCESS_KEY_ID=0123`) stays the text it is.
-const OPTIONAL_TEXT: [&str; 8] = [
-    "database_url",
-    "s3_endpoint",
-    "s3_access_key_id",
-    "s3_secret_access_key",
-    "public_s3_url",
-    "jwt_secret",
-    "clamd_addr",
-    "history_api_key_pepper",
-];
-/// Optional settings whose values are numbers (checked by a test).
-#[cfg(test)]
-const OPTIONAL_NUMBERS: [&str; 1] = ["multipart_chunk_bytes"];
-
-/// Whether `name` holds text (its default is text, or it is optional text).
-fn is_text(name: &str) -> bool {
-    OPTIONAL_TEXT.contains(&name)
-        || matches!(
-            serde_json::to_value(Settings::default()),
-            Ok(serde_json::Value::Object(groups))
-                if groups.values().any(|g| g.get(name).is_some_and(serde_json::Value::is_string))
-        )
-}
-
-/// An environment value as the setting `name` reads it: text stays text; other
-/// values use TOML-like syntax (numbers, `true`, lists such as `["a", "b"]`).
-fn env_value(name: &str, raw: &str) -> Value {
-    if is_text(name) {
-        Value::from(raw.to_string())
-    } else {
-        raw.parse().unwrap_or_else(|_| Value::from(raw.to_string()))
-    }
-}
-
-/// The `INTAKE_*` variables that name a setting, each under its group. Others
-/// share the prefix and are ignored (INTAKE_LOG, INTAKE_CONFIG, the CLI's
-/// INTAKE_EMAIL, tests' INTAKE_TEST_*).
-fn grouped_env(groups: &BTreeMap<String, String>) -> Dict {
-    let mut nested = Dict::new();
-    for (key, raw) in Env::prefixed("INTAKE_").iter() {
-        let name = key.as_str().to_ascii_lowercase();
-        let Some(group) = groups.get(&name) else {
-            continue;
-        };
-        if let Value::Dict(_, fields) = nested
-            .entry(group.clone())
-            .or_insert_with(|| Value::from(Dict::new()))
-        {
-            fields.insert(name.clone(), env_value(&name, &raw));
-        }
-    }
-    nested
+    format!("{}…", &text[..end])
 }
 
 impl Settings {
-    /// Loads defaults, then `file` (or `./intake.toml` when present), then `INTAKE_*`.
+    /// Loads defaults, then `file` (or `./intake.toml` when present), then `INTAKE_*`,
+    /// and validates. Warnings (unknown variables, old names) go to the log; use
+    /// [`Settings::load_with_warnings`] to print them yourself.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let groups = groups();
-        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let (settings, warnings) = Self::load_with_warnings(file)?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(settings)
+    }
+
+    /// [`Settings::load`], returning the warnings instead of logging them (the log is
+    /// set up from the settings, so it does not exist yet).
+    pub fn load_with_warnings(file: Option<&Path>) -> Result<(Self, Vec<String>), ConfigError> {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())));
+        Self::load_from(file, env)
+    }
+
+    /// Loads from `file` and the variables `env` (a test's own environment).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
         let path = match file {
             Some(path) if !path.exists() => {
                 return Err(ConfigError(format!(
-                    "config file {} does not exist",
+                    "config file {} (--config / INTAKE_CONFIG) does not exist",
                     path.display()
                 )));
             }
             Some(path) => Some(path.to_path_buf()),
             None => Some(PathBuf::from("intake.toml")).filter(|p| p.exists()),
         };
-        if let Some(path) = path {
-            figment = figment.merge(Serialized::defaults(grouped_file(&path, &groups)?));
-        }
-        figment = figment.merge(Serialized::defaults(grouped_env(&groups)));
-        let settings: Settings = figment.extract().map_err(|e| {
-            // Name the flat setting, not its group path.
-            let setting = e.path.last().cloned().unwrap_or_default();
-            let why = e.kind.to_string();
-            if setting.is_empty() {
-                ConfigError(e.to_string())
-            } else {
-                ConfigError(format!(
-                    "setting \"{setting}\" (INTAKE_{}): {why}",
-                    setting.to_ascii_uppercase()
-                ))
-            }
-        })?;
+        let (settings, warnings) = schema::load(path.as_deref(), env)?;
         settings.validate()?;
-        Ok(settings)
+        Ok((settings, warnings))
+    }
+
+    /// The settings of the schema, in order (for docs and tools).
+    pub fn schema() -> &'static [Spec] {
+        SCHEMA
     }
 
     /// Checks values that parse but make no sense; the error names the variable.
@@ -516,75 +340,68 @@ impl Settings {
     }
 
     fn validate_lifetimes(&self) -> Result<(), ConfigError> {
-        const SIGV4_MAX: u64 = 7 * 24 * 3600;
-        for (name, secs) in [
-            ("ACCESS_TOKEN_TTL_SECS", self.auth.access_token_ttl_secs),
-            ("REFRESH_TOKEN_TTL_SECS", self.auth.refresh_token_ttl_secs),
-            ("WS_TICKET_TTL_SECS", self.auth.ws_ticket_ttl_secs),
-            ("PRESIGN_TTL_SECS", self.uploads.presign_ttl_secs),
-            ("DOWNLOAD_URL_TTL_SECS", self.uploads.download_url_ttl_secs),
-            (
-                "HISTORY_UPLOAD_URL_TTL_SECS",
-                self.history.upload_url_ttl_secs,
-            ),
-            ("WS_IDLE_TIMEOUT_SECS", self.socket.idle_timeout_secs),
+        const SIGV4_MAX: Duration = Duration::from_secs(7 * 24 * 3600);
+        let second = Duration::from_secs(1);
+        for (name, ttl) in [
+            ("ACCESS_TOKEN_TTL", self.auth.access_token_ttl),
+            ("REFRESH_TOKEN_TTL", self.auth.refresh_token_ttl),
+            ("WS_TICKET_TTL", self.auth.ws_ticket_ttl),
+            ("PRESIGN_TTL", self.uploads.presign_ttl),
+            ("DOWNLOAD_URL_TTL", self.uploads.download_url_ttl),
+            ("HISTORY_UPLOAD_URL_TTL", self.history.upload_url_ttl),
+            ("WS_IDLE_TIMEOUT", self.socket.idle_timeout),
+            ("JOB_HEARTBEAT", self.jobs.heartbeat),
         ] {
-            if secs == 0 {
+            if ttl < second {
                 return bad(name, "must be at least 1 second");
             }
         }
-        for (name, secs) in [
-            ("PRESIGN_TTL_SECS", self.uploads.presign_ttl_secs),
-            ("DOWNLOAD_URL_TTL_SECS", self.uploads.download_url_ttl_secs),
-            (
-                "HISTORY_UPLOAD_URL_TTL_SECS",
-                self.history.upload_url_ttl_secs,
-            ),
+        for (name, ttl) in [
+            ("PRESIGN_TTL", self.uploads.presign_ttl),
+            ("DOWNLOAD_URL_TTL", self.uploads.download_url_ttl),
+            ("HISTORY_UPLOAD_URL_TTL", self.history.upload_url_ttl),
         ] {
-            if secs > SIGV4_MAX {
+            if ttl > SIGV4_MAX {
                 return bad(
                     name,
-                    "must be at most 604800 (SigV4 presigned URLs live at most 7 days)",
+                    "must be at most 7d (SigV4 presigned URLs live at most 7 days)",
                 );
             }
         }
         let jobs = &self.jobs;
-        if jobs.heartbeat_secs == 0 {
-            return bad("JOB_HEARTBEAT_SECS", "must be at least 1");
+        if jobs.stale <= jobs.heartbeat * 2 {
+            return bad("JOB_STALE", "must be more than twice INTAKE_JOB_HEARTBEAT");
         }
-        if jobs.stale_secs <= jobs.heartbeat_secs * 2 {
-            return bad(
-                "JOB_STALE_SECS",
-                "must be more than twice INTAKE_JOB_HEARTBEAT_SECS",
-            );
+        if jobs.poll.is_zero() {
+            return bad("JOB_POLL", "must be more than 0");
         }
         Ok(())
     }
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
+        const MIB: u64 = 1024 * 1024;
         let u = &self.uploads;
-        if u.multipart_threshold_bytes < 5 * 1024 * 1024 {
+        if u.multipart_threshold_bytes < 5 * MIB {
             return bad(
                 "MULTIPART_THRESHOLD_BYTES",
                 "must be at least 5 MiB (S3's minimum part size)",
             );
         }
         if let Some(chunk) = u.multipart_chunk_bytes
-            && !(5 * 1024 * 1024..=5 * 1024 * 1024 * 1024).contains(&chunk)
+            && !(5 * MIB..=5 * 1024 * MIB).contains(&chunk)
         {
             return bad("MULTIPART_CHUNK_BYTES", "must be between 5 MiB and 5 GiB");
         }
         let a = &self.archive;
         let j = &self.jobs;
         for (name, value) in [
-            ("MAX_UPLOAD_GB", u.max_upload_gb),
+            ("MAX_UPLOAD_BYTES", u.max_upload_bytes),
             ("MAX_ARCHIVE_ENTRIES", a.max_archive_entries),
             ("MAX_ENTRY_BYTES", a.max_entry_bytes),
             ("MAX_ARCHIVE_BYTES", a.max_archive_bytes),
             ("MAX_COMPRESSION_RATIO", a.max_compression_ratio),
             ("WORKER_CONCURRENCY", u64::from(j.worker_concurrency)),
             ("SAVE_CONCURRENCY", u64::from(j.save_concurrency)),
-            ("JOB_POLL_MS", j.poll_ms),
             (
                 "DATABASE_MAX_CONNECTIONS",
                 u64::from(self.database.max_connections),
@@ -602,10 +419,10 @@ impl Settings {
     }
 
     fn validate_history(&self) -> Result<(), ConfigError> {
-        if self.history.cache_ttl_secs > 3600 {
+        if self.history.cache_ttl > Duration::from_secs(3600) {
             return bad(
-                "HISTORY_CACHE_TTL_SECS",
-                "must be at most 3600 (it bounds how long a revoked key keeps working)",
+                "HISTORY_CACHE_TTL",
+                "must be at most 1h (it bounds how long a revoked key keeps working)",
             );
         }
         if self
@@ -642,10 +459,26 @@ impl Settings {
     }
 }
 
+impl LogSettings {
+    /// The log settings from the environment alone, for the commands that read no
+    /// settings file (the uploader, `archive check`); a bad value keeps the default.
+    pub fn from_env() -> LogSettings {
+        let mut settings = Settings::default();
+        for spec in SCHEMA.iter().filter(|s| s.group == "log") {
+            let var = format!("INTAKE_{}", spec.name.to_ascii_uppercase());
+            if let Ok(value) = std::env::var(var) {
+                let _ = (spec.set)(&mut settings, &value);
+            }
+        }
+        settings.log
+    }
+}
+
 impl UploadSettings {
-    /// Largest accepted upload in bytes.
-    pub fn max_upload_bytes(&self) -> u64 {
-        self.max_upload_gb * 1_000_000_000
+    /// The largest accepted upload in whole GB (10^9 bytes), as the socket's error
+    /// text states it.
+    pub fn max_upload_gb(&self) -> u64 {
+        self.max_upload_bytes.div_ceil(1_000_000_000)
     }
 }
 
@@ -670,7 +503,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("intake.toml");
         std::fs::write(&path, text).unwrap();
-        Settings::load(Some(&path))
+        Settings::load_from(Some(&path), []).map(|(s, _)| s)
+    }
+
+    fn load_env(vars: &[(&str, &str)]) -> Result<(Settings, Vec<String>), ConfigError> {
+        let env = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("intake.toml");
+        std::fs::write(&empty, "").unwrap();
+        Settings::load_from(Some(&empty), env)
     }
 
     #[test]
@@ -678,14 +519,22 @@ mod tests {
         Settings::default().validate().unwrap();
         let s = load_toml("").unwrap();
         assert_eq!(s.server.http_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.uploads.max_upload_gb, 5);
+        assert_eq!(s.uploads.max_upload_bytes, 5_000_000_000);
+        assert_eq!(s.uploads.presign_ttl, Duration::from_secs(3600));
+        assert_eq!(s.archive.max_entry_bytes, 5 << 30);
+        assert_eq!(s.log.format, LogFormat::Text);
     }
 
     #[test]
     fn file_values_apply() {
-        let s = load_toml("http_addr = \"0.0.0.0:9999\"\nmax_upload_gb = 2\nallowed_origins = [\"https://a.example\"]").unwrap();
+        let s = load_toml(
+            "http_addr = \"0.0.0.0:9999\"\nmax_upload_bytes = \"2 GB\"\nallowed_origins = [\"https://a.example\"]\npresign_ttl = \"15m\"\njob_poll = 2",
+        )
+        .unwrap();
         assert_eq!(s.server.http_addr.port(), 9999);
-        assert_eq!(s.uploads.max_upload_bytes(), 2_000_000_000);
+        assert_eq!(s.uploads.max_upload_bytes, 2_000_000_000);
+        assert_eq!(s.uploads.presign_ttl, Duration::from_secs(900));
+        assert_eq!(s.jobs.poll, Duration::from_secs(2));
         assert_eq!(
             s.socket.allowed_origins,
             vec!["https://a.example".to_string()]
@@ -693,12 +542,116 @@ mod tests {
     }
 
     #[test]
-    fn bad_values_name_the_setting() {
+    fn human_units_and_old_plain_numbers() {
+        let (s, warnings) = load_env(&[
+            ("INTAKE_MAX_ARCHIVE_BYTES", "100 MiB"),
+            ("INTAKE_MAX_ENTRY_BYTES", "1048576"),
+            ("INTAKE_PRESIGN_TTL", "15m"),
+            ("INTAKE_DOWNLOAD_URL_TTL", "90"),
+            ("INTAKE_JOB_POLL_MS", "250"),
+            ("INTAKE_JOB_STALE_SECS", "30"),
+            ("INTAKE_MAX_UPLOAD_GB", "2"),
+            ("INTAKE_MULTIPART_THRESHOLD_BYTES", "5MiB"),
+            ("INTAKE_REFRESH_TOKEN_TTL", "1h 30m"),
+        ])
+        .unwrap();
+        assert_eq!(s.archive.max_archive_bytes, 100 * 1024 * 1024);
+        assert_eq!(s.archive.max_entry_bytes, 1_048_576);
+        assert_eq!(s.uploads.presign_ttl, Duration::from_secs(900));
+        assert_eq!(s.uploads.download_url_ttl, Duration::from_secs(90));
+        assert_eq!(s.jobs.poll, Duration::from_millis(250));
+        assert_eq!(s.jobs.stale, Duration::from_secs(30));
+        assert_eq!(s.uploads.max_upload_bytes, 2_000_000_000);
+        assert_eq!(s.uploads.max_upload_gb(), 2);
+        assert_eq!(s.uploads.multipart_threshold_bytes, 5 * 1024 * 1024);
+        assert_eq!(s.auth.refresh_token_ttl, Duration::from_secs(5400));
+        // Old names work and say what the new one is.
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w
+                    == "INTAKE_JOB_POLL_MS is the old name of INTAKE_JOB_POLL; it still works"),
+            "{warnings:?}"
+        );
+        // The current name wins over the old one, whatever the order.
+        let (s, _) = load_env(&[
+            ("INTAKE_PRESIGN_TTL", "10m"),
+            ("INTAKE_PRESIGN_TTL_SECS", "60"),
+        ])
+        .unwrap();
+        assert_eq!(s.uploads.presign_ttl, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn unknown_variables_warn_with_a_suggestion() {
+        let (_, warnings) = load_env(&[
+            ("INTAKE_DATADIR", "/tmp/x"),
+            ("INTAKE_ZZZ_QQQ", "1"),
+            ("INTAKE_EMAIL", "a@b.c"),
+            ("INTAKE_TEST_DB", "postgres"),
+            ("HOME", "/root"),
+        ])
+        .unwrap();
+        assert_eq!(
+            warnings,
+            vec![
+                "INTAKE_DATADIR is not a setting; did you mean INTAKE_DATA_DIR?".to_string(),
+                "INTAKE_ZZZ_QQQ is not a setting (see docs/CONFIGURATION.md); ignored".to_string(),
+            ]
+        );
+        // An old name's typo suggests the current name.
+        assert_eq!(closest("presign_ttl_sec"), Some("presign_ttl"));
+        assert_eq!(closest("max_archive_byte"), Some("max_archive_bytes"));
+    }
+
+    #[test]
+    fn enums_ignore_case() {
+        let (s, _) = load_env(&[
+            ("INTAKE_LOG_FORMAT", "JSON"),
+            ("INTAKE_RUN_WORKERS", "False"),
+        ])
+        .unwrap();
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert!(!s.jobs.run_workers);
+        let e = load_env(&[("INTAKE_LOG_FORMAT", "yaml")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "INTAKE_LOG_FORMAT=\"yaml\" must be one of text, json"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_the_reason() {
+        for (var, value, expected) in [
+            (
+                "INTAKE_MAX_ARCHIVE_BYTES",
+                "lots",
+                "INTAKE_MAX_ARCHIVE_BYTES=\"lots\" is not a size; write e.g. 100 MiB, 5 GB or a number of bytes",
+            ),
+            (
+                "INTAKE_PRESIGN_TTL",
+                "soon",
+                "INTAKE_PRESIGN_TTL=\"soon\" is not a duration; write e.g. 30s, 15m, 2h, 7d or a number of seconds",
+            ),
+            (
+                "INTAKE_HTTP_ADDR",
+                "localhost",
+                "INTAKE_HTTP_ADDR=\"localhost\" is not an address to listen on; write ip:port, e.g. 0.0.0.0:8080",
+            ),
+            (
+                "INTAKE_PRESIGN_TTL",
+                "8d",
+                "INTAKE_PRESIGN_TTL: must be at most 7d (SigV4 presigned URLs live at most 7 days)",
+            ),
+        ] {
+            let e = load_env(&[(var, value)]).unwrap_err().to_string();
+            assert_eq!(e, expected);
+        }
         refused_naming(&[
             ("http_addr = \"not an address\"", "http_addr"),
-            ("max_upload_gb = \"lots\"", "max_upload_gb"),
-            ("max_upload_gb = 0", "INTAKE_MAX_UPLOAD_GB"),
-            ("databse_url = \"x\"", "databse_url"),
+            ("max_upload_bytes = \"lots\"", "max_upload_bytes"),
+            ("max_upload_gb = 0", "INTAKE_MAX_UPLOAD_BYTES"),
+            ("databse_url = \"x\"", "did you mean database_url?"),
             ("database_url = \"mysql://x\"", "INTAKE_DATABASE_URL"),
             ("require_scan = true", "INTAKE_REQUIRE_SCAN"),
             (
@@ -709,27 +662,38 @@ mod tests {
                 "multipart_chunk_bytes = 1024",
                 "INTAKE_MULTIPART_CHUNK_BYTES",
             ),
+            (
+                "max_upload_gb = 1\n[section]\nx = 1",
+                "\"section\" is not a setting",
+            ),
+            ("this is not toml", "not valid TOML"),
         ]);
+    }
+
+    #[test]
+    fn secret_values_are_not_echoed() {
+        let e = load_env(&[("INTAKE_DATABASE_URL", "mysql://u:pw-123@h/db")])
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("pw-123"), "{e}");
     }
 
     #[test]
     fn history_settings_are_checked() {
         let s = load_toml("").unwrap();
-        assert_eq!(s.history.upload_url_ttl_secs, 900);
-        assert_eq!(s.history.cache_ttl_secs, 30);
+        assert_eq!(s.history.upload_url_ttl, Duration::from_secs(900));
+        assert_eq!(s.history.cache_ttl, Duration::from_secs(30));
+        assert!(load_toml("history_cache_ttl = 0").is_ok());
         refused_naming(&[
             (
                 "history_upload_url_ttl_secs = 0",
-                "INTAKE_HISTORY_UPLOAD_URL_TTL_SECS",
+                "INTAKE_HISTORY_UPLOAD_URL_TTL",
             ),
             (
-                "history_upload_url_ttl_secs = 604801",
-                "INTAKE_HISTORY_UPLOAD_URL_TTL_SECS",
+                "history_upload_url_ttl = \"8d\"",
+                "INTAKE_HISTORY_UPLOAD_URL_TTL",
             ),
-            (
-                "history_cache_ttl_secs = 3601",
-                "INTAKE_HISTORY_CACHE_TTL_SECS",
-            ),
+            ("history_cache_ttl = \"61m\"", "INTAKE_HISTORY_CACHE_TTL"),
             (
                 "history_api_key_pepper = \"short\"",
                 "INTAKE_HISTORY_API_KEY_PEPPER",
@@ -740,16 +704,16 @@ mod tests {
     #[test]
     fn each_check_names_its_own_variable() {
         refused_naming(&[
-            ("access_token_ttl_secs = 0", "INTAKE_ACCESS_TOKEN_TTL_SECS"),
-            ("presign_ttl_secs = 0", "INTAKE_PRESIGN_TTL_SECS"),
-            ("download_url_ttl_secs = 0", "INTAKE_DOWNLOAD_URL_TTL_SECS"),
-            ("presign_ttl_secs = 604801", "INTAKE_PRESIGN_TTL_SECS"),
+            ("access_token_ttl_secs = 0", "INTAKE_ACCESS_TOKEN_TTL"),
+            ("presign_ttl = 0", "INTAKE_PRESIGN_TTL"),
+            ("download_url_ttl = \"500ms\"", "INTAKE_DOWNLOAD_URL_TTL"),
+            ("presign_ttl_secs = 604801", "INTAKE_PRESIGN_TTL"),
             ("max_archive_entries = 0", "INTAKE_MAX_ARCHIVE_ENTRIES"),
             ("max_entry_bytes = 0", "INTAKE_MAX_ENTRY_BYTES"),
-            ("job_poll_ms = 0", "INTAKE_JOB_POLL_MS"),
+            ("job_poll_ms = 0", "INTAKE_JOB_POLL"),
             ("save_concurrency = 0", "INTAKE_SAVE_CONCURRENCY"),
-            ("job_heartbeat_secs = 0", "INTAKE_JOB_HEARTBEAT_SECS"),
-            ("job_stale_secs = 10", "INTAKE_JOB_STALE_SECS"),
+            ("job_heartbeat_secs = 0", "INTAKE_JOB_HEARTBEAT"),
+            ("job_stale = \"10s\"", "INTAKE_JOB_STALE"),
             ("max_sockets_per_user = 0", "INTAKE_MAX_SOCKETS_PER_USER"),
             (
                 "s3_endpoint = \"http://s3.example\"\ns3_access_key_id = \"k\"",
@@ -774,53 +738,74 @@ mod tests {
     }
 
     #[test]
-    fn every_flat_name_has_one_group() {
-        let names = groups();
-        // And docs/CONFIGURATION.md documents exactly these.
-        let doc = include_str!("../docs/CONFIGURATION.md");
-        let documented: std::collections::BTreeSet<String> = doc
-            .lines()
-            .filter_map(|l| l.strip_prefix("| `INTAKE_"))
-            .filter_map(|l| l.split('`').next())
-            .map(str::to_ascii_lowercase)
-            .collect();
-        let known: std::collections::BTreeSet<String> = names.keys().cloned().collect();
-        assert_eq!(documented, known);
-        assert_eq!(names["s3_bucket"], "s3");
-        assert_eq!(names["job_stale_secs"], "jobs");
+    fn environment_text_stays_text() {
+        let (s, _) = load_env(&[
+            ("INTAKE_S3_ACCESS_KEY_ID", "0123"),
+            ("INTAKE_S3_REGION", "12"),
+            (
+                "INTAKE_ALLOWED_ORIGINS",
+                r#"["https://a.example", "https://b.example"]"#,
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.s3.access_key_id.as_deref(), Some("0123"));
+        assert_eq!(s.s3.region, "12");
+        assert_eq!(s.socket.allowed_origins.len(), 2);
+        let (s, _) = load_env(&[(
+            "INTAKE_ALLOWED_ORIGINS",
+            "https://a.example, https://b.example",
+        )])
+        .unwrap();
+        assert_eq!(s.socket.allowed_origins[1], "https://b.example");
+        // Set but empty: an optional setting is unset.
+        let (s, _) = load_env(&[("INTAKE_CLAMD_ADDR", "")]).unwrap();
+        assert!(s.scan.clamd_addr.is_none());
     }
 
     #[test]
-    fn environment_text_stays_text() {
-        assert_eq!(
-            env_value("s3_access_key_id", "0123"),
-            Value::from("0123".to_string())
-        );
-        assert_eq!(env_value("s3_region", "12"), Value::from("12".to_string()));
-        assert_eq!(env_value("max_upload_gb", "2"), Value::from(2u8));
-        assert_eq!(env_value("run_workers", "false"), Value::from(false));
-        let origins = env_value("allowed_origins", r#"["https://a.example"]"#);
-        assert!(
-            matches!(origins, Value::Array(_, ref a) if a.len() == 1),
-            "{origins:?}"
-        );
-        // Every optional setting is classified, so a new one cannot be misread.
-        if let Ok(serde_json::Value::Object(groups)) = serde_json::to_value(Settings::default()) {
-            for (name, value) in groups.values().filter_map(|g| g.as_object()).flatten() {
-                if value.is_null() {
-                    assert!(
-                        OPTIONAL_TEXT.contains(&name.as_str())
-                            || OPTIONAL_NUMBERS.contains(&name.as_str()),
-                        "classify {name} in OPTIONAL_TEXT or OPTIONAL_NUMBERS"
-                    );
-                }
+    fn names_are_unique_and_examples_parse() {
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in SCHEMA {
+            for name in std::iter::once(spec.name).chain(spec.aliases.iter().map(|a| a.name)) {
+                assert!(seen.insert(name), "{name} twice");
             }
+            let mut s = Settings::default();
+            (spec.set)(&mut s, spec.example)
+                .unwrap_or_else(|e| panic!("example of {}: {e}", spec.name));
         }
+    }
+
+    /// docs/CONFIGURATION.md holds the table generated from the schema, verbatim.
+    /// `UPDATE_DOCS=1 cargo test --lib config` rewrites it.
+    #[test]
+    fn configuration_doc_is_generated_from_the_schema() {
+        const BEGIN: &str = "<!-- settings table: generated from src/config.rs -->\n";
+        const END: &str = "<!-- end of settings table -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIGURATION.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = doc.find(BEGIN).expect("begin marker") + BEGIN.len();
+        let end = doc.find(END).expect("end marker");
+        let table = schema::markdown_table();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            let updated = format!("{}{table}{}", &doc[..start], &doc[end..]);
+            std::fs::write(path, updated).unwrap();
+            return;
+        }
+        assert!(
+            doc[start..end] == table,
+            "docs/CONFIGURATION.md is out of date: run UPDATE_DOCS=1 cargo test --lib config"
+        );
     }
 
     #[test]
     fn missing_file_is_an_error() {
-        let e = Settings::load(Some(Path::new("/nonexistent/intake.toml"))).unwrap_err();
-        assert!(e.to_string().contains("does not exist"));
+        let e = Settings::load_from(Some(Path::new("/nonexistent/intake.toml")), []).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn truncation_keeps_characters_whole() {
+        assert_eq!(truncated("abc", 5), "abc");
+        assert_eq!(truncated("aéb", 2), "a…");
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use intake::app::{self, Application};
-use intake::config::Settings;
+use intake::config::{LogFormat, LogSettings, Settings};
 use intake::domain::AccountType;
 use intake::http::Routes;
 
@@ -130,26 +130,32 @@ enum AdminCommand {
         label: String,
     },
     /// Revoke every Event History API key with this label; prints `{"revoked": n}`.
-    /// Running servers stop accepting them within `history_cache_ttl_secs`.
+    /// Running servers stop accepting them within `history_cache_ttl`.
     RevokeApiKey {
         #[arg(long)]
         label: String,
     },
 }
 
-fn init_tracing() {
+/// Logging as `log` says; colours only when stderr is a terminal and `NO_COLOR` is
+/// unset (a log file gets no escape codes).
+fn init_tracing(log: &LogSettings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("INTAKE_LOG").unwrap_or_else(|_| {
-        EnvFilter::new("info,sqlx=warn,aws_config=warn,aws_smithy_runtime=warn")
+    let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|e| {
+        eprintln!(
+            "warning: INTAKE_LOG={:?} is not a log filter ({e}); using info",
+            log.filter
+        );
+        EnvFilter::new("info")
     });
-    let json = std::env::var("INTAKE_LOG_FORMAT").is_ok_and(|v| v == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+    match log.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
     }
 }
 
@@ -331,8 +337,10 @@ fn interrupted(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
     // The client needs no server settings (nor an intake.toml that parses).
+    if matches!(cli.command, Command::Upload(_) | Command::Archive { .. }) {
+        init_tracing(&LogSettings::from_env());
+    }
     let command = match cli.command {
         Command::Upload(args) => upload(args).await,
         // Neither needs server settings (nor an intake.toml that parses).
@@ -341,7 +349,11 @@ async fn main() -> anyhow::Result<()> {
         } => return archive_check(&files, json),
         other => other,
     };
-    let settings = Settings::load(cli.config.as_deref())?;
+    let (settings, warnings) = Settings::load_with_warnings(cli.config.as_deref())?;
+    init_tracing(&settings.log);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     match command {
         Command::Upload(_) | Command::Archive { .. } => unreachable!("handled above"),
         Command::Serve { only } => {

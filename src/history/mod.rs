@@ -4,7 +4,7 @@
 //! [`History`] is the service the HTTP edge (`http/history.rs`) calls; it holds
 //! the database and object store handles, the API-key pepper and two in-memory caches
 //! (keys and tenants) so that a request normally costs no database query. Whatever is
-//! cached is trusted for at most `history_cache_ttl_secs` (default 30 s): a key revoked
+//! cached is trusted for at most `history_cache_ttl` (default 30 s): a key revoked
 //! or a tenant deleted on another node, or by the admin CLI, stops working here within
 //! that time; changes made through this node take effect at once. The wire contract
 //! and every choice are written down in `docs/PROTOCOL.md`, "Event History API".
@@ -77,15 +77,15 @@ impl History {
         pepper: Vec<u8>,
         settings: &Settings,
     ) -> History {
-        let cache_ttl = Duration::from_secs(settings.history.cache_ttl_secs);
+        let cache_ttl = settings.history.cache_ttl;
         History {
             db,
             store,
             pepper: pepper.into(),
             keys: TtlCache::new(cache_ttl),
             tenants: TtlCache::new(cache_ttl),
-            upload_url_ttl: Duration::from_secs(settings.history.upload_url_ttl_secs),
-            download_url_ttl: Duration::from_secs(settings.uploads.download_url_ttl_secs),
+            upload_url_ttl: settings.history.upload_url_ttl,
+            download_url_ttl: settings.uploads.download_url_ttl,
             cache_ttl,
         }
     }

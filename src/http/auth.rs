@@ -75,7 +75,7 @@ async fn ws_ticket(
         .create_ticket(
             &auth::ticket_hash(&ticket),
             user.id,
-            (state.settings.auth.ws_ticket_ttl_secs * 1000) as i64,
+            state.settings.auth.ws_ticket_ttl.as_millis() as i64,
         )
         .await?;
     Ok(Json(json!({ "uuid": ticket })))

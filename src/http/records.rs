@@ -3,7 +3,6 @@
 //! with a short-lived presigned download URL.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -74,7 +73,7 @@ pub async fn render_record(state: &AppState, row: &RecordRow) -> ApiResult<Value
     out.insert("owner".into(), json!(row.owner_id));
     out.insert("created_at".into(), json!(iso_ms(row.created_at)));
     out.insert("modified_at".into(), json!(iso_ms(row.modified_at)));
-    let ttl = Duration::from_secs(state.settings.uploads.download_url_ttl_secs);
+    let ttl = state.settings.uploads.download_url_ttl;
     for (alias, value) in &row.field_values {
         let mut value = value.clone();
         if let Some(doc) = value.as_object_mut()

@@ -141,7 +141,7 @@ async fn create_upload(
             user.id,
             class_id,
             field_id,
-            (state.settings.uploads.upload_ttl_secs * 1000) as i64,
+            state.settings.uploads.upload_ttl.as_millis() as i64,
         )
         .await?;
     Ok((StatusCode::CREATED, Json(json!({ "upload_id": upload_id }))))

@@ -3,8 +3,6 @@
 //! length and type or create a multipart upload and presign every part, and record
 //! the file session.
 
-use std::time::Duration;
-
 use serde_json::{Map, Value};
 
 use super::Uploads;
@@ -113,9 +111,9 @@ impl PresignRequest {
         if self.file_size <= 0 {
             return Err(WsError::FileEmpty);
         }
-        if self.file_size as u64 > settings.max_upload_bytes() {
+        if self.file_size as u64 > settings.max_upload_bytes {
             return Err(WsError::FileTooLarge {
-                limit_gb: settings.max_upload_gb,
+                limit_gb: settings.max_upload_gb(),
             });
         }
         if self.object_class != upload.object_class_id || self.class_field != upload.class_field_id
@@ -162,7 +160,7 @@ pub async fn presign(
     let reply = if size >= settings.multipart_threshold_bytes {
         presign_multipart(up, &req, session_id, s3_key).await?
     } else {
-        let ttl = Duration::from_secs(settings.presign_ttl_secs);
+        let ttl = settings.presign_ttl;
         let url = up
             .store
             .presign_put(&s3_key, size, &req.file_type, ttl)
@@ -195,7 +193,7 @@ async fn presign_multipart(
 ) -> Result<PresignedUrlReady, WsError> {
     let settings = &up.settings.uploads;
     let size = req.file_size as u64;
-    let ttl = Duration::from_secs(settings.presign_ttl_secs);
+    let ttl = settings.presign_ttl;
     let chunk = chunk_size(size, settings.multipart_chunk_bytes);
     let total_parts = size.div_ceil(chunk);
     let s3_upload_id = up

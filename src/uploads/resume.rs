@@ -110,7 +110,7 @@ pub async fn file_parts(
     if file.state != FileState::Pending {
         return Ok(out);
     }
-    let ttl = Duration::from_secs(up.settings.uploads.presign_ttl_secs);
+    let ttl = up.settings.uploads.presign_ttl;
     if file.is_multipart {
         multipart(up, &file, ttl, &mut out).await?;
     } else {

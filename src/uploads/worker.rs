@@ -56,8 +56,8 @@ impl Worker {
     /// local enqueues, polling for other nodes'), rescues stale jobs now and then.
     pub async fn run(self, shutdown: CancellationToken) {
         let jobs = &self.up.settings.jobs;
-        let poll = Duration::from_millis(jobs.poll_ms);
-        let rescue_every = Duration::from_secs((jobs.stale_secs / 2).max(1));
+        let poll = jobs.poll;
+        let rescue_every = (jobs.stale / 2).max(Duration::from_secs(1));
         let mut last_rescue = tokio::time::Instant::now() - rescue_every;
         while !shutdown.is_cancelled() {
             if last_rescue.elapsed() >= rescue_every {
@@ -84,7 +84,7 @@ impl Worker {
 
     /// Requeues jobs whose heartbeat is stale.
     pub async fn rescue(&self) -> Result<u64, sqlx::Error> {
-        let stale_ms = (self.up.settings.jobs.stale_secs * 1000) as i64;
+        let stale_ms = self.up.settings.jobs.stale.as_millis() as i64;
         self.up.db.rescue_stale_jobs(stale_ms).await
     }
 
@@ -170,7 +170,10 @@ impl Worker {
 
     /// Puts the job back with a backoff and tells the client.
     async fn retry(&self, job: &Job, error: &PipelineFailure) -> Result<(), sqlx::Error> {
-        let delay = backoff_ms(self.up.settings.jobs.retry_base_ms, job.attempts);
+        let delay = backoff_ms(
+            self.up.settings.jobs.retry_base.as_millis() as u64,
+            job.attempts,
+        );
         let (code, message) = (error.code(), error.message());
         tracing::warn!(job = job.id, attempt = job.attempts, code, %message, delay_ms = delay, "job failed; will retry");
         let fields = json!({
@@ -225,7 +228,7 @@ impl Worker {
 }
 
 async fn heartbeat(up: Uploads, job_id: i64, worker: String, lost: CancellationToken) {
-    let every = Duration::from_secs(up.settings.jobs.heartbeat_secs);
+    let every = up.settings.jobs.heartbeat;
     loop {
         tokio::time::sleep(every).await;
         match up.db.heartbeat_job(job_id, &worker).await {

@@ -135,7 +135,11 @@ async fn entry(
         Handshake::Accept { user, upload, slot } => ws.on_upgrade(move |socket| async move {
             tracing::info!(upload_id = %upload.id, user_id = user.id, "upload socket connected");
             let (sink, stream) = futures::StreamExt::split(socket);
-            let idle = Duration::from_secs(state.settings.socket.idle_timeout_secs.max(1));
+            let idle = state
+                .settings
+                .socket
+                .idle_timeout
+                .max(Duration::from_secs(1));
             session::Session::new(state.uploads.clone(), upload, idle)
                 .run(sink, stream)
                 .await;

@@ -432,7 +432,9 @@ async fn upload_url_accepts_a_put_and_the_file_is_attached_to_an_event() {
 
 #[tokio::test]
 async fn upload_url_lifetime_comes_from_settings() {
-    let app = TestApp::spawn_with(|s| s.history.upload_url_ttl_secs = 120).await;
+    let app =
+        TestApp::spawn_with(|s| s.history.upload_url_ttl = std::time::Duration::from_secs(120))
+            .await;
     let key = api_key(&app).await;
     let client = tenant(&app, &key, "alx_demo").await;
     let body: Value = get_upload_url(&app, Some(&key), Some(&client))
@@ -1022,7 +1024,7 @@ async fn a_tenant_whose_database_is_missing_can_still_be_deleted() {
 #[tokio::test]
 async fn revoked_keys_stop_working_within_the_cache_ttl() {
     // Without a cache, at once.
-    let app = TestApp::spawn_with(|s| s.history.cache_ttl_secs = 0).await;
+    let app = TestApp::spawn_with(|s| s.history.cache_ttl = std::time::Duration::ZERO).await;
     let key = app.state.history.create_api_key("to-revoke").await.unwrap();
     assert_detail(
         get_upload_url(&app, Some(&key), None).await,

@@ -412,8 +412,8 @@ async fn infected_uploads_create_no_records_and_are_quarantined() {
 async fn rescued_job_makes_exactly_n_records() {
     let app = TestApp::spawn_with(|s| {
         s.jobs.run_workers = false;
-        s.jobs.stale_secs = 11;
-        s.jobs.heartbeat_secs = 5;
+        s.jobs.stale = std::time::Duration::from_secs(11);
+        s.jobs.heartbeat = std::time::Duration::from_secs(5);
     })
     .await;
     let names: Vec<String> = (0..7).map(|i| format!("f{i}.txt")).collect();
@@ -538,7 +538,7 @@ async fn clamd_outage_is_retried_until_it_returns() {
     let app = TestApp::spawn_with(|s| {
         s.jobs.run_workers = false;
         s.scan.clamd_addr = Some(format!("tcp://127.0.0.1:{port}"));
-        s.jobs.retry_base_ms = 50;
+        s.jobs.retry_base = std::time::Duration::from_millis(50);
     })
     .await;
     let Queued {

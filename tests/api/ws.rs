@@ -294,7 +294,7 @@ async fn err_invalid_uuid_for_bad_used_or_expired_upload_ids() {
 
 #[tokio::test]
 async fn err_invalid_uuid_for_upload_expired_by_configuration() {
-    let fx = fixture_with(|s| s.uploads.upload_ttl_secs = 0).await;
+    let fx = fixture_with(|s| s.uploads.upload_ttl = Duration::ZERO).await;
     // Created with a lifetime of 0 s: expired once its creation millisecond is past.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let mut ws = fx.connect_to(&fx.upload).await;
@@ -587,7 +587,7 @@ async fn err_file_too_large_with_the_default_limit() {
 
 #[tokio::test]
 async fn err_file_too_large_with_a_configured_limit() {
-    let fx = fixture_with(|s| s.uploads.max_upload_gb = 1).await;
+    let fx = fixture_with(|s| s.uploads.max_upload_bytes = 1_000_000_000).await;
     fx.rejects_field(
         "file_size",
         json!(1_000_000_001_i64),
@@ -1327,7 +1327,7 @@ impl AsyncWrite for Deaf {
 
 #[tokio::test]
 async fn a_silent_client_is_closed_after_the_idle_timeout() {
-    let fx = fixture_with(|s| s.socket.idle_timeout_secs = 1).await;
+    let fx = fixture_with(|s| s.socket.idle_timeout = Duration::from_secs(1)).await;
     let ticket = fx.app.ticket(&fx.token).await;
     let url = format!(
         "{}{}?uuid={ticket}",
@@ -1380,7 +1380,7 @@ async fn a_silent_client_is_closed_after_the_idle_timeout() {
 
 #[tokio::test]
 async fn a_client_answering_pings_stays_connected() {
-    let fx = fixture_with(|s| s.socket.idle_timeout_secs = 1).await;
+    let fx = fixture_with(|s| s.socket.idle_timeout = Duration::from_secs(1)).await;
     let mut ws = fx.open().await;
     // Three idle timeouts of silence from our side except for the automatic pongs.
     let until = tokio::time::Instant::now() + Duration::from_secs(3);

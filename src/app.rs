@@ -16,6 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Notify;
 
 use crate::auth::JwtKeys;
+use crate::cause::{redact_url, root_cause, root_cause_of};
 use crate::config::Settings;
 use crate::db::Db;
 use crate::history::History;
@@ -23,7 +24,7 @@ use crate::http::{self, Routes};
 use crate::live::{Hub, SocketLimiter};
 use crate::scan::{ClamdScanner, Scanner};
 use crate::state::AppState;
-use crate::store::{EmbeddedS3, ObjectStore, S3Config, S3Store};
+use crate::store::{EmbeddedS3, ObjectStore, S3Config, S3Store, StoreError};
 use crate::uploads::worker::Worker;
 use crate::uploads::{FlowSettings, Uploads};
 
@@ -87,26 +88,156 @@ pub fn history_pepper(settings: &Settings) -> anyhow::Result<Vec<u8>> {
         return Ok(pepper.expose_secret().as_bytes().to_vec());
     }
     let data_dir = &settings.server.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    prepare_data_dir(data_dir)?;
     Ok(load_or_create_secrets(data_dir)?
         .history_api_key_pepper
         .into_bytes())
 }
 
+/// Why the process cannot start, in one line: the setting, its value, what failed
+/// and the root cause (`INTAKE_DATABASE_URL="postgres://…": cannot connect to the
+/// database: connection refused`).
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}={value:?}: {what}: {cause}")]
+pub struct StartupError {
+    /// The variable to look at.
+    pub setting: &'static str,
+    /// Its value in force (passwords redacted).
+    pub value: String,
+    /// What could not be done.
+    pub what: &'static str,
+    /// Why, as the system or the server said it.
+    pub cause: String,
+}
+
+impl StartupError {
+    fn new(
+        setting: &'static str,
+        value: impl Into<String>,
+        what: &'static str,
+        cause: impl Into<String>,
+    ) -> Self {
+        Self {
+            setting,
+            value: value.into(),
+            what,
+            cause: cause.into(),
+        }
+    }
+}
+
+/// Creates the data dir when missing and checks that it is writable, so that a
+/// directory we cannot write is reported as that (not as a database error).
+pub fn prepare_data_dir(dir: &Path) -> Result<(), StartupError> {
+    let fail = |what, e: std::io::Error| {
+        StartupError::new(
+            "INTAKE_DATA_DIR",
+            dir.display().to_string(),
+            what,
+            root_cause(&e),
+        )
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail("cannot create the data directory", e))?;
+    let probe = dir.join(format!(".write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| fail("cannot write in the data directory", e))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// Connects to the configured database and applies migrations.
 pub async fn connect_database(settings: &Settings) -> anyhow::Result<Db> {
-    let data_dir = &settings.server.data_dir;
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let db = Db::connect(
-        settings.effective_database_url().expose_secret(),
-        settings.database.max_connections,
-    )
-    .await
-    .context("connecting to the database (INTAKE_DATABASE_URL)")?;
-    db.migrate().await.context("applying database migrations")?;
+    prepare_data_dir(&settings.server.data_dir)?;
+    let url = settings.effective_database_url();
+    let shown = redact_url(url.expose_secret());
+    let db = Db::connect(url.expose_secret(), settings.database.max_connections)
+        .await
+        .map_err(|e| {
+            StartupError::new(
+                "INTAKE_DATABASE_URL",
+                shown.clone(),
+                "cannot connect to the database",
+                match &e {
+                    // The server's own words ("password authentication failed for
+                    // user …", "database … does not exist").
+                    sqlx::Error::Database(d) => d.message().to_string(),
+                    other => root_cause(other),
+                },
+            )
+        })?;
+    db.migrate().await.map_err(|e| {
+        StartupError::new(
+            "INTAKE_DATABASE_URL",
+            shown,
+            "cannot apply the database migrations",
+            root_cause(&e),
+        )
+    })?;
     Ok(db)
+}
+
+/// The setting a refusal of the external object store is about, by its S3 code.
+fn s3_setting_for(code: &str) -> &'static str {
+    match code {
+        "InvalidAccessKeyId" | "AccessDenied" | "AllAccessDisabled" => "INTAKE_S3_ACCESS_KEY_ID",
+        "SignatureDoesNotMatch" => "INTAKE_S3_SECRET_ACCESS_KEY",
+        "AuthorizationHeaderMalformed"
+        | "AuthorizationQueryParametersError"
+        | "IllegalLocationConstraintException"
+        | "InvalidLocationConstraint"
+        | "InvalidRegion"
+        | "PermanentRedirect" => "INTAKE_S3_REGION",
+        "InvalidBucketName" | "BucketAlreadyExists" => "INTAKE_S3_BUCKET",
+        _ => "INTAKE_S3_ENDPOINT",
+    }
+}
+
+/// A failure of the first calls to the external object store, as a start-up error
+/// naming the setting to fix.
+fn store_startup_error(settings: &Settings, endpoint: &str, e: StoreError) -> StartupError {
+    let s3 = &settings.s3;
+    match e {
+        StoreError::Rejected {
+            op,
+            status,
+            code,
+            message,
+            ..
+        } => {
+            let setting = s3_setting_for(&code);
+            let value = match setting {
+                "INTAKE_S3_ACCESS_KEY_ID" => s3.access_key_id.clone().unwrap_or_default(),
+                "INTAKE_S3_SECRET_ACCESS_KEY" => "[redacted]".into(),
+                "INTAKE_S3_REGION" => s3.region.clone(),
+                "INTAKE_S3_BUCKET" => s3.bucket.clone(),
+                _ => endpoint.to_string(),
+            };
+            let reason = match (code.is_empty(), message.is_empty()) {
+                (true, _) => format!("{op} answered HTTP {status} without a reason"),
+                (false, true) => format!("{op}: {code} (HTTP {status})"),
+                (false, false) => format!("{op}: {code}: {message}"),
+            };
+            StartupError::new(
+                setting,
+                value,
+                "the object store refused the request",
+                reason,
+            )
+        }
+        StoreError::Transient { detail, .. } | StoreError::Other { detail, .. } => {
+            StartupError::new(
+                "INTAKE_S3_ENDPOINT",
+                endpoint,
+                "cannot reach the object store",
+                detail,
+            )
+        }
+        other => StartupError::new(
+            "INTAKE_S3_ENDPOINT",
+            endpoint,
+            "cannot use the object store",
+            other.to_string(),
+        ),
+    }
 }
 
 /// The object store: the external S3 of the settings, or the embedded endpoint
@@ -132,13 +263,22 @@ async fn connect_store(
             let secret =
                 secret_of(&s3.secret_access_key).unwrap_or(secrets.s3_secret_access_key.clone());
             let root = settings.server.data_dir.join("s3");
-            std::fs::create_dir_all(&root)?;
+            std::fs::create_dir_all(&root).map_err(|e| {
+                StartupError::new(
+                    "INTAKE_DATA_DIR",
+                    settings.server.data_dir.display().to_string(),
+                    "cannot create the embedded S3 directory",
+                    root_cause(&e),
+                )
+            })?;
             let server = EmbeddedS3::start(root.clone(), s3.embedded_addr, &access, &secret)
                 .await
-                .with_context(|| {
-                    format!(
-                        "starting the embedded S3 endpoint on {} (INTAKE_S3_EMBEDDED_ADDR)",
-                        s3.embedded_addr
+                .map_err(|e| {
+                    StartupError::new(
+                        "INTAKE_S3_EMBEDDED_ADDR",
+                        s3.embedded_addr.to_string(),
+                        "cannot start the embedded S3 endpoint",
+                        root_cause_of(&e),
                     )
                 })?;
             let endpoint = server.endpoint();
@@ -146,6 +286,7 @@ async fn connect_store(
             (Some(server), endpoint, access, secret)
         }
     };
+    let shown = endpoint.clone();
     let store = S3Store::connect(&S3Config {
         endpoint: Some(endpoint),
         region: s3.region.clone(),
@@ -156,7 +297,7 @@ async fn connect_store(
         public_url: s3.public_s3_url.clone(),
     })
     .await
-    .context("connecting to the object store")?;
+    .map_err(|e| store_startup_error(settings, &shown, e))?;
     Ok((embedded, Arc::new(store)))
 }
 
@@ -169,8 +310,14 @@ async fn connect_scanner(settings: &Settings) -> anyhow::Result<Option<Arc<dyn S
         );
         return Ok(None);
     };
-    let scanner =
-        ClamdScanner::from_addr(addr).map_err(|e| anyhow::anyhow!("INTAKE_CLAMD_ADDR: {e}"))?;
+    let scanner = ClamdScanner::from_addr(addr).map_err(|e| {
+        StartupError::new(
+            "INTAKE_CLAMD_ADDR",
+            addr.clone(),
+            "not a clamd address",
+            e.to_string(),
+        )
+    })?;
     if let Err(e) = scanner.ping().await {
         tracing::warn!(error = %e, "clamd does not answer yet");
     }
@@ -202,9 +349,14 @@ impl Application {
         );
         let scanner = connect_scanner(&settings).await?;
         let http_addr = settings.server.http_addr;
-        let listener = TcpListener::bind(http_addr)
-            .await
-            .with_context(|| format!("binding {http_addr} (INTAKE_HTTP_ADDR)"))?;
+        let listener = TcpListener::bind(http_addr).await.map_err(|e| {
+            StartupError::new(
+                "INTAKE_HTTP_ADDR",
+                http_addr.to_string(),
+                "cannot listen",
+                root_cause(&e),
+            )
+        })?;
         let pepper = match &settings.history.api_key_pepper {
             Some(p) => p.expose_secret().as_bytes().to_vec(),
             None => secrets.history_api_key_pepper.clone().into_bytes(),

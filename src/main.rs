@@ -3,12 +3,13 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use intake::app::{self, Application};
-use intake::config::{LogFormat, LogSettings, Settings};
+use intake::config::{ConfigError, LogFormat, LogSettings, Settings};
 use intake::domain::AccountType;
 use intake::http::Routes;
 
@@ -118,10 +119,32 @@ enum AdminCommand {
     CreateUser {
         #[arg(long)]
         email: String,
+        /// The password (at least 8 characters). Better left out: then it is asked
+        /// for at the terminal (twice), or read as one line from standard input when
+        /// that is not a terminal (`… < password.txt`), and stays out of shell history.
         #[arg(long)]
-        password: String,
+        password: Option<String>,
         #[arg(long, value_enum, default_value = "internal")]
         account_type: AccountType,
+    },
+    /// List every user; prints a JSON array of `{"id", "email", "account_type",
+    /// "is_active", "created_at"}` (`created_at`: epoch milliseconds).
+    ListUsers,
+    /// Set a user's password; prints `{"id": …, "email": …}`. The password is
+    /// asked for like `create-user`'s.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        /// The new password; better left out (see `create-user`).
+        #[arg(long)]
+        password: Option<String>,
+    },
+    /// Delete a user; prints `{"id": …, "email": …, "result": "deleted"}`. A user
+    /// who created classes, uploads or records is kept for their history and
+    /// deactivated instead (`"result": "deactivated"`): no log-in, tokens refused.
+    DeleteUser {
+        #[arg(long)]
+        email: String,
     },
     /// Create an Event History API key; prints exactly `{"api_key": "…"}`.
     CreateApiKey {
@@ -135,6 +158,123 @@ enum AdminCommand {
         #[arg(long)]
         label: String,
     },
+}
+
+/// The password for `email`: the argument, else asked at the terminal (twice), else
+/// one line of standard input; at least 8 characters.
+fn password_for(email: &str, given: Option<String>) -> anyhow::Result<String> {
+    let password = match given {
+        Some(p) => p,
+        None if std::io::stdin().is_terminal() => {
+            let first = rpassword::prompt_password(format!("Password for {email}: "))
+                .context("reading the password")?;
+            let again = rpassword::prompt_password("Again: ").context("reading the password")?;
+            if first != again {
+                anyhow::bail!("the two passwords differ; nothing was changed");
+            }
+            first
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
+    if password.chars().count() < 8 {
+        anyhow::bail!("the password must be at least 8 characters");
+    }
+    Ok(password)
+}
+
+/// `intake admin …`.
+async fn admin(settings: &Settings, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::CreateUser {
+            email,
+            password,
+            account_type,
+        } => {
+            let email = email.trim().to_string();
+            if email.is_empty() || !email.contains('@') {
+                anyhow::bail!("--email must be an e-mail address");
+            }
+            let password = password_for(&email, password)?;
+            let db = app::connect_database(settings).await?;
+            let hash = intake::auth::hash_password(&password)?;
+            let user = db
+                .create_user(&email, &hash, account_type)
+                .await
+                .map_err(|e| {
+                    if intake::db::is_unique_violation(&e) {
+                        anyhow::anyhow!("a user with e-mail {email} already exists")
+                    } else {
+                        anyhow::Error::new(e)
+                    }
+                })
+                .context("creating the user")?;
+            println!(
+                "{}",
+                serde_json::json!({ "id": user.id, "email": user.email })
+            );
+        }
+        AdminCommand::ListUsers => {
+            let db = app::connect_database(settings).await?;
+            let users = db.list_users().await.context("listing users")?;
+            println!("{}", serde_json::to_string(&users)?);
+        }
+        AdminCommand::SetPassword { email, password } => {
+            let email = email.trim().to_string();
+            let db = app::connect_database(settings).await?;
+            let Some(user) = db.user_by_email(&email).await.context("finding the user")? else {
+                anyhow::bail!("no user with e-mail {email}");
+            };
+            let password = password_for(&email, password)?;
+            let hash = intake::auth::hash_password(&password)?;
+            db.set_password_hash(&email, &hash)
+                .await
+                .context("setting the password")?;
+            println!(
+                "{}",
+                serde_json::json!({ "id": user.user.id, "email": user.user.email })
+            );
+        }
+        AdminCommand::DeleteUser { email } => {
+            let email = email.trim().to_string();
+            let db = app::connect_database(settings).await?;
+            let Some((id, result)) = db.delete_user(&email).await.context("deleting the user")?
+            else {
+                anyhow::bail!("no user with e-mail {email}");
+            };
+            println!(
+                "{}",
+                serde_json::json!({ "id": id, "email": email, "result": result })
+            );
+        }
+        AdminCommand::CreateApiKey { label } => {
+            let label = label.trim();
+            if label.is_empty() {
+                anyhow::bail!("--label must not be blank");
+            }
+            let db = app::connect_database(settings).await?;
+            let pepper = app::history_pepper(settings)?;
+            let generated = intake::history::keys::generate(&pepper);
+            db.create_api_key(&generated.id, label, &generated.hash)
+                .await
+                .context("storing the API key")?;
+            println!("{}", serde_json::json!({ "api_key": generated.key }));
+        }
+        AdminCommand::RevokeApiKey { label } => {
+            let db = app::connect_database(settings).await?;
+            let revoked = db
+                .revoke_api_keys(label.trim())
+                .await
+                .context("revoking API keys")?;
+            println!("{}", serde_json::json!({ "revoked": revoked }));
+        }
+    }
+    Ok(())
 }
 
 /// Logging as `log` says; colours only when stderr is a terminal and `NO_COLOR` is
@@ -334,25 +474,65 @@ fn interrupted(
     std::process::exit(130)
 }
 
+/// The error on one line, its causes joined with ": " (never a backtrace, whatever
+/// RUST_BACKTRACE says: these are messages for a person, not crashes).
+fn one_line(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            // A configuration that does not load is a usage error (like clap's).
+            let code = if e.is::<ConfigError>() { 2 } else { 1 };
+            // Exit now: background tasks (the embedded S3 endpoint, a pool still
+            // connecting) must not hold the process up.
+            std::process::exit(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
     // The client needs no server settings (nor an intake.toml that parses).
     if matches!(cli.command, Command::Upload(_) | Command::Archive { .. }) {
         init_tracing(&LogSettings::from_env());
     }
     let command = match cli.command {
         Command::Upload(args) => upload(args).await,
-        // Neither needs server settings (nor an intake.toml that parses).
         Command::Archive {
             command: ArchiveCommand::Check { files, json },
         } => return archive_check(&files, json),
         other => other,
     };
-    let (settings, warnings) = Settings::load_with_warnings(cli.config.as_deref())?;
+    let (mut settings, warnings) = Settings::load_with_warnings(cli.config.as_deref())?;
     init_tracing(&settings.log);
     for warning in warnings {
         tracing::warn!("{warning}");
+    }
+    // `serve`, `migrate` and `admin` resolve the data dir alike (the setting, else
+    // ./intake-data of the working directory) and say which one they use, so that
+    // an admin command run elsewhere does not silently use a second one.
+    let data_dir = &mut settings.server.data_dir;
+    if let Ok(absolute) = std::path::absolute(&*data_dir) {
+        *data_dir = absolute;
+    }
+    let is_new = !data_dir.exists();
+    match &command {
+        Command::Serve { .. } => {
+            tracing::info!(data_dir = %data_dir.display(), new = is_new, "data directory");
+        }
+        _ if is_new => eprintln!(
+            "intake: data directory {} (INTAKE_DATA_DIR) does not exist yet; creating it. If `intake serve` runs elsewhere, run this there or set INTAKE_DATA_DIR.",
+            data_dir.display()
+        ),
+        _ => eprintln!("intake: data directory {}", data_dir.display()),
     }
     match command {
         Command::Upload(_) | Command::Archive { .. } => unreachable!("handled above"),
@@ -365,61 +545,6 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("migrations applied");
             Ok(())
         }
-        Command::Admin { command } => match command {
-            AdminCommand::CreateUser {
-                email,
-                password,
-                account_type,
-            } => {
-                let email = email.trim().to_string();
-                if email.is_empty() || !email.contains('@') {
-                    anyhow::bail!("--email must be an e-mail address");
-                }
-                if password.len() < 8 {
-                    anyhow::bail!("--password must be at least 8 characters");
-                }
-                let db = app::connect_database(&settings).await?;
-                let hash = intake::auth::hash_password(&password)?;
-                let user = db
-                    .create_user(&email, &hash, account_type)
-                    .await
-                    .map_err(|e| {
-                        if intake::db::is_unique_violation(&e) {
-                            anyhow::anyhow!("a user with e-mail {email} already exists")
-                        } else {
-                            anyhow::Error::new(e)
-                        }
-                    })
-                    .context("creating the user")?;
-                println!(
-                    "{}",
-                    serde_json::json!({ "id": user.id, "email": user.email })
-                );
-                Ok(())
-            }
-            AdminCommand::CreateApiKey { label } => {
-                let label = label.trim();
-                if label.is_empty() {
-                    anyhow::bail!("--label must not be blank");
-                }
-                let db = app::connect_database(&settings).await?;
-                let pepper = app::history_pepper(&settings)?;
-                let generated = intake::history::keys::generate(&pepper);
-                db.create_api_key(&generated.id, label, &generated.hash)
-                    .await
-                    .context("storing the API key")?;
-                println!("{}", serde_json::json!({ "api_key": generated.key }));
-                Ok(())
-            }
-            AdminCommand::RevokeApiKey { label } => {
-                let db = app::connect_database(&settings).await?;
-                let revoked = db
-                    .revoke_api_keys(label.trim())
-                    .await
-                    .context("revoking API keys")?;
-                println!("{}", serde_json::json!({ "revoked": revoked }));
-                Ok(())
-            }
-        },
+        Command::Admin { command } => admin(&settings, command).await,
     }
 }

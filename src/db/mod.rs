@@ -48,6 +48,10 @@ pub struct Db {
     pub backend: Backend,
 }
 
+/// How long start-up waits for the first PostgreSQL connection (the process exits
+/// within 5 s when the database does not answer).
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -61,6 +65,23 @@ impl Db {
             Backend::Postgres
         };
         let options = AnyConnectOptions::from_str(url)?;
+        if backend == Backend::Postgres {
+            // One connection first, outside the pool: the pool retries a refused
+            // connection until its acquire timeout and then reports only "pool timed
+            // out"; this fails at once with the server's (or the network's) reason.
+            let probe = tokio::time::timeout(FIRST_CONNECT_TIMEOUT, async {
+                use sqlx::Connection as _;
+                sqlx::AnyConnection::connect_with(&options).await
+            })
+            .await
+            .map_err(|_| {
+                sqlx::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no answer within 4 s",
+                ))
+            })??;
+            let _ = sqlx::Connection::close(probe).await;
+        }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == Backend::Sqlite {
                 max_connections.min(8)

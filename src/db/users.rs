@@ -16,6 +16,32 @@ pub struct UserWithHash {
     pub is_active: bool,
 }
 
+/// A user as `admin list-users` shows it.
+#[derive(Debug, sqlx::FromRow, serde::Serialize)]
+pub struct UserListing {
+    /// The user's id.
+    pub id: i64,
+    /// The e-mail they log in with.
+    pub email: String,
+    /// What they may do.
+    pub account_type: AccountType,
+    /// Whether the account may log in.
+    #[sqlx(try_from = "IntBool")]
+    pub is_active: bool,
+    /// When it was created, epoch milliseconds.
+    pub created_at: i64,
+}
+
+/// What `delete_user` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deletion {
+    /// The row is gone.
+    Deleted,
+    /// The user created things, so the row stays, deactivated.
+    Deactivated,
+}
+
 /// The `id, email, account_type` columns of a `users` row.
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -53,6 +79,56 @@ impl Db {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.into())
+    }
+
+    /// Every user, by id (the admin CLI's `list-users`).
+    pub async fn list_users(&self) -> Result<Vec<UserListing>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT id, email, account_type, is_active, created_at FROM users ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Replaces the password hash of the user with `email` (case-insensitive);
+    /// whether there was one.
+    pub async fn set_password_hash(
+        &self,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let done =
+            sqlx::query("UPDATE users SET password_hash = $1 WHERE lower(email) = lower($2)")
+                .bind(password_hash)
+                .bind(email)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Deletes the user with `email`; a user that created classes, uploads or
+    /// records is kept for their history and deactivated instead (no log-in, its
+    /// tokens stop working). `None`: no such user.
+    pub async fn delete_user(&self, email: &str) -> Result<Option<(i64, Deletion)>, sqlx::Error> {
+        let Some(found) = self.user_by_email(email).await? else {
+            return Ok(None);
+        };
+        let id = found.user.id;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await;
+        match deleted {
+            Ok(_) => Ok(Some((id, Deletion::Deleted))),
+            Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+                sqlx::query("UPDATE users SET is_active = 0 WHERE id = $1")
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(Some((id, Deletion::Deactivated)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Looks a user up by e-mail (case-insensitive), with the password hash.

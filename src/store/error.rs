@@ -119,7 +119,11 @@ impl StoreError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let target = target.to_owned();
-        let detail = DisplayErrorContext(&err).to_string();
+        // The SDK's own text is a multi-line dump of every layer; the log and the
+        // start-up error want the cause ("connection refused", "DNS lookup failed:
+        // …", "TLS: …"). The full chain still goes to the debug log.
+        tracing::debug!(op, %target, error = %DisplayErrorContext(&err), "object store call failed");
+        let detail = crate::cause::root_cause(&err);
         match &err {
             SdkError::ServiceError(ctx) => {
                 let status = ctx.raw().status().as_u16();

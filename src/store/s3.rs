@@ -175,11 +175,29 @@ impl S3Store {
             .client
             .head_bucket()
             .bucket(bucket)
+            .customize()
+            .config_override(start_up_attempt())
             .send()
             .await
             .or_store("HeadBucket", bucket)
         {
             Ok(_) => return Ok(()),
+            // A HEAD answer has no body, so a refusal (wrong region, bad key) comes
+            // without its reason: ask again with a GET to get the server's own words.
+            Err(e @ StoreError::Rejected { .. }) if e.code() == Some("") => {
+                return match self
+                    .client
+                    .list_objects_v2()
+                    .bucket(bucket)
+                    .max_keys(1)
+                    .send()
+                    .await
+                    .or_store("ListObjectsV2", bucket)
+                {
+                    Err(why) if why.code().is_some_and(|c| !c.is_empty()) => Err(why),
+                    _ => Err(e),
+                };
+            }
             Err(e) if !e.is_not_found() => return Err(e),
             Err(_) => {}
         }
@@ -785,6 +803,20 @@ fn sdk_config(cfg: &S3Config, endpoint: Option<&str>) -> Result<aws_sdk_s3::Conf
         builder = builder.endpoint_url(endpoint.trim_end_matches('/'));
     }
     Ok(builder.build())
+}
+
+/// The first call at start-up: one attempt within 4 s, so that an unreachable or
+/// refusing store stops start-up at once with its reason (the process exits within
+/// 5 s) instead of after the SDK's retries.
+fn start_up_attempt() -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::config::Builder::new()
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(4))
+                .operation_timeout(Duration::from_secs(4))
+                .build(),
+        )
 }
 
 /// Timeouts for a call whose request or response takes up to `attempt` to

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod admin;
 mod archive_check;
 mod auth;
 mod classes;

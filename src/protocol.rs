@@ -100,8 +100,13 @@ impl WsError {
         }
     }
 
-    /// The human-readable detail, exactly as the page writes it.
+    /// The human-readable detail, exactly as the page writes it (a name echoed in
+    /// it shortened: see [`fit_error_text`]).
     pub fn detail(&self) -> String {
+        fit_error_text(&self.full_detail())
+    }
+
+    fn full_detail(&self) -> String {
         match self {
             WsError::IncorrectUrl => "Incorrect WebSocket URL.".into(),
             WsError::InvalidUuid => "A valid UUID is required.".into(),
@@ -145,6 +150,81 @@ impl WsError {
     pub fn to_message(&self) -> Value {
         json!({ "type": "error", "error_code": self.code(), "detail": self.detail() })
     }
+}
+
+/// The longest error text (`detail`, a failure's `message`) sent to a client, bytes.
+pub const MAX_ERROR_TEXT: usize = 1024;
+/// The longest name kept whole inside an error text, bytes.
+const MAX_QUOTED: usize = 160;
+
+/// `text` made fit for a client: each quoted part (`"…"`, `“…”`: a name, a type)
+/// longer than 160 bytes keeps its start and end around a `…`, and the whole is
+/// at most [`MAX_ERROR_TEXT`] bytes. Names in archives may be 64 KiB long; an error
+/// text that repeats one is unreadable and bloats every log it goes to.
+pub fn fit_error_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_ERROR_TEXT));
+    let mut rest = text;
+    while let Some(at) = rest.find(['"', '\u{201c}']) {
+        let open = rest[at..].chars().next().unwrap_or('"');
+        let close = if open == '"' { '"' } else { '\u{201d}' };
+        out.push_str(&rest[..at + open.len_utf8()]);
+        let body = &rest[at + open.len_utf8()..];
+        let Some(end) = closing_quote(body, close) else {
+            rest = body;
+            break;
+        };
+        out.push_str(&elide(&body[..end], MAX_QUOTED));
+        out.push(close);
+        rest = &body[end + close.len_utf8()..];
+    }
+    out.push_str(rest);
+    elide_end(out, MAX_ERROR_TEXT)
+}
+
+/// Where `close` ends the quoted part `body` (a `\"` inside Rust's debug quoting
+/// does not end it).
+fn closing_quote(body: &str, close: char) -> Option<usize> {
+    let mut escaped = false;
+    for (i, c) in body.char_indices() {
+        match c {
+            '\\' if close == '"' => escaped = !escaped,
+            c if c == close && !escaped => return Some(i),
+            _ => escaped = false,
+        }
+    }
+    None
+}
+
+/// The largest char boundary of `s` at or below `i`.
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// `s` at most `max` bytes: its first two thirds and last third around `…`.
+fn elide(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let keep = max - '…'.len_utf8();
+    let head = floor_boundary(s, keep * 2 / 3);
+    let mut tail = s.len() - (keep - head);
+    while !s.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}…{}", &s[..head], &s[tail..])
+}
+
+/// `s` cut to at most `max` bytes, ending in `…` when cut.
+fn elide_end(s: String, max: usize) -> String {
+    if s.len() <= max {
+        return s;
+    }
+    let end = floor_boundary(&s, max - '…'.len_utf8());
+    format!("{}…", &s[..end])
 }
 
 /// `connection_established`.
@@ -243,6 +323,38 @@ mod tests {
         assert_eq!(
             WsError::FileTooLarge { limit_gb: 5 }.detail(),
             "Max file size is 5 GB."
+        );
+    }
+
+    #[test]
+    fn error_texts_shorten_names_and_stay_under_1_kib() {
+        let name = "n".repeat(10_000);
+        let text =
+            fit_error_text(&format!("entry {name:?} has an unsafe name: it has ..").as_str());
+        assert!(text.len() <= 200, "{}", text.len());
+        assert!(text.starts_with("entry \"nnn"), "{text}");
+        assert!(
+            text.ends_with("nnn\" has an unsafe name: it has .."),
+            "{text}"
+        );
+        assert!(text.contains('…'));
+        // Short names stay whole, escapes and all.
+        let short = "entry \"a\\\"b\" is fine";
+        assert_eq!(fit_error_text(short), short);
+        // Many names, or none quoted: the whole is cut at 1 KiB on a char boundary.
+        let many = format!("{}", "“é”".repeat(2_000));
+        assert!(fit_error_text(&many).len() <= MAX_ERROR_TEXT);
+        let plain = "é".repeat(3_000);
+        let cut = fit_error_text(&plain);
+        assert!(cut.len() <= MAX_ERROR_TEXT && cut.ends_with('…'));
+        let long_type = WsError::UnsupportedFileType {
+            file_type: "x".repeat(70_000),
+            allowed: "application/zip".into(),
+        };
+        assert!(
+            long_type.detail().len() <= 400,
+            "{}",
+            long_type.detail().len()
         );
     }
 }

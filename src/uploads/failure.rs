@@ -58,7 +58,7 @@ pub enum PipelineFailure {
     AlreadyQuarantined,
     /// The archive is refused by the validator (final) or its scratch disk failed.
     #[error("{0}")]
-    Archive(#[from] ExtractError),
+    Archive(ExtractError),
     /// A job of a kind this version does not run.
     #[error("unknown job kind {0}")]
     UnknownJob(String),
@@ -75,6 +75,19 @@ pub enum PipelineFailure {
         /// Its message.
         last: String,
     },
+    /// The server's local scratch disk (`<data_dir>/tmp`) is full (transient: space
+    /// may be freed). Not the object store, which is what an operator would
+    /// otherwise go and look at.
+    #[error("The server's local disk is full ({0}).")]
+    DiskFull(String),
+}
+
+/// Whether `e` is "no space left on device" (or over a disk quota).
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 fn infected_message(signature: &str, member: Option<&str>) -> String {
@@ -107,6 +120,7 @@ impl PipelineFailure {
             Self::UnknownJob(_) => "ERR_UNKNOWN_JOB",
             Self::BadJob(_) => "ERR_BAD_JOB",
             Self::OutOfAttempts { .. } => "ERR_PROCESSING_FAILED",
+            Self::DiskFull(_) => "ERR_LOCAL_DISK_FULL",
         }
     }
 
@@ -123,9 +137,10 @@ impl PipelineFailure {
         }
     }
 
-    /// What a person reads.
+    /// What a person reads: at most 1 KiB, long names shortened
+    /// ([`crate::protocol::fit_error_text`]).
     pub fn message(&self) -> String {
-        self.to_string()
+        crate::protocol::fit_error_text(&self.to_string())
     }
 
     /// Whether a later attempt may succeed (a dependency failed).
@@ -135,6 +150,7 @@ impl PipelineFailure {
             | Self::Storage(_)
             | Self::Scanner(_)
             | Self::LocalIo(_)
+            | Self::DiskFull(_)
             | Self::Internal(_) => true,
             Self::Archive(e) => !e.is_final(),
             _ => false,
@@ -162,10 +178,11 @@ impl PipelineFailure {
 
     /// A store failure: the object is gone (final) or the store is down (transient).
     pub fn from_store(e: StoreError) -> Self {
-        if e.is_not_found() {
-            Self::FileMissing
-        } else {
-            Self::Storage(e.to_string())
+        match &e {
+            _ if e.is_not_found() => Self::FileMissing,
+            // Writing the download to scratch space failed: a local disk problem.
+            StoreError::Io { source, .. } if is_disk_full(source) => Self::DiskFull(e.to_string()),
+            _ => Self::Storage(e.to_string()),
         }
     }
 
@@ -181,8 +198,28 @@ impl PipelineFailure {
     }
 
     /// A local disk failure.
-    pub fn io(e: impl std::fmt::Display) -> Self {
-        Self::LocalIo(e.to_string())
+    pub fn io(e: std::io::Error) -> Self {
+        if is_disk_full(&e) {
+            Self::DiskFull(e.to_string())
+        } else {
+            Self::LocalIo(e.to_string())
+        }
+    }
+
+    /// The validator's refusal, or its local disk failure (a full disk named so).
+    pub fn from_archive(e: ExtractError) -> Self {
+        match &e {
+            ExtractError::Io { source, .. } if is_disk_full(source) => {
+                Self::DiskFull(e.to_string())
+            }
+            _ => Self::Archive(e),
+        }
+    }
+}
+
+impl From<ExtractError> for PipelineFailure {
+    fn from(e: ExtractError) -> Self {
+        Self::from_archive(e)
     }
 }
 

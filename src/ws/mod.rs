@@ -25,6 +25,12 @@ use crate::state::AppState;
 
 /// Largest accepted client message (close 1009 beyond it).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// What the transport reads before giving up. Larger than [`MAX_MESSAGE_BYTES`] so
+/// that a message somewhat over the limit is read whole and answered with close
+/// 1009 (checked in the session): a transport that stops mid-message leaves unread
+/// bytes, and closing a TCP socket with unread bytes sends a reset that destroys
+/// the close frame on its way.
+pub const TRANSPORT_MAX_BYTES: usize = 1024 * 1024;
 
 /// The routes of this module: everything under `/ws/`.
 pub fn router() -> Router<AppState> {
@@ -128,8 +134,8 @@ async fn entry(
         }
     };
     let ws = ws
-        .max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES);
+        .max_message_size(TRANSPORT_MAX_BYTES)
+        .max_frame_size(TRANSPORT_MAX_BYTES);
     match decision {
         Handshake::Refuse(err) => ws.on_upgrade(move |socket| refuse(socket, err)),
         Handshake::Accept { user, upload, slot } => ws.on_upgrade(move |socket| async move {

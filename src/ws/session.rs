@@ -13,6 +13,9 @@ use crate::live::current_state;
 use crate::protocol::{CLIENT_TYPES, CLOSE_GOING_AWAY, CLOSE_TOO_BIG, WsError};
 use crate::uploads::{Uploads, complete, presign};
 
+/// How long a closing socket waits for the client's close frame.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
 /// How often the log is polled for messages written by other nodes.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -52,6 +55,17 @@ impl Session {
             self.serve(&mut sink, &mut stream).await;
         }
         let _ = sink.close().await;
+        // Read until the client answers the close (or leaves): dropping the
+        // connection while its bytes are unread would reset it, and the client
+        // could lose the close frame and its code.
+        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
         tracing::info!(upload_id = %self.upload.id, "upload socket closed");
     }
 
@@ -117,6 +131,10 @@ impl Session {
     ) -> Result<(), ()> {
         match frame {
             None | Some(Ok(Message::Close(_))) => Err(()),
+            Some(Ok(Message::Text(text))) if text.len() > crate::ws::MAX_MESSAGE_BYTES => {
+                close(sink, CLOSE_TOO_BIG, "Message too big").await;
+                Err(())
+            }
             Some(Ok(Message::Text(text))) => match self.handle(text.as_str()).await {
                 Ok(Outcome::Reply(v)) => send_json(sink, &v).await,
                 Ok(Outcome::Nothing) => Ok(()),
@@ -227,7 +245,7 @@ async fn close<S: Sink<Message> + Unpin>(sink: &mut S, code: u16, reason: &'stat
 }
 
 /// Whether a read error is tungstenite's "message too long" (the message or one
-/// frame over [`crate::ws::MAX_MESSAGE_BYTES`]).
+/// frame over [`crate::ws::TRANSPORT_MAX_BYTES`]).
 fn is_too_big(e: &axum::Error) -> bool {
     use tokio_tungstenite::tungstenite::error::{CapacityError, Error};
     std::error::Error::source(e)

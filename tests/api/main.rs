@@ -13,6 +13,7 @@ mod cli_check;
 mod cli_many;
 mod cli_outcome;
 mod cli_resume;
+mod errors;
 mod faults;
 mod health;
 mod history;

@@ -329,8 +329,7 @@ mod tests {
     #[test]
     fn error_texts_shorten_names_and_stay_under_1_kib() {
         let name = "n".repeat(10_000);
-        let text =
-            fit_error_text(&format!("entry {name:?} has an unsafe name: it has ..").as_str());
+        let text = fit_error_text(&format!("entry {name:?} has an unsafe name: it has .."));
         assert!(text.len() <= 200, "{}", text.len());
         assert!(text.starts_with("entry \"nnn"), "{text}");
         assert!(
@@ -342,7 +341,7 @@ mod tests {
         let short = "entry \"a\\\"b\" is fine";
         assert_eq!(fit_error_text(short), short);
         // Many names, or none quoted: the whole is cut at 1 KiB on a char boundary.
-        let many = format!("{}", "“é”".repeat(2_000));
+        let many = "“é”".repeat(2_000);
         assert!(fit_error_text(&many).len() <= MAX_ERROR_TEXT);
         let plain = "é".repeat(3_000);
         let cut = fit_error_text(&plain);

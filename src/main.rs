@@ -77,8 +77,9 @@ struct UploadArgs {
     /// The ZIP archives to upload, each as its own upload (one after another).
     #[arg(required = true, num_args = 1.., value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Base URL of the intake server.
-    #[arg(long, env = "INTAKE_SERVER", default_value = "http://127.0.0.1:8080")]
+    /// Base URL of the intake server; without a scheme, `http://` is meant
+    /// (`--server 127.0.0.1:8080`).
+    #[arg(long, env = "INTAKE_SERVER", default_value = "http://127.0.0.1:8080", value_parser = server_url)]
     server: url::Url,
     /// Id of the object class the records are created in.
     #[arg(long = "class", value_name = "ID")]
@@ -111,6 +112,26 @@ struct UploadArgs {
     /// Forget the saved state of an interrupted upload of this file and start over.
     #[arg(long)]
     fresh: bool,
+}
+
+/// `--server`: an http(s) URL, or `host:port` meaning `http://host:port`.
+fn server_url(text: &str) -> Result<url::Url, String> {
+    let text = text.trim();
+    let full = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("http://{text}")
+    };
+    match url::Url::parse(&full) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => Ok(url),
+        Ok(url) => Err(format!(
+            "{text:?} is not an http:// or https:// address (scheme {:?})",
+            url.scheme()
+        )),
+        Err(e) => Err(format!(
+            "{text:?} is not a server address ({e}); write e.g. http://127.0.0.1:8080"
+        )),
+    }
 }
 
 #[derive(Subcommand)]

@@ -21,9 +21,21 @@ pub struct StepUpdate {
     pub counts: Option<(u64, u64)>,
     /// A progress update's `is_complete`.
     pub is_complete: bool,
+    /// The antivirus status it reports (`scanning`, `clean`, `skipped`…), if any.
+    pub av_status: Option<String>,
     /// The server's message text, if any.
     pub message: Option<String>,
 }
+
+impl StepUpdate {
+    /// Whether this says the server scans nothing (no clamd configured).
+    pub fn scan_skipped(&self) -> bool {
+        self.step == "antivirus_scan" && self.av_status.as_deref() == Some("skipped")
+    }
+}
+
+/// What a skipped antivirus step is shown as.
+pub const SCAN_SKIPPED: &str = "skipped: the server has no virus scanner";
 
 /// Receives events as an upload runs. Every method does nothing by default.
 pub trait Progress: Send + Sync {
@@ -70,6 +82,10 @@ impl Progress for Plain {
         eprintln!("connection lost ({reason}); reconnecting (attempt {attempt})");
     }
     fn step(&self, u: &StepUpdate) {
+        if u.scan_skipped() {
+            eprintln!("{}: {SCAN_SKIPPED}", u.step);
+            return;
+        }
         let done = u.is_complete || matches!(u.status.as_deref(), Some("success" | "error"));
         if done || u.status.as_deref() == Some("retrying") {
             let text = u.message.as_deref().unwrap_or_default();
@@ -185,6 +201,11 @@ impl Progress for Bars {
                 if u.is_complete {
                     bar.finish_with_message("done");
                 }
+            }
+            None if u.scan_skipped() => {
+                // Not "done": nothing was scanned.
+                self.step_bar(&u.step, false)
+                    .finish_with_message(SCAN_SKIPPED);
             }
             None => {
                 let bar = self.step_bar(&u.step, false);

@@ -44,6 +44,9 @@ pub fn success_lines(done: &Outcome) -> Vec<String> {
     ));
     let ids: Vec<String> = done.records.iter().map(i64::to_string).collect();
     lines.push(format!("records: {}", ids.join(" ")));
+    if done.av_status.as_deref() == Some("skipped") {
+        lines.push(format!("antivirus: {}", super::progress::SCAN_SKIPPED));
+    }
     lines
 }
 

@@ -535,9 +535,22 @@ impl Flow<'_> {
             self.progress.step(&update);
             match update.status.as_deref() {
                 Some("success") if kind == "monitoring_update" => {
-                    let status = self.api.upload_status(&self.upload_id).await?;
-                    let message = m["message"].as_str().unwrap_or("Done").to_string();
+                    let mut message = m["message"].as_str().unwrap_or("Done").to_string();
                     let av = m["av-status"].as_str().map(str::to_string);
+                    // The upload has succeeded: a failing follow-up request only costs
+                    // the record ids, not the success (nor exit status 0).
+                    let status = match self.api.upload_status(&self.upload_id).await {
+                        Ok(status) => status,
+                        Err(e) => {
+                            message.push_str(&format!(
+                                " (record ids not fetched: {}: {})",
+                                e.code(),
+                                e.detail()
+                            ));
+                            let count = extracted_count(m["message"].as_str().unwrap_or(""));
+                            serde_json::json!({ "record_count": count })
+                        }
+                    };
                     return Ok(Watch::Done(self.outcome(ready, &status, message, av)));
                 }
                 Some("error") if kind == "monitoring_update" => {
@@ -665,6 +678,16 @@ impl Flow<'_> {
 }
 
 /// The display view of a progress or monitoring update.
+/// N of the final message "Done Extracted N files".
+fn extracted_count(message: &str) -> Option<u64> {
+    message
+        .strip_prefix("Done Extracted ")?
+        .split(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn step_update(kind: &str, m: &Value) -> StepUpdate {
     let counts = (kind == "progress_update").then(|| {
         (
@@ -678,6 +701,7 @@ fn step_update(kind: &str, m: &Value) -> StepUpdate {
         counts,
         is_complete: m["is_complete"].as_bool().unwrap_or(false),
         message: m["message"].as_str().map(str::to_string),
+        av_status: m["av-status"].as_str().map(str::to_string),
     }
 }
 

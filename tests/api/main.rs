@@ -10,6 +10,7 @@ mod auth;
 mod classes;
 mod cli;
 mod cli_check;
+mod cli_errors;
 mod cli_many;
 mod cli_outcome;
 mod cli_resume;

@@ -198,3 +198,61 @@ async fn an_admin_command_elsewhere_says_it_creates_a_new_data_dir() {
         "{err}"
     );
 }
+
+/// On a terminal (a pseudo-terminal from util-linux `script`) the password is asked
+/// for twice; two different answers change nothing.
+#[tokio::test]
+async fn a_terminal_is_asked_for_the_password_twice() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let settings = &app.state.settings;
+    let on_a_terminal = |args: &str, typed: &str| {
+        let mut command = format!("{} admin {args}", env!("CARGO_BIN_EXE_intake"));
+        if let Some(url) = &settings.database.url {
+            command = format!("INTAKE_DATABASE_URL='{}' {command}", url.expose_secret());
+        }
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("INTAKE_DATA_DIR", &settings.server.data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(typed.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let email = "tty@example.com";
+    let out = on_a_terminal(
+        &format!("create-user --email {email}"),
+        "typed-password-1\ntyped-password-1\n",
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains(&format!("Password for {email}: ")),
+        "{shown}"
+    );
+    assert!(shown.contains("Again: "), "{shown}");
+    assert!(can_log_in(&app, email, "typed-password-1").await);
+
+    let out = on_a_terminal(
+        &format!("set-password --email {email}"),
+        "typed-password-2\nanother-password\n",
+    );
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{shown}");
+    assert!(
+        shown.contains("error: the two passwords differ; nothing was changed"),
+        "{shown}"
+    );
+    assert!(can_log_in(&app, email, "typed-password-1").await);
+}

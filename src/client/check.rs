@@ -34,7 +34,8 @@ pub async fn check_archive(path: &Path) -> Result<usize, ClientError> {
         Ok(n) => Ok(n),
         Err(e) if e.is_final() => Err(ClientError::Refused {
             code: e.code().to_string(),
-            detail: e.to_string(),
+            // The text the server's pipeline would give (long names shortened).
+            detail: crate::protocol::fit_error_text(&e.to_string()),
         }),
         Err(e) => Err(ClientError::File(e.to_string())),
     }
@@ -83,7 +84,7 @@ pub fn inspect(path: &Path, scratch: &Path) -> CheckReport {
         Err(e) => CheckReport::Refused {
             file,
             error_code: e.code().to_string(),
-            message: e.to_string(),
+            message: crate::protocol::fit_error_text(&e.to_string()),
         },
     }
 }

@@ -378,3 +378,34 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
     assert!(run.stdout.is_empty());
 }
+
+#[test]
+fn logs_to_a_terminal_are_coloured_unless_no_color() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let (dir, data) = workspace();
+    let on_a_terminal = |extra: &[(&str, &str)]| {
+        let command = format!("{} migrate", env!("CARGO_BIN_EXE_intake"));
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .current_dir(dir.path())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("INTAKE_DATA_DIR", &data)
+            .env("INTAKE_DATADIR", "x")
+            .envs(extra.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = on_a_terminal(&[]);
+    assert!(shown.contains("WARN"), "{shown}");
+    assert!(shown.contains('\u{1b}'), "{shown:?}");
+    let shown = on_a_terminal(&[("NO_COLOR", "1")]);
+    assert!(shown.contains("WARN"), "{shown}");
+    assert!(!shown.contains('\u{1b}'), "{shown:?}");
+}

@@ -80,9 +80,18 @@ impl From<sqlx::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        // Texts that may echo what the client sent are kept short (at most 1 KiB,
+        // long quoted values elided), like the socket's.
+        let fit = crate::protocol::fit_error_text;
         let body = match &self {
-            ApiError::Validation(map) => json!(map),
-            ApiError::BadRequest(detail) => json!({ "detail": detail }),
+            ApiError::Validation(map) => {
+                let fitted: FieldErrors = map
+                    .iter()
+                    .map(|(field, texts)| (field.clone(), texts.iter().map(|t| fit(t)).collect()))
+                    .collect();
+                json!(fitted)
+            }
+            ApiError::BadRequest(detail) => json!({ "detail": fit(detail) }),
             ApiError::NotAuthenticated => {
                 json!({ "detail": "Authentication credentials were not provided." })
             }
@@ -93,7 +102,7 @@ impl IntoResponse for ApiError {
             ApiError::InvalidCredentials => {
                 json!({ "detail": "No active account found with the given credentials" })
             }
-            ApiError::Unauthorized(detail) => json!({ "detail": detail }),
+            ApiError::Unauthorized(detail) => json!({ "detail": fit(detail) }),
             ApiError::PermissionDenied => {
                 json!({ "detail": "You do not have permission to perform this action." })
             }

@@ -163,3 +163,23 @@ async fn a_full_local_disk_has_its_own_code() {
     assert_eq!(retrying["status"], "retrying", "{retrying}");
     assert_eq!(retrying["error_code"], "ERR_LOCAL_DISK_FULL", "{retrying}");
 }
+
+#[tokio::test]
+async fn a_rest_error_text_never_exceeds_1_kib() {
+    let app = TestApp::spawn().await;
+    let (_, token) = app.user(AccountType::ConfigAdmin).await;
+    let long = "9".repeat(10_000);
+    let r = app
+        .post(
+            "/api/object-records/uploads/",
+            Some(&token),
+            serde_json::json!({ "object_class": long, "object_class_field": 1 }),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    let text = body["object_class"][0].as_str().unwrap();
+    assert!(text.len() <= 1024, "{} bytes", text.len());
+    assert!(text.starts_with("Invalid pk \"999"), "{text}");
+    assert!(text.ends_with("999\" - object does not exist."), "{text}");
+}

@@ -575,3 +575,90 @@ async fn one_gib_streams_with_bounded_memory() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+fn crc32c_b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(crc32c::crc32c(data).to_be_bytes())
+}
+
+fn sha256_b64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(data))
+}
+
+/// A URL bound to a checksum: the header must be sent as signed, and a body whose
+/// bytes differ from what was hashed is refused (400 BadDigest) and not stored,
+/// for parts (CRC32C and SHA-256) and for a single PUT.
+#[tokio::test]
+async fn checksum_bound_urls_refuse_altered_bytes() -> anyhow::Result<()> {
+    use intake::store::Checksum;
+    let h = Harness::start().await?;
+    let key = "in/checked.zip";
+    let upload_id = h.store.create_multipart(key, "application/zip").await?;
+    let data = pattern(5 * MIB, 9);
+    let mut altered = data.clone();
+    altered[MIB] ^= 0x01;
+    for (number, checksum) in [
+        (1, Checksum::Crc32c(crc32c_b64(&data))),
+        (2, Checksum::Sha256(sha256_b64(&data))),
+    ] {
+        let url = h
+            .store
+            .presign_part_checked(key, &upload_id, number, data.len() as u64, &checksum, HOUR)
+            .await?;
+        assert!(url.contains(checksum.header()), "a signed header: {url}");
+        let unsent = h.http.put(&url).body(data.clone()).send().await?;
+        assert_eq!(
+            s3_error(unsent).await,
+            (StatusCode::FORBIDDEN, "SignatureDoesNotMatch".to_owned()),
+            "the checksum header is required"
+        );
+        let put = |body: Vec<u8>| {
+            h.http
+                .put(&url)
+                .header(checksum.header(), checksum.value())
+                .body(body)
+                .send()
+        };
+        let bad = put(altered.clone()).await?;
+        assert_eq!(
+            s3_error(bad).await,
+            (StatusCode::BAD_REQUEST, "BadDigest".to_owned())
+        );
+        assert!(
+            h.store.list_parts(key, &upload_id).await?.len() < number as usize,
+            "the refused part is not stored"
+        );
+        assert_eq!(put(data.clone()).await?.status(), StatusCode::OK);
+    }
+    assert_eq!(h.store.list_parts(key, &upload_id).await?.len(), 2);
+
+    let small = pattern(1000, 3);
+    let checksum = Checksum::Crc32c(crc32c_b64(&small));
+    let url = h
+        .store
+        .presign_put_checked("in/one.zip", 1000, "application/zip", &checksum, HOUR)
+        .await?;
+    let put = |body: Vec<u8>| {
+        h.http
+            .put(&url)
+            .header(CONTENT_TYPE, "application/zip")
+            .header(checksum.header(), checksum.value())
+            .body(body)
+            .send()
+    };
+    let mut bad = small.clone();
+    bad[10] ^= 0x80;
+    assert_eq!(
+        s3_error(put(bad).await?).await,
+        (StatusCode::BAD_REQUEST, "BadDigest".to_owned())
+    );
+    assert!(
+        h.store.head("in/one.zip").await?.is_none(),
+        "nothing stored"
+    );
+    assert_eq!(put(small.clone()).await?.status(), StatusCode::OK);
+    assert_eq!(h.store.head("in/one.zip").await?.unwrap().size, 1000);
+    Ok(())
+}

@@ -71,7 +71,9 @@ impl FileChecksums {
 
     /// Part `n`'s checksum (from 1), base64.
     pub fn part(&self, n: u32) -> Option<String> {
-        self.parts.get((n as usize).checked_sub(1)?).map(|c| b64(*c))
+        self.parts
+            .get((n as usize).checked_sub(1)?)
+            .map(|c| b64(*c))
     }
 
     /// The whole file's, base64.
@@ -114,7 +116,10 @@ mod tests {
         let c = FileChecksums::compute(&p, data.len() as u64, MIB).unwrap();
         assert_eq!(c.parts.len(), 3);
         assert_eq!(c.object, crc32c::crc32c(&data));
-        assert_eq!(c.part(3).unwrap(), b64(crc32c::crc32c(&data[2 * MIB as usize..])));
+        assert_eq!(
+            c.part(3).unwrap(),
+            b64(crc32c::crc32c(&data[2 * MIB as usize..]))
+        );
         assert_eq!(range(&p, MIB, MIB).unwrap(), c.part(2).unwrap());
         assert_eq!(c.part(4), None);
         assert_eq!(default_part_size(100 * MIB), 16 * MIB);

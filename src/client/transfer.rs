@@ -112,12 +112,11 @@ async fn send_with_retries(
                 // changed under us, and no retry will help.
                 let (path, signed) = (file.to_path_buf(), piece.checksum.clone());
                 let (offset, len) = (piece.offset, piece.len);
-                let now = tokio::task::spawn_blocking(move || {
-                    super::checksum::range(&path, offset, len)
-                })
-                .await
-                .map_err(|e| ClientError::File(e.to_string()))?
-                .map_err(|e| ClientError::File(format!("{}: {e}", file.display())))?;
+                let now =
+                    tokio::task::spawn_blocking(move || super::checksum::range(&path, offset, len))
+                        .await
+                        .map_err(|e| ClientError::File(e.to_string()))?
+                        .map_err(|e| ClientError::File(format!("{}: {e}", file.display())))?;
                 if Some(now) != signed {
                     return Err(ClientError::Changed(format!(
                         "{} changed while it was being sent (part {} no longer has the                          checksum it was hashed with); rerun with --fresh to upload it anew",
@@ -218,8 +217,7 @@ async fn send_once(
     rewind();
     let text = resp.text().await.unwrap_or_default();
     let why = format!("{status} {}", s3_error(&text));
-    if piece.checksum.is_some() && status == StatusCode::BAD_REQUEST && text.contains("BadDigest")
-    {
+    if piece.checksum.is_some() && status == StatusCode::BAD_REQUEST && text.contains("BadDigest") {
         return Err(Failure::Corrupt(why));
     }
     if status.is_server_error()

@@ -179,8 +179,11 @@ async fn abandon(api: &Api, old: &ResumeState) {
     );
     match api.call(reqwest::Method::DELETE, &path, None).await {
         Ok(_) => tracing::info!(upload_id = %old.upload_id, %session, "abandoned upload cancelled"),
-        Err(ClientError::Server { code, .. }) if code == "ERR_HTTP_404" || code == "ERR_HTTP_400" => {}
-        Err(e) => tracing::warn!(upload_id = %old.upload_id, error = %e, "could not cancel the abandoned upload"),
+        Err(ClientError::Server { code, .. })
+            if code == "ERR_HTTP_404" || code == "ERR_HTTP_400" => {}
+        Err(e) => {
+            tracing::warn!(upload_id = %old.upload_id, error = %e, "could not cancel the abandoned upload")
+        }
     }
 }
 
@@ -342,7 +345,9 @@ impl Flow<'_> {
                     let sums = self.hash(p).await?;
                     let body = json!({ "checksums": sums.to_json() });
                     self.sums = Some(sums);
-                    self.api.call(reqwest::Method::POST, &path, Some(body)).await
+                    self.api
+                        .call(reqwest::Method::POST, &path, Some(body))
+                        .await
                 }
                 None => self.api.get(&path).await,
             }

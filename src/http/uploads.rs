@@ -88,8 +88,7 @@ async fn parts_of(
     file_id: &str,
     checksums: Option<&Value>,
 ) -> ApiResult<Json<FileParts>> {
-    let (Ok(id), Ok(file_id)) = (uuid::Uuid::parse_str(id), uuid::Uuid::parse_str(file_id))
-    else {
+    let (Ok(id), Ok(file_id)) = (uuid::Uuid::parse_str(id), uuid::Uuid::parse_str(file_id)) else {
         return Err(ApiError::NotFound);
     };
     match resume::file_parts(

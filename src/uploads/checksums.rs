@@ -85,7 +85,9 @@ impl Checksums {
             .filter(|p| *p > 0)
             .ok_or("checksums.part_size must be a positive integer")?;
         let value = |v: &Value, what: &str| -> Result<String, String> {
-            let s = v.as_str().ok_or(format!("checksums.{what} must be base64"))?;
+            let s = v
+                .as_str()
+                .ok_or(format!("checksums.{what} must be base64"))?;
             match base64::engine::general_purpose::STANDARD.decode(s) {
                 Ok(d) if d.len() == algorithm.digest_len() => Ok(s.to_owned()),
                 _ => Err(format!(
@@ -154,9 +156,17 @@ mod tests {
         let c = Checksums::parse(&ok, 7).unwrap();
         assert_eq!(c.algorithm, Algorithm::Crc32c);
         assert_eq!(c.part(2), Checksum::Crc32c(crc.into()));
-        assert!(Checksums::parse(&ok, 11).unwrap_err().contains("has 2 entries"));
+        assert!(
+            Checksums::parse(&ok, 11)
+                .unwrap_err()
+                .contains("has 2 entries")
+        );
         let sha = json!({"algorithm": "sha256", "part_size": 7, "parts": [crc], "object": crc});
-        assert!(Checksums::parse(&sha, 7).unwrap_err().contains("sha256 digest"));
+        assert!(
+            Checksums::parse(&sha, 7)
+                .unwrap_err()
+                .contains("sha256 digest")
+        );
         let bad = json!({"algorithm": "md5", "part_size": 7, "parts": [crc], "object": crc});
         assert!(Checksums::parse(&bad, 7).is_err());
         assert!(c.check_part_size(10_000).is_err(), "5 bytes is no S3 part");

@@ -95,9 +95,9 @@ impl PresignRequest {
         };
         let checksums = match msg.get("checksums") {
             None | Some(Value::Null) => None,
-            Some(v) if file_size > 0 => Some(
-                Checksums::parse(v, file_size as u64).map_err(WsError::InvalidChecksums)?,
-            ),
+            Some(v) if file_size > 0 => {
+                Some(Checksums::parse(v, file_size as u64).map_err(WsError::InvalidChecksums)?)
+            }
             // An empty file is refused as such by `check`.
             Some(_) => None,
         };

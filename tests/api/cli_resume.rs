@@ -30,6 +30,8 @@ struct CountingProxy {
     sent: Arc<AtomicU64>,
     /// Connections whose client has not closed its side yet.
     open: Arc<AtomicU64>,
+    /// Flips one bit of the byte at this offset of everything sent (once).
+    corrupt_at: Arc<AtomicU64>,
 }
 
 impl CountingProxy {
@@ -39,10 +41,17 @@ impl CountingProxy {
         let upstream = Arc::new(OnceLock::<SocketAddr>::new());
         let sent = Arc::new(AtomicU64::new(0));
         let open = Arc::new(AtomicU64::new(0));
-        let (up, count, opened) = (upstream.clone(), sent.clone(), open.clone());
+        let corrupt_at = Arc::new(AtomicU64::new(u64::MAX));
+        let (up, count, opened, corrupt) = (
+            upstream.clone(),
+            sent.clone(),
+            open.clone(),
+            corrupt_at.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                let (up, count, opened) = (up.clone(), count.clone(), opened.clone());
+                let (up, count, opened, corrupt) =
+                    (up.clone(), count.clone(), opened.clone(), corrupt.clone());
                 opened.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _closed = Closed(opened);
@@ -61,7 +70,20 @@ impl CountingProxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            count.fetch_add(n as u64, Ordering::SeqCst);
+                            let from = count.fetch_add(n as u64, Ordering::SeqCst);
+                            let at = corrupt.load(Ordering::SeqCst);
+                            if (from..from + n as u64).contains(&at)
+                                && corrupt
+                                    .compare_exchange(
+                                        at,
+                                        u64::MAX,
+                                        Ordering::SeqCst,
+                                        Ordering::SeqCst,
+                                    )
+                                    .is_ok()
+                            {
+                                buf[(at - from) as usize] ^= 0x10;
+                            }
                             if out_w.write_all(&buf[..n]).await.is_err() {
                                 break;
                             }
@@ -81,6 +103,7 @@ impl CountingProxy {
             upstream,
             sent,
             open,
+            corrupt_at,
         }
     }
 
@@ -218,6 +241,10 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 }
 
 async fn cli_for(app: &TestApp, file: &Path, state: &Path) -> Cli {
+    cli_with_parts(app, file, state, 5).await
+}
+
+async fn cli_with_parts(app: &TestApp, file: &Path, state: &Path, part_mib: u64) -> Cli {
     let (email, class, field) = setup(app).await;
     Cli {
         args: [
@@ -225,6 +252,8 @@ async fn cli_for(app: &TestApp, file: &Path, state: &Path) -> Cli {
             vec![
                 "--parallel".into(),
                 "2".into(),
+                "--part-size".into(),
+                part_mib.to_string(),
                 "--state-dir".into(),
                 state.display().to_string(),
             ],
@@ -590,4 +619,41 @@ async fn a_rerun_after_completion_sends_nothing_and_reports_the_records() {
         state.load().unwrap().is_none(),
         "the state goes with the upload"
     );
+}
+
+/// Integrity bound into the URL: one bit of a part flips on its way to the store
+/// (after the client hashed it). The store refuses that PUT (its URL is signed
+/// with the part's CRC32C), the client sends the part again, and the archive is
+/// processed whole. Without checksums the same flip is stored, and the pipeline
+/// finds the archive corrupt: the refusal is what saved it.
+#[tokio::test]
+async fn a_part_altered_after_hashing_is_refused_and_sent_again() {
+    let (app, proxy) = app_behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = big_archive(dir.path(), "big.zip", 12);
+    let size = std::fs::metadata(&file).unwrap().len();
+    let cli = cli_for(&app, &file, &dir.path().join("state")).await;
+
+    proxy.corrupt_at.store(MIB, Ordering::SeqCst);
+    let (code, done, stderr) = cli.run(&[]).await;
+    assert_eq!(code, Some(0), "{done}\n{stderr}");
+    assert_eq!(
+        proxy.corrupt_at.load(Ordering::SeqCst),
+        u64::MAX,
+        "a bit was flipped"
+    );
+    assert_eq!(done["refused_parts"], 1, "{done}");
+    assert_eq!(done["record_count"], 2);
+    let sent = proxy.take().await;
+    assert!(
+        sent >= size + 5 * MIB && sent < size + 5 * MIB + 256 * 1024,
+        "one part sent twice: {sent} for {size}"
+    );
+
+    // The control: no checksums, the same flip, and the archive arrives corrupt.
+    proxy.corrupt_at.store(MIB, Ordering::SeqCst);
+    let (code, failed, _) = cli.run(&["--no-checksums", "--fresh"]).await;
+    assert_eq!(code, Some(1), "{failed}");
+    assert_eq!(failed["ok"], false);
+    assert_ne!(failed["error_code"], "ERR_S3_REJECTED", "{failed}");
 }

@@ -20,6 +20,8 @@ use crate::cli::{PASSWORD, setup, write};
 use crate::helpers::TestApp;
 
 const MIB: u64 = 1024 * 1024;
+/// The part size of the 200 MiB resume test (the client's default).
+const PART: u64 = 16 * MIB;
 
 /// A TCP forwarder to the embedded S3 that counts the bytes clients send through
 /// it and slows them down (each connection to about 8 MiB/s), so that a test can
@@ -263,15 +265,16 @@ async fn cli_with_parts(app: &TestApp, file: &Path, state: &Path, part_mib: u64)
     }
 }
 
+/// The case: 200 MiB in 16 MiB parts, SIGKILL at 60 %.
 #[tokio::test]
 async fn a_killed_upload_resumes_sending_only_the_missing_parts() {
     let (app, proxy) = app_behind_proxy().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let file = big_archive(dir.path(), "big.zip", 40);
+    let file = big_archive(dir.path(), "big.zip", 200);
     let size = std::fs::metadata(&file).unwrap().len();
-    let total_parts = size.div_ceil(5 * MIB);
-    let cli = cli_for(&app, &file, &state).await;
+    let total_parts = size.div_ceil(PART);
+    let cli = cli_with_parts(&app, &file, &state, PART / MIB).await;
 
     // SIGKILL at 60 % of the bytes: no chance to clean up or say anything.
     let out = cli.stop_at(&proxy, size * 6 / 10, "KILL").await;
@@ -281,7 +284,7 @@ async fn a_killed_upload_resumes_sending_only_the_missing_parts() {
     let upload_id = saved["upload_id"].as_str().unwrap().to_string();
     let session = saved["session_id"].as_str().unwrap().to_string();
     assert_eq!(saved["total_parts"], total_parts);
-    assert_eq!(saved["chunk_size"], 5 * MIB);
+    assert_eq!(saved["chunk_size"], PART);
     assert_eq!(saved["file"]["size"], size);
 
     // What the store holds now, asked the way the client asks.
@@ -321,7 +324,7 @@ async fn a_killed_upload_resumes_sending_only_the_missing_parts() {
     assert!(reused >= stored_at_kill, "{done}");
     assert_eq!(done["sent_parts"].as_u64().unwrap(), total_parts - reused);
     // Only the missing parts' bytes went out again (plus request headers).
-    let reused_bytes = reused * 5 * MIB;
+    let reused_bytes = reused * PART;
     let missing = size - reused_bytes;
     assert!(
         rerun >= missing && rerun < missing + 256 * 1024,
@@ -329,7 +332,7 @@ async fn a_killed_upload_resumes_sending_only_the_missing_parts() {
     );
     // At most the two parts in flight at the kill were lost (and sent again).
     assert!(
-        first_run + rerun < size + 2 * 5 * MIB + MIB,
+        first_run + rerun < size + 2 * PART + MIB,
         "first run {first_run} + rerun {rerun} for {size}"
     );
     assert_eq!(done["record_count"], 2);

@@ -380,7 +380,7 @@ async fn ctrl_c_says_how_to_resume_a_changed_file_is_refused_and_fresh_starts_ov
     let size = std::fs::metadata(&file).unwrap().len();
     let cli = cli_for(&app, &file, &state).await;
 
-    let out = cli.stop_at(&proxy, size / 3, "INT").await;
+    let out = cli.stop_at(&proxy, size * 7 / 10, "INT").await;
     assert_eq!(out.status.code(), Some(130));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error_code"], "ERR_INTERRUPTED");
@@ -412,9 +412,32 @@ async fn ctrl_c_says_how_to_resume_a_changed_file_is_refused_and_fresh_starts_ov
 
     // --fresh forgets it and uploads anew (the changed bytes are a bad CRC, so
     // send a good archive of the same name).
+    let old_session = saved["session_id"].as_str().unwrap();
+    let old_file = app
+        .state
+        .db
+        .upload_file_by_id(old_session)
+        .await
+        .unwrap()
+        .unwrap();
+    let old_s3 = old_file.s3_upload_id.clone().unwrap();
+    assert!(
+        !app.s3
+            .list_parts(&old_file.s3_key, &old_s3)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the interrupted upload left parts"
+    );
     std::fs::write(&file, testkit::zip_of(&[("a.txt", b"a")])).unwrap();
     let (code, v, stderr) = cli.run(&["--fresh"]).await;
     assert_eq!(code, Some(0), "{v}\n{stderr}");
+    assert!(
+        app.s3.list_parts(&old_file.s3_key, &old_s3).await.is_err(),
+        "--fresh aborted the old multipart upload: no part left"
+    );
+    let old_now = app.state.db.upload_file_by_id(old_session).await.unwrap().unwrap();
+    assert_eq!(old_now.state, intake::domain::FileState::Failed);
     assert_eq!(v["resumed"], false);
     assert_ne!(v["upload_id"], old_upload.as_str());
     assert_eq!(v["record_count"], 1);

@@ -436,7 +436,13 @@ async fn ctrl_c_says_how_to_resume_a_changed_file_is_refused_and_fresh_starts_ov
         app.s3.list_parts(&old_file.s3_key, &old_s3).await.is_err(),
         "--fresh aborted the old multipart upload: no part left"
     );
-    let old_now = app.state.db.upload_file_by_id(old_session).await.unwrap().unwrap();
+    let old_now = app
+        .state
+        .db
+        .upload_file_by_id(old_session)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(old_now.state, intake::domain::FileState::Failed);
     assert_eq!(v["resumed"], false);
     assert_ne!(v["upload_id"], old_upload.as_str());

@@ -12,6 +12,7 @@ mod cli_check;
 mod cli_many;
 mod cli_outcome;
 mod cli_resume;
+mod cli_server_crash;
 mod faults;
 mod health;
 mod history;

@@ -307,6 +307,7 @@ async function main() {
     const detail = failure.replace('Upload failed: ERR_ARCHIVE_UNSAFE_PATH: ', '');
     const shown = await page.evaluate(() => document.querySelector('#progress').innerText);
     check(shown.split(detail).length - 1 === 1, `the error text once, got: ${shown}`);
+    await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, '-failed.png'), fullPage: true });
     check((await page.$$('.steps li.active')).length === 0, 'no step left active');
     check((await page.getAttribute('#s-extracting_file', 'class')).includes('failed'), 'the failed step marked');
     check((await page.getAttribute('#s-antivirus_scan', 'class') || '').includes('failed') === false, 'only one step failed');
@@ -325,7 +326,13 @@ async function main() {
     await page.waitForFunction(() => !document.querySelector('#start').disabled);
     await page.getByRole('button', { name: 'Upload', exact: true }).click();
     const { upload_id: cancelledUpload } = await (await created).json();
-    await page.waitForFunction(() => document.querySelector('#p-upload').value > 0, null, { timeout: 30_000 });
+    // Once a part is stored, the store holds it (s3s-fs's layout under <data>/s3:
+    // `.upload_id-<s3 upload id>.part-<n>`; a store with another layout fails here,
+    // not silently below).
+    const storedPut = await page.waitForResponse((r) => r.request().method() === 'PUT' && r.status() === 200, { timeout: 60_000 });
+    const s3UploadId = new URL(storedPut.url()).searchParams.get('uploadId');
+    const partFiles = () => fs.readdirSync(path.join(dataDir, 's3')).filter((n) => n.startsWith(`.upload_id-${s3UploadId}.part-`));
+    check(partFiles().length >= 1, `a stored part before cancelling: ${s3UploadId}`);
     await page.getByRole('button', { name: 'Cancel upload' }).click();
     await page.locator('#failure').filter({ hasText: 'Upload cancelled' }).waitFor({ timeout: 30_000 });
     await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
@@ -333,6 +340,7 @@ async function main() {
     check(after.state === 'failed' && after.files.length === 1 && after.files[0].state === 'failed', `cancelled upload settled: ${JSON.stringify(after)}`);
     const parts = await rest(server.base, 'GET', `/api/object-records/uploads/${cancelledUpload}/files/${after.files[0].upload_id}/parts/`, access);
     check(parts.state === 'failed' && parts.parts.length === 0, `nothing to resume: ${JSON.stringify(parts)}`);
+    check(partFiles().length === 0, `no part left in the store after cancel: ${partFiles()}`);
     check((await page.$$('.steps li.active')).length === 0, 'no step left active after cancel');
     check(await page.isHidden('#cancel'), 'no cancel button once cancelled');
     log('cancelled mid-upload');
@@ -386,6 +394,7 @@ async function main() {
     await page.waitForFunction(() => document.querySelector('#p-upload').value > 0, null, { timeout: 30_000 });
     await page.getByRole('button', { name: 'Pause' }).click();
     await page.getByRole('status').filter({ hasText: 'Paused:' }).waitFor({ timeout: 10_000 });
+    await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, '-paused.png'), fullPage: true });
     const putsPaused = puts.length;
     await new Promise((r) => setTimeout(r, 1500));
     check(puts.length === putsPaused, 'no PUT starts while paused');

@@ -689,3 +689,64 @@ async fn a_part_altered_after_hashing_is_refused_and_sent_again() {
     assert_eq!(failed["ok"], false);
     assert_ne!(failed["error_code"], "ERR_S3_REJECTED", "{failed}");
 }
+
+/// The `checksums` extension on the socket: a malformed one is refused with what is
+/// wrong, a good one binds the URLs (`checksum_algorithm`, the client's part size),
+/// and a message without it is answered as the seed says (no such field).
+#[tokio::test]
+async fn the_checksums_field_binds_urls_and_is_checked() {
+    use crate::helpers::socket::Socket;
+    use base64::Engine as _;
+    let app = TestApp::spawn_with(|s| s.uploads.multipart_threshold_bytes = 5 * MIB).await;
+    let (email, class, field) = setup(&app).await;
+    let token = app.login(&email, PASSWORD).await;
+    let size = 12 * MIB;
+    let crc = base64::engine::general_purpose::STANDARD.encode(0u32.to_be_bytes());
+    let request = |checksums: Option<Value>| {
+        let mut m = serde_json::json!({
+            "type": "request_presigned_url", "temp_upload_id": "temp_1", "file_name": "a.zip",
+            "file_size": size, "file_type": "application/zip",
+            "object_class": class, "class_field": field,
+        });
+        if let Some(c) = checksums {
+            m["checksums"] = c;
+        }
+        m
+    };
+
+    let upload = app.create_upload(&token, class, field).await;
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    sock.send(&request(Some(serde_json::json!({
+        "algorithm": "crc32c", "part_size": 6 * MIB, "parts": [crc], "object": crc,
+    }))))
+    .await;
+    sock.expect_error(
+        "ERR_INVALID_CHECKSUMS",
+        &format!(
+            "Invalid checksums: checksums.parts has 1 entries; a file of {size} bytes in parts of {} has 2.",
+            6 * MIB
+        ),
+    )
+    .await;
+
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    sock.send(&request(Some(serde_json::json!({
+        "algorithm": "crc32c", "part_size": 6 * MIB, "parts": [crc, crc], "object": crc,
+    }))))
+    .await;
+    let bound = sock.recv().await["message"].clone();
+    assert_eq!(bound["checksum_algorithm"], "crc32c");
+    assert_eq!(bound["chunk_size"], 6 * MIB, "the client's part size");
+    let url = bound["part_urls"][0]["url"].as_str().unwrap();
+    assert!(url.contains("x-amz-checksum-crc32c"), "{url}");
+
+    sock.send(&request(None)).await;
+    let plain = sock.recv().await["message"].clone();
+    assert!(plain.get("checksum_algorithm").is_none(), "{plain}");
+    assert!(
+        !plain["part_urls"][0]["url"]
+            .as_str()
+            .unwrap()
+            .contains("checksum")
+    );
+}

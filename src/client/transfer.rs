@@ -217,7 +217,11 @@ async fn send_once(
     rewind();
     let text = resp.text().await.unwrap_or_default();
     let why = format!("{status} {}", s3_error(&text));
-    if piece.checksum.is_some() && status == StatusCode::BAD_REQUEST && text.contains("BadDigest") {
+    // S3 says BadDigest; Garage InvalidDigest.
+    if piece.checksum.is_some()
+        && status == StatusCode::BAD_REQUEST
+        && (text.contains("<Code>BadDigest<") || text.contains("<Code>InvalidDigest<"))
+    {
         return Err(Failure::Corrupt(why));
     }
     if status.is_server_error()

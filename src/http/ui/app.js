@@ -427,8 +427,9 @@ function put(url, blob, contentType, checksum, onProgress) {
       }
       const code = /<Code>([^<]*)<\/Code>/.exec(xhr.responseText || '');
       const why = `${xhr.status}${code ? ' ' + code[1] : ''}`;
-      // BadDigest: the bytes changed on their way after hashing; send them again.
-      const corrupt = checksum && xhr.status === 400 && code && code[1] === 'BadDigest';
+      // BadDigest (S3; Garage: InvalidDigest): the bytes changed on their way after
+      // hashing; send them again.
+      const corrupt = checksum && xhr.status === 400 && code && ['BadDigest', 'InvalidDigest'].includes(code[1]);
       const retry = corrupt || xhr.status >= 500 || xhr.status === 408 || xhr.status === 429;
       reject({ final: !retry, error: new ServerError('ERR_S3_REJECTED', `The object store refused the upload (${why}).`) });
     };

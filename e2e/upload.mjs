@@ -198,7 +198,13 @@ async function main() {
     const page = context.pages()[0] || await context.newPage();
     const problems = [];
     page.on('pageerror', (e) => problems.push(`page error: ${e.message}`));
-    page.on('console', (m) => { if (m.type() === 'error') problems.push(`console: ${m.text()}`); });
+    // The PUTs the store refuses on purpose (an altered part) are logged by Chromium.
+    const refusedOnPurpose = new Set();
+    page.on('console', (m) => {
+      if (m.type() !== 'error') return;
+      if (m.text().startsWith('Failed to load resource') && refusedOnPurpose.has(m.location().url)) return;
+      problems.push(`console: ${m.text()} (${m.location().url})`);
+    });
 
     await page.goto(server.base);
     // Every form control has a label.
@@ -242,6 +248,29 @@ async function main() {
     for (let i = 0; i < big.length; i++) big[i] = (Math.imul(i, 2654435761) >>> 13) & 0xff;
     const bigZip = path.join(work, 'big.zip');
     fs.writeFileSync(bigZip, zip([['scan.bin', big], ['readme.txt', Buffer.from('two files')]], { store: true }));
+    // Integrity: every PUT carries the CRC32C its URL was signed with; one bit of the
+    // first part is flipped on its way, the store refuses it (400) and the page
+    // sends it again.
+    const bigPuts = [];
+    let corrupted = 0;
+    const corrupt = async (route, request) => {
+      const body = request.method() === 'PUT' ? request.postDataBuffer() : null;
+      if (!corrupted && body && body.length > MIB) {
+        corrupted = 1;
+        const bad = Buffer.from(body);
+        bad[MIB] ^= 0x10;
+        return route.continue({ postData: bad });
+      }
+      return route.continue();
+    };
+    const onPut = (r) => {
+      if (r.request().method() === 'PUT') {
+        bigPuts.push({ status: r.status(), crc: r.request().headers()['x-amz-checksum-crc32c'] });
+        if (r.status() === 400) refusedOnPurpose.add(r.url());
+      }
+    };
+    await page.route(() => true, corrupt);
+    page.on('response', onPut);
     await page.getByRole('button', { name: 'Upload another archive' }).click();
     await page.getByLabel('ZIP archive', { exact: true }).setInputFiles(bigZip);
     await page.getByRole('button', { name: 'Upload', exact: true }).click();
@@ -253,7 +282,13 @@ async function main() {
     check((await page.textContent('#t-upload')).includes('stored'), 'upload step done');
     const bigRows = await page.$$eval('#records tr', (trs) => trs.map((tr) => tr.cells[1].textContent));
     check(JSON.stringify(bigRows) === JSON.stringify(['scan.bin', 'readme.txt']), `multipart rows ${bigRows}`);
-    log('multipart upload done');
+    await page.unroute(() => true, corrupt);
+    page.off('response', onPut);
+    check(corrupted === 1, 'a part was altered on its way');
+    check(bigPuts.every((p) => /^[A-Za-z0-9+/]{6}==$/.test(p.crc || '')), `every PUT sends its CRC32C: ${JSON.stringify(bigPuts)}`);
+    check(JSON.stringify(bigPuts.map((p) => p.status).sort()) === JSON.stringify([200, 200, 400]),
+      `the altered part refused and sent again: ${JSON.stringify(bigPuts)}`);
+    log('multipart upload done; the altered part was refused and sent again');
 
     // Not a ZIP: refused on the page before anything is sent.
     await page.getByRole('button', { name: 'Upload another archive' }).click();
@@ -279,6 +314,7 @@ async function main() {
     const detail = failure.replace('Upload failed: ERR_ARCHIVE_UNSAFE_PATH: ', '');
     const shown = await page.evaluate(() => document.querySelector('#progress').innerText);
     check(shown.split(detail).length - 1 === 1, `the error text once, got: ${shown}`);
+    await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, '-failed.png'), fullPage: true });
     check((await page.$$('.steps li.active')).length === 0, 'no step left active');
     check((await page.getAttribute('#s-extracting_file', 'class')).includes('failed'), 'the failed step marked');
     check((await page.getAttribute('#s-antivirus_scan', 'class') || '').includes('failed') === false, 'only one step failed');
@@ -297,7 +333,13 @@ async function main() {
     await page.waitForFunction(() => !document.querySelector('#start').disabled);
     await page.getByRole('button', { name: 'Upload', exact: true }).click();
     const { upload_id: cancelledUpload } = await (await created).json();
-    await page.waitForFunction(() => document.querySelector('#p-upload').value > 0, null, { timeout: 30_000 });
+    // Once a part is stored, the store holds it (s3s-fs's layout under <data>/s3:
+    // `.upload_id-<s3 upload id>.part-<n>`; a store with another layout fails here,
+    // not silently below).
+    const storedPut = await page.waitForResponse((r) => r.request().method() === 'PUT' && r.status() === 200, { timeout: 60_000 });
+    const s3UploadId = new URL(storedPut.url()).searchParams.get('uploadId');
+    const partFiles = () => fs.readdirSync(path.join(dataDir, 's3')).filter((n) => n.startsWith(`.upload_id-${s3UploadId}.part-`));
+    check(partFiles().length >= 1, `a stored part before cancelling: ${s3UploadId}`);
     await page.getByRole('button', { name: 'Cancel upload' }).click();
     await page.locator('#failure').filter({ hasText: 'Upload cancelled' }).waitFor({ timeout: 30_000 });
     await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 0, downloadThroughput: -1, uploadThroughput: -1 });
@@ -305,6 +347,7 @@ async function main() {
     check(after.state === 'failed' && after.files.length === 1 && after.files[0].state === 'failed', `cancelled upload settled: ${JSON.stringify(after)}`);
     const parts = await rest(server.base, 'GET', `/api/object-records/uploads/${cancelledUpload}/files/${after.files[0].upload_id}/parts/`, access);
     check(parts.state === 'failed' && parts.parts.length === 0, `nothing to resume: ${JSON.stringify(parts)}`);
+    check(partFiles().length === 0, `no part left in the store after cancel: ${partFiles()}`);
     check((await page.$$('.steps li.active')).length === 0, 'no step left active after cancel');
     check(await page.isHidden('#cancel'), 'no cancel button once cancelled');
     log('cancelled mid-upload');
@@ -358,6 +401,7 @@ async function main() {
     await page.waitForFunction(() => document.querySelector('#p-upload').value > 0, null, { timeout: 30_000 });
     await page.getByRole('button', { name: 'Pause' }).click();
     await page.getByRole('status').filter({ hasText: 'Paused:' }).waitFor({ timeout: 10_000 });
+    await page.screenshot({ path: SCREENSHOT.replace(/\.png$/, '-paused.png'), fullPage: true });
     const putsPaused = puts.length;
     await new Promise((r) => setTimeout(r, 1500));
     check(puts.length === putsPaused, 'no PUT starts while paused');

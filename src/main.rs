@@ -112,6 +112,12 @@ struct UploadArgs {
     /// Forget the saved state of an interrupted upload of this file and start over.
     #[arg(long)]
     fresh: bool,
+    /// Part size in MiB for multipart uploads (default: the server's, 16).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(5..=5120))]
+    part_size: Option<u64>,
+    /// Do not hash the parts (CRC32C) to have the store refuse corrupted ones.
+    #[arg(long)]
+    no_checksums: bool,
 }
 
 /// `--server`: an http(s) URL, or `host:port` meaning `http://host:port`.
@@ -381,6 +387,8 @@ async fn upload(args: UploadArgs) -> ! {
         opts.check = !args.no_check;
         opts.state_dir = args.state_dir.clone().or_else(client::state::default_dir);
         opts.fresh = args.fresh;
+        opts.checksums = !args.no_checksums;
+        opts.part_size = args.part_size.map(|m| m * 1024 * 1024);
         let state_file = opts.state_dir.as_ref().map(|dir| {
             client::state::StateFile::new(dir, opts.server.as_str(), opts.class, opts.field, file)
         });

@@ -77,6 +77,10 @@ pub enum WsError {
     /// More sockets than `INTAKE_MAX_SOCKETS_PER_USER` (not on the page; documented).
     #[error("too many connections")]
     TooManyConnections,
+    /// The `checksums` extension of `request_presigned_url` is malformed (not on
+    /// the page; documented): what is wrong.
+    #[error("invalid checksums: {0}")]
+    InvalidChecksums(String),
 }
 
 impl WsError {
@@ -97,6 +101,7 @@ impl WsError {
             WsError::S3FinalizeFailed => "ERR_S3_FINALIZE_FAILED",
             WsError::FileIncomplete => "ERR_FILE_INCOMPLETE",
             WsError::TooManyConnections => "ERR_TOO_MANY_CONNECTIONS",
+            WsError::InvalidChecksums(_) => "ERR_INVALID_CHECKSUMS",
         }
     }
 
@@ -135,6 +140,7 @@ impl WsError {
                 "Upload has not yet completed or file is not available.".into()
             }
             WsError::TooManyConnections => "Too many open upload connections.".into(),
+            WsError::InvalidChecksums(why) => format!("Invalid checksums: {why}."),
         }
     }
 
@@ -252,6 +258,11 @@ pub struct PresignedUrlReady {
     pub s3_upload_id: Option<String>,
     pub chunk_size: Option<u64>,
     pub total_parts: u64,
+    /// Extension: the algorithm of the client's `checksums` when the URLs are
+    /// bound to them (send `x-amz-checksum-<algorithm>` with each PUT); absent
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<&'static str>,
 }
 
 impl PresignedUrlReady {

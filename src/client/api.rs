@@ -206,6 +206,9 @@ async fn read_json(resp: reqwest::Response) -> Result<Value, ClientError> {
         .await
         .map_err(|e| ClientError::Connection(error_chain(&e)))?;
     let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    if status == StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
     if status.is_success() {
         if body.is_null() {
             return Err(ClientError::Protocol(format!(

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod check;
+pub mod checksum;
 pub mod progress;
 pub mod report;
 pub mod socket;
@@ -60,8 +61,15 @@ pub struct UploadOptions {
     /// Where resume state files live (`state::StateFile`); `None` keeps no state,
     /// so a rerun starts over. The command uses `state::default_dir()`.
     pub state_dir: Option<PathBuf>,
-    /// Forget any saved state of this upload and start a new one.
+    /// Forget any saved state of this upload and start a new one (the old
+    /// session is cancelled, so the store drops its parts).
     pub fresh: bool,
+    /// Hash each part (CRC32C) and have the server bind the checksums into the
+    /// URLs (`checksum`), so the store refuses a part corrupted on its way.
+    pub checksums: bool,
+    /// The part size asked for when hashing (default: the server's default,
+    /// `checksum::default_part_size`).
+    pub part_size: Option<u64>,
 }
 
 impl UploadOptions {
@@ -84,6 +92,8 @@ impl UploadOptions {
             check: true,
             state_dir: None,
             fresh: false,
+            checksums: true,
+            part_size: None,
         }
     }
 }
@@ -119,6 +129,8 @@ pub struct Outcome {
     pub reused_parts: u64,
     /// Parts this run sent.
     pub sent_parts: u64,
+    /// PUTs the store refused as corrupted on their way (each part was sent again).
+    pub refused_parts: u64,
 }
 
 /// Why an upload failed. Each variant has a stable code for `--json` and exit

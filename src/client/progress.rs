@@ -45,6 +45,8 @@ pub trait Progress: Send + Sync {
     fn bytes(&self, _delta: i64) {}
     /// A part (or the single PUT, part 1) was stored; `e_tag` is S3's answer.
     fn part_done(&self, _part: u32, _e_tag: &str) {}
+    /// The store refused part `part` as corrupted on its way; it is sent again.
+    fn part_refused(&self, _part: u32, _why: &str) {}
     /// Every byte is stored.
     fn transfer_done(&self) {}
     /// The socket dropped; reconnect attempt `attempt` follows.

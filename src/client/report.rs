@@ -129,6 +129,7 @@ mod tests {
             resumed: false,
             reused_parts: 0,
             sent_parts: 1,
+            refused_parts: 0,
         };
         let table = summary_table(&[
             ("a.zip".into(), Ok(done)),

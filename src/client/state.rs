@@ -198,6 +198,9 @@ impl Progress for Persisting {
         }
         self.inner.part_done(part, e_tag)
     }
+    fn part_refused(&self, part: u32, why: &str) {
+        self.inner.part_refused(part, why)
+    }
     fn transfer_done(&self) {
         self.inner.transfer_done()
     }

@@ -38,11 +38,13 @@ pub struct Piece {
     pub len: u64,
     /// The Content-Type the URL was signed with (single PUTs only).
     pub content_type: Option<String>,
+    /// The CRC32C (base64) the URL was signed with, sent as `x-amz-checksum-crc32c`.
+    pub checksum: Option<String>,
 }
 
 /// The part ETags stored so far, by part number.
 #[derive(Debug, Default)]
-pub struct Stored(Mutex<BTreeMap<u32, String>>);
+pub struct Stored(Mutex<BTreeMap<u32, String>>, std::sync::atomic::AtomicU64);
 
 impl Stored {
     /// Whether `part` is stored.
@@ -53,6 +55,11 @@ impl Stored {
     /// Records a stored part.
     pub fn insert(&self, part: u32, e_tag: String) {
         self.lock().insert(part, e_tag);
+    }
+
+    /// How many PUTs the store refused as corrupted (each was sent again).
+    pub fn refused(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Every stored part, in order.
@@ -78,7 +85,7 @@ pub async fn send_missing(
     let missing: Vec<&Piece> = pieces.iter().filter(|p| !stored.has(p.part)).collect();
     futures::stream::iter(missing.into_iter().map(Ok))
         .try_for_each_concurrent(parallel.max(1), |piece| async move {
-            let e_tag = send_with_retries(http, file, piece, progress).await?;
+            let e_tag = send_with_retries(http, file, piece, stored, progress).await?;
             stored.insert(piece.part, e_tag.clone());
             progress.part_done(piece.part, &e_tag);
             Ok(())
@@ -91,6 +98,7 @@ async fn send_with_retries(
     http: &reqwest::Client,
     file: &Path,
     piece: &Piece,
+    stored: &Stored,
     progress: &Arc<dyn Progress>,
 ) -> Result<String, ClientError> {
     let mut attempt = 1;
@@ -98,6 +106,38 @@ async fn send_with_retries(
         match send_once(http, file, piece, progress).await {
             Ok(tag) => return Ok(tag),
             Err(Failure::Final(e)) => return Err(e),
+            Err(Failure::Corrupt(why)) => {
+                // The store hashed other bytes than we did. Still the file's bytes
+                // (a flipped bit on the way)? Then send them again; else the file
+                // changed under us, and no retry will help.
+                let (path, signed) = (file.to_path_buf(), piece.checksum.clone());
+                let (offset, len) = (piece.offset, piece.len);
+                let now =
+                    tokio::task::spawn_blocking(move || super::checksum::range(&path, offset, len))
+                        .await
+                        .map_err(|e| ClientError::File(e.to_string()))?
+                        .map_err(|e| ClientError::File(format!("{}: {e}", file.display())))?;
+                if Some(now) != signed {
+                    return Err(ClientError::Changed(format!(
+                        "{} changed while it was being sent (part {} no longer has the                          checksum it was hashed with); rerun with --fresh to upload it anew",
+                        file.display(),
+                        piece.part
+                    )));
+                }
+                if attempt >= ATTEMPTS {
+                    return Err(ClientError::server(
+                        "ERR_S3_REJECTED",
+                        format!(
+                            "the object store refused part {} as corrupted {ATTEMPTS} times; last: {why}",
+                            piece.part
+                        ),
+                    ));
+                }
+                tracing::warn!(part = piece.part, attempt, %why, "the store refused a corrupted part; sending it again");
+                stored.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                progress.part_refused(piece.part, &why);
+                attempt += 1;
+            }
             Err(Failure::Retry(why)) if attempt >= ATTEMPTS => {
                 return Err(ClientError::Connection(format!(
                     "part {} failed {ATTEMPTS} times; last: {why}",
@@ -115,6 +155,8 @@ async fn send_with_retries(
 
 enum Failure {
     Retry(String),
+    /// The store refused the bytes as not matching the signed checksum.
+    Corrupt(String),
     Final(ClientError),
 }
 
@@ -142,6 +184,9 @@ async fn send_once(
         .body(reqwest::Body::wrap_stream(body));
     if let Some(ct) = &piece.content_type {
         req = req.header(reqwest::header::CONTENT_TYPE, ct);
+    }
+    if let Some(sum) = &piece.checksum {
+        req = req.header(super::checksum::HEADER, sum);
     }
     let rewind = || {
         let n = sent.load(std::sync::atomic::Ordering::Relaxed);
@@ -172,6 +217,13 @@ async fn send_once(
     rewind();
     let text = resp.text().await.unwrap_or_default();
     let why = format!("{status} {}", s3_error(&text));
+    // S3 says BadDigest; Garage InvalidDigest.
+    if piece.checksum.is_some()
+        && status == StatusCode::BAD_REQUEST
+        && (text.contains("<Code>BadDigest<") || text.contains("<Code>InvalidDigest<"))
+    {
+        return Err(Failure::Corrupt(why));
+    }
     if status.is_server_error()
         || status == StatusCode::REQUEST_TIMEOUT
         || status == StatusCode::TOO_MANY_REQUESTS
@@ -226,6 +278,7 @@ pub fn pieces(size: u64, chunk: u64, urls: &[(u32, String)]) -> Vec<Piece> {
                 offset,
                 len: chunk.min(size.saturating_sub(offset)),
                 content_type: None,
+                checksum: None,
             }
         })
         .collect()

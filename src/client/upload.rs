@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::api::Api;
+use super::checksum::{self, FileChecksums};
 use super::progress::{Progress, StepUpdate};
 use super::socket::{ConnectError, Event, Socket, socket_url};
 use super::state::{FileIdentity, Persisting, ResumeState, StateFile};
@@ -54,7 +55,10 @@ async fn run(opts: &UploadOptions, progress: &Arc<dyn Progress>) -> Result<Outco
         super::check::check_archive(&opts.file).await?;
     }
     let api = Api::sign_in(opts.server.clone(), opts.credentials.clone()).await?;
-    let previous = saved.as_ref().and_then(|(_, _, prev)| prev.clone());
+    if let Some(old) = saved.as_ref().and_then(|(_, _, _, old)| old.as_ref()) {
+        abandon(&api, old).await;
+    }
+    let previous = saved.as_ref().and_then(|(_, _, prev, _)| prev.clone());
     let upload_id = match &previous {
         Some(p) => {
             tracing::debug!(upload_id = %p.upload_id, "resuming");
@@ -64,7 +68,7 @@ async fn run(opts: &UploadOptions, progress: &Arc<dyn Progress>) -> Result<Outco
     };
     tracing::debug!(%upload_id, "upload created");
     let persist = match saved {
-        Some((file, identity, previous)) => {
+        Some((file, identity, previous, _)) => {
             let state = previous.unwrap_or_else(|| ResumeState {
                 version: 1,
                 server: opts.server.to_string(),
@@ -106,6 +110,7 @@ async fn run(opts: &UploadOptions, progress: &Arc<dyn Progress>) -> Result<Outco
         previous,
         persist: persist.clone(),
         reused: 0,
+        sums: None,
     };
     let result = flow.run().await;
     if let Some(sock) = flow.sock.take() {
@@ -121,10 +126,15 @@ async fn run(opts: &UploadOptions, progress: &Arc<dyn Progress>) -> Result<Outco
 
 /// The state file of this command, the file's identity, and the state an earlier
 /// run left (dropped first with `--fresh`; a changed file is refused).
-async fn saved_state(
-    opts: &UploadOptions,
-    dir: &Path,
-) -> Result<(StateFile, FileIdentity, Option<ResumeState>), ClientError> {
+/// With `--fresh`, the state dropped is returned last, to cancel its session.
+type Saved = (
+    StateFile,
+    FileIdentity,
+    Option<ResumeState>,
+    Option<ResumeState>,
+);
+
+async fn saved_state(opts: &UploadOptions, dir: &Path) -> Result<Saved, ClientError> {
     let path = opts.file.clone();
     let identity = tokio::task::spawn_blocking(move || FileIdentity::of(&path))
         .await
@@ -138,7 +148,9 @@ async fn saved_state(
         &opts.file,
     );
     if opts.fresh {
+        let abandoned = file.load()?;
         file.remove();
+        return Ok((file, identity, None, abandoned));
     }
     let previous = file.load()?;
     if let Some(p) = &previous
@@ -151,7 +163,28 @@ async fn saved_state(
             p.upload_id
         )));
     }
-    Ok((file, identity, previous))
+    Ok((file, identity, previous, None))
+}
+
+/// Cancels the file session `--fresh` abandons, so that the store drops its parts
+/// (`DELETE …/files/{session}/`). One that ended already, or is gone, needs
+/// nothing; any other failure only warns: the new upload does not depend on it.
+async fn abandon(api: &Api, old: &ResumeState) {
+    let Some(session) = &old.session_id else {
+        return;
+    };
+    let path = format!(
+        "/api/object-records/uploads/{}/files/{session}/",
+        old.upload_id
+    );
+    match api.call(reqwest::Method::DELETE, &path, None).await {
+        Ok(_) => tracing::info!(upload_id = %old.upload_id, %session, "abandoned upload cancelled"),
+        Err(ClientError::Server { code, .. })
+            if code == "ERR_HTTP_404" || code == "ERR_HTTP_400" => {}
+        Err(e) => {
+            tracing::warn!(upload_id = %old.upload_id, error = %e, "could not cancel the abandoned upload")
+        }
+    }
 }
 
 /// The archive's name and size; it must be a readable regular file.
@@ -210,6 +243,8 @@ struct Flow<'a> {
     persist: Option<Arc<Persisting>>,
     /// Parts the store already held when this run started.
     reused: u64,
+    /// The checksums the URLs are bound to, once computed.
+    sums: Option<FileChecksums>,
 }
 
 impl Flow<'_> {
@@ -297,7 +332,29 @@ impl Flow<'_> {
             "/api/object-records/uploads/{}/files/{session}/parts/",
             self.upload_id
         );
-        let v = match self.api.get(&path).await {
+        // Fresh URLs bound to our checksums, for the part size of the session.
+        let request = if self.opts.checksums {
+            let prev = self.previous.as_ref().expect("a session");
+            let part_size = match (prev.multipart, prev.chunk_size) {
+                (true, Some(c)) => Some(c),
+                (false, _) => Some(self.size),
+                (true, None) => None,
+            };
+            match part_size {
+                Some(p) => {
+                    let sums = self.hash(p).await?;
+                    let body = json!({ "checksums": sums.to_json() });
+                    self.sums = Some(sums);
+                    self.api
+                        .call(reqwest::Method::POST, &path, Some(body))
+                        .await
+                }
+                None => self.api.get(&path).await,
+            }
+        } else {
+            self.api.get(&path).await
+        };
+        let v = match request {
             Ok(v) => v,
             Err(ClientError::Server { code, detail })
                 if code == "ERR_HTTP_404" || code == "ERR_HTTP_400" =>
@@ -354,19 +411,24 @@ impl Flow<'_> {
             {
                 return Err(bad(&format!("neither a URL nor a stored part {n}")));
             }
-            transfer::pieces(self.size, chunk, &urls)
+            let mut pieces = transfer::pieces(self.size, chunk, &urls);
+            self.bind(&v, &mut pieces);
+            pieces
         } else {
             let url = v["presigned_url"].as_str().unwrap_or_default();
             if pending && url.is_empty() && listed.is_empty() {
                 return Err(bad("neither a URL nor the stored object"));
             }
-            vec![Piece {
+            let mut pieces = vec![Piece {
                 part: 1,
                 url: url.to_string(),
                 offset: 0,
                 len: self.size,
                 content_type: Some(FILE_TYPE.to_string()),
-            }]
+                checksum: None,
+            }];
+            self.bind(&v, &mut pieces);
+            pieces
         };
         for (n, tag) in &listed {
             self.stored.insert(*n, tag.clone());
@@ -390,6 +452,34 @@ impl Flow<'_> {
         }))
     }
 
+    /// The file's checksums for parts of `part_size` (one read of the file).
+    async fn hash(&self, part_size: u64) -> Result<FileChecksums, ClientError> {
+        let (path, size) = (self.opts.file.clone(), self.size);
+        tokio::task::spawn_blocking(move || FileChecksums::compute(&path, size, part_size))
+            .await
+            .map_err(|e| ClientError::File(e.to_string()))?
+            .map_err(|e| ClientError::File(format!("{}: {e}", self.opts.file.display())))
+    }
+
+    /// Gives each piece the checksum its URL was signed with, when the server
+    /// says it bound them (`checksum_algorithm`) for the part size we hashed.
+    fn bind(&self, m: &Value, pieces: &mut [Piece]) {
+        let Some(sums) = &self.sums else { return };
+        if m["checksum_algorithm"] != checksum::ALGORITHM {
+            return;
+        }
+        let single = pieces.len() == 1 && pieces[0].len == self.size;
+        for p in pieces.iter_mut() {
+            p.checksum = if single {
+                Some(sums.object())
+            } else if p.offset == (p.part as u64 - 1) * sums.part_size {
+                sums.part(p.part)
+            } else {
+                None
+            };
+        }
+    }
+
     /// Asks for presigned URLs until the server answers.
     async fn presign(&mut self) -> Result<Ready, ClientError> {
         let temp = format!(
@@ -399,7 +489,7 @@ impl Flow<'_> {
                 .map_or(0, |d| d.as_millis()),
             rand::random::<u32>()
         );
-        let request = json!({
+        let mut request = json!({
             "type": "request_presigned_url",
             "temp_upload_id": temp,
             "file_name": self.file_name,
@@ -408,6 +498,15 @@ impl Flow<'_> {
             "object_class": self.opts.class,
             "class_field": self.opts.field,
         });
+        if self.opts.checksums {
+            let part_size = self
+                .opts
+                .part_size
+                .unwrap_or_else(|| checksum::default_part_size(self.size));
+            let sums = self.hash(part_size).await?;
+            request["checksums"] = sums.to_json();
+            self.sums = Some(sums);
+        }
         loop {
             self.connect().await?;
             let sock = self.sock.as_mut().expect("connected");
@@ -422,7 +521,9 @@ impl Flow<'_> {
                         if v["type"] == "presigned_url_ready"
                             && v["message"]["temp_upload_id"] == temp =>
                     {
-                        return parse_ready(&v["message"], self.size);
+                        let mut ready = parse_ready(&v["message"], self.size)?;
+                        self.bind(&v["message"], &mut ready.pieces);
+                        return Ok(ready);
                     }
                     Event::Message(_) => {}
                     Event::Error { code, detail } => {
@@ -615,6 +716,7 @@ impl Flow<'_> {
             resumed: self.resumed,
             reused_parts: self.reused,
             sent_parts: ready.pieces.len() as u64 - self.reused.min(ready.pieces.len() as u64),
+            refused_parts: self.stored.refused(),
             message,
             av_status: av,
             record_count: status["record_count"]
@@ -744,6 +846,7 @@ fn parse_ready(m: &Value, size: u64) -> Result<Ready, ClientError> {
             offset: 0,
             len: size,
             content_type: Some(FILE_TYPE.to_string()),
+            checksum: None,
         }]
     };
     Ok(Ready {

@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/object-records/uploads/{id}/", get(get_upload))
         .route(
             "/api/object-records/uploads/{id}/files/{file_id}/parts/",
-            get(file_parts),
+            get(file_parts).post(file_parts_checked),
         )
         .route(
             "/api/object-records/uploads/{id}/files/{file_id}/",
@@ -66,21 +66,45 @@ async fn file_parts(
     AuthUser(user): AuthUser,
     Path((id, file_id)): Path<(String, String)>,
 ) -> ApiResult<Json<FileParts>> {
-    let (Ok(id), Ok(file_id)) = (uuid::Uuid::parse_str(&id), uuid::Uuid::parse_str(&file_id))
-    else {
+    parts_of(&state, user.id, &id, &file_id, None).await
+}
+
+/// The same, with `{"checksums": …}` to bind the fresh URLs to the client's
+/// checksums (`uploads::checksums`).
+async fn file_parts_checked(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    Path((id, file_id)): Path<(String, String)>,
+    JsonObject(body): JsonObject,
+) -> ApiResult<Json<FileParts>> {
+    let checksums = body.get("checksums").filter(|v| !v.is_null());
+    parts_of(&state, user.id, &id, &file_id, checksums).await
+}
+
+async fn parts_of(
+    state: &AppState,
+    user_id: i64,
+    id: &str,
+    file_id: &str,
+    checksums: Option<&Value>,
+) -> ApiResult<Json<FileParts>> {
+    let (Ok(id), Ok(file_id)) = (uuid::Uuid::parse_str(id), uuid::Uuid::parse_str(file_id)) else {
         return Err(ApiError::NotFound);
     };
     match resume::file_parts(
         &state.uploads,
-        user.id,
+        user_id,
         &id.to_string(),
         &file_id.to_string(),
+        checksums,
     )
     .await
     {
         Ok(parts) => Ok(Json(parts)),
         Err(ResumeError::NotFound) => Err(ApiError::NotFound),
-        Err(e @ ResumeError::Gone) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e @ (ResumeError::Gone | ResumeError::BadChecksums(_))) => {
+            Err(ApiError::BadRequest(e.to_string()))
+        }
         Err(e @ ResumeError::Unavailable(_)) => Err(ApiError::Internal(
             anyhow::Error::new(e).context("listing stored parts"),
         )),

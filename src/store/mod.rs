@@ -71,6 +71,35 @@ pub struct ObjectMeta {
     pub etag: Option<String>,
 }
 
+/// A checksum a presigned `PUT` is bound to (S3 flexible checksums): it is
+/// signed into the URL as the header `x-amz-checksum-<algorithm>`, so a client
+/// must send exactly that header (else 403), and the store refuses a body whose
+/// checksum differs (400 `BadDigest`) and keeps no byte of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Checksum {
+    /// CRC32C of the body, big-endian, base64 (8 characters).
+    Crc32c(String),
+    /// SHA-256 of the body, base64 (44 characters).
+    Sha256(String),
+}
+
+impl Checksum {
+    /// The request header that carries it.
+    pub fn header(&self) -> &'static str {
+        match self {
+            Checksum::Crc32c(_) => "x-amz-checksum-crc32c",
+            Checksum::Sha256(_) => "x-amz-checksum-sha256",
+        }
+    }
+
+    /// The base64 value.
+    pub fn value(&self) -> &str {
+        match self {
+            Checksum::Crc32c(v) | Checksum::Sha256(v) => v,
+        }
+    }
+}
+
 /// The object store as the rest of intake sees it.
 ///
 /// Keys are relative to the configured bucket. Presigned URLs are meant for
@@ -110,6 +139,44 @@ pub trait ObjectStore: Send + Sync {
         content_length: u64,
         expires: Duration,
     ) -> Result<String>;
+
+    /// [`ObjectStore::presign_put`] bound to `checksum` as well.
+    async fn presign_put_checked(
+        &self,
+        key: &str,
+        content_length: u64,
+        content_type: &str,
+        checksum: &Checksum,
+        expires: Duration,
+    ) -> Result<String> {
+        let _ = (key, content_length, content_type, checksum, expires);
+        Err(StoreError::Invalid(
+            "this store does not bind checksums into URLs".into(),
+        ))
+    }
+
+    /// [`ObjectStore::presign_part`] bound to `checksum` as well.
+    async fn presign_part_checked(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        content_length: u64,
+        checksum: &Checksum,
+        expires: Duration,
+    ) -> Result<String> {
+        let _ = (
+            key,
+            upload_id,
+            part_number,
+            content_length,
+            checksum,
+            expires,
+        );
+        Err(StoreError::Invalid(
+            "this store does not bind checksums into URLs".into(),
+        ))
+    }
 
     /// Assembles the object from `(part_number, etag)` pairs (any order).
     /// An ETag that does not match the stored part is an error. `NotFound`

@@ -26,7 +26,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::io::AsyncWriteExt as _;
 use tracing::{debug, info, warn};
 
-use super::{ObjectMeta, ObjectStore, Result, S3Config, StoreError};
+use super::{Checksum, ObjectMeta, ObjectStore, Result, S3Config, StoreError};
 
 const MIB: u64 = 1024 * 1024;
 const GIB: u64 = 1024 * MIB;
@@ -506,6 +506,61 @@ impl ObjectStore for S3Store {
             .presigned(presigning(expires)?)
             .await
             .uri_or_store("PutObject(presign)", key)
+    }
+
+    async fn presign_put_checked(
+        &self,
+        key: &str,
+        content_length: u64,
+        content_type: &str,
+        checksum: &Checksum,
+        expires: Duration,
+    ) -> Result<String> {
+        check_transfer_size(content_length, "object")?;
+        // Like the length, an explicit checksum is a header before signing, so it
+        // lands in X-Amz-SignedHeaders (checked in tests/store.rs).
+        let req = self
+            .presigner
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(to_i64(content_length)?)
+            .content_type(content_type);
+        let req = match checksum {
+            Checksum::Crc32c(v) => req.checksum_crc32_c(v),
+            Checksum::Sha256(v) => req.checksum_sha256(v),
+        };
+        req.presigned(presigning(expires)?)
+            .await
+            .uri_or_store("PutObject(presign)", key)
+    }
+
+    async fn presign_part_checked(
+        &self,
+        key: &str,
+        upload_id: &str,
+        part_number: i32,
+        content_length: u64,
+        checksum: &Checksum,
+        expires: Duration,
+    ) -> Result<String> {
+        check_part_number(part_number)?;
+        check_transfer_size(content_length, "part")?;
+        let req = self
+            .presigner
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(part_number)
+            .content_length(to_i64(content_length)?);
+        let req = match checksum {
+            Checksum::Crc32c(v) => req.checksum_crc32_c(v),
+            Checksum::Sha256(v) => req.checksum_sha256(v),
+        };
+        req.presigned(presigning(expires)?)
+            .await
+            .uri_or_store("UploadPart(presign)", key)
     }
 
     async fn create_multipart(&self, key: &str, content_type: &str) -> Result<String> {

@@ -10,6 +10,7 @@
 //! bundle of narrow handles: the database, the object store, the scanner, the live
 //! hub and the settings of this flow. Nothing here knows about HTTP.
 
+pub mod checksums;
 pub mod complete;
 pub mod failure;
 pub mod job;

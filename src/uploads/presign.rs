@@ -6,6 +6,7 @@
 use serde_json::{Map, Value};
 
 use super::Uploads;
+use super::checksums::Checksums;
 use crate::config::UploadSettings;
 use crate::db::now_ms;
 use crate::db::uploads::{NewUploadFile, UploadRow};
@@ -51,6 +52,8 @@ pub struct PresignRequest {
     pub file_type: String,
     pub object_class: i64,
     pub class_field: i64,
+    /// The optional `checksums` extension (`uploads::checksums`).
+    pub checksums: Option<Checksums>,
 }
 
 impl PresignRequest {
@@ -90,7 +93,16 @@ impl PresignRequest {
             Value::Number(n) if n.is_u64() && n.as_i64().is_none() => i64::MAX,
             v => v.as_i64().ok_or(WsError::InvalidPayload)?,
         };
+        let checksums = match msg.get("checksums") {
+            None | Some(Value::Null) => None,
+            Some(v) if file_size > 0 => {
+                Some(Checksums::parse(v, file_size as u64).map_err(WsError::InvalidChecksums)?)
+            }
+            // An empty file is refused as such by `check`.
+            Some(_) => None,
+        };
         Ok(PresignRequest {
+            checksums,
             temp_upload_id,
             file_name,
             file_size,
@@ -161,11 +173,19 @@ pub async fn presign(
         presign_multipart(up, &req, session_id, s3_key).await?
     } else {
         let ttl = settings.presign_ttl;
-        let url = up
-            .store
-            .presign_put(&s3_key, size, &req.file_type, ttl)
-            .await
-            .map_err(generation)?;
+        let url = match &req.checksums {
+            Some(c) => {
+                up.store
+                    .presign_put_checked(&s3_key, size, &req.file_type, &c.object(), ttl)
+                    .await
+            }
+            None => {
+                up.store
+                    .presign_put(&s3_key, size, &req.file_type, ttl)
+                    .await
+            }
+        }
+        .map_err(generation)?;
         PresignedUrlReady {
             upload_id: session_id,
             temp_upload_id: req.temp_upload_id.clone(),
@@ -177,6 +197,7 @@ pub async fn presign(
             s3_upload_id: None,
             chunk_size: None,
             total_parts: 1,
+            checksum_algorithm: req.checksums.as_ref().map(|c| c.algorithm.name()),
         }
     };
     record(up, upload, &req, &reply).await?;
@@ -194,7 +215,15 @@ async fn presign_multipart(
     let settings = &up.settings.uploads;
     let size = req.file_size as u64;
     let ttl = settings.presign_ttl;
-    let chunk = chunk_size(size, settings.multipart_chunk_bytes);
+    // A client that hashed its parts chose their size.
+    let chunk = match &req.checksums {
+        Some(c) => {
+            c.check_part_size(MAX_PARTS)
+                .map_err(WsError::InvalidChecksums)?;
+            c.part_size
+        }
+        None => chunk_size(size, settings.multipart_chunk_bytes),
+    };
     let total_parts = size.div_ceil(chunk);
     let s3_upload_id = up
         .store
@@ -204,11 +233,20 @@ async fn presign_multipart(
     let mut part_urls = Vec::with_capacity(total_parts as usize);
     for part in 1..=total_parts {
         let len = chunk.min(size - (part - 1) * chunk);
-        match up
-            .store
-            .presign_part(&s3_key, &s3_upload_id, part as i32, len, ttl)
-            .await
-        {
+        let url = match &req.checksums {
+            Some(c) => {
+                let sum = c.part(part);
+                up.store
+                    .presign_part_checked(&s3_key, &s3_upload_id, part as i32, len, &sum, ttl)
+                    .await
+            }
+            None => {
+                up.store
+                    .presign_part(&s3_key, &s3_upload_id, part as i32, len, ttl)
+                    .await
+            }
+        };
+        match url {
             Ok(url) => part_urls.push(PartUrl {
                 url,
                 part: part as i32,
@@ -230,6 +268,7 @@ async fn presign_multipart(
         s3_upload_id: Some(s3_upload_id),
         chunk_size: Some(chunk),
         total_parts,
+        checksum_algorithm: req.checksums.as_ref().map(|c| c.algorithm.name()),
     })
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Uploads;
+use super::checksums::Checksums;
 use crate::db::uploads::UploadFileRow;
 use crate::domain::FileState;
 use crate::protocol::PartUrl;
@@ -42,6 +43,10 @@ pub struct FileParts {
     pub part_urls: Vec<PartUrl>,
     /// A fresh single-PUT URL while the object does not exist yet.
     pub presigned_url: Option<String>,
+    /// The algorithm the fresh URLs are bound to, when the client sent checksums
+    /// (`POST`, `uploads::checksums`); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_algorithm: Option<&'static str>,
 }
 
 /// Why there is no answer.
@@ -54,6 +59,9 @@ pub enum ResumeError {
     /// (aborted): nothing can be resumed; start a new one.
     #[error("The multipart upload of this file is no longer in the object store.")]
     Gone,
+    /// The client's checksums do not fit the session (size or part size).
+    #[error("Invalid checksums: {0}.")]
+    BadChecksums(String),
     /// The database or the store failed.
     #[error("{0}")]
     Unavailable(String),
@@ -76,12 +84,14 @@ impl From<StoreError> for ResumeError {
 }
 
 /// The stored parts of file session `file_id` of upload `upload_id`, as its
-/// creator `user_id` may see them.
+/// creator `user_id` may see them. With the client's `checksums` (the JSON of the
+/// extension field) the fresh URLs are bound to them.
 pub async fn file_parts(
     up: &Uploads,
     user_id: i64,
     upload_id: &str,
     file_id: &str,
+    checksums: Option<&serde_json::Value>,
 ) -> Result<FileParts, ResumeError> {
     let upload = up
         .db
@@ -106,13 +116,27 @@ pub async fn file_parts(
         parts: Vec::new(),
         part_urls: Vec::new(),
         presigned_url: None,
+        checksum_algorithm: None,
     };
+    let checksums = checksums
+        .map(|v| Checksums::parse(v, out.file_size))
+        .transpose()
+        .map_err(ResumeError::BadChecksums)?;
+    if let (Some(c), Some(chunk)) = (&checksums, out.chunk_size)
+        && file.is_multipart
+        && c.part_size != chunk
+    {
+        return Err(ResumeError::BadChecksums(format!(
+            "checksums.part_size must be this session's part size, {chunk}"
+        )));
+    }
     if file.state != FileState::Pending {
         return Ok(out);
     }
+    out.checksum_algorithm = checksums.as_ref().map(|c| c.algorithm.name());
     let ttl = up.settings.uploads.presign_ttl;
     if file.is_multipart {
-        multipart(up, &file, ttl, &mut out).await?;
+        multipart(up, &file, ttl, checksums.as_ref(), &mut out).await?;
     } else {
         match up.store.head(&file.s3_key).await? {
             Some(meta) if meta.size == out.file_size => out.parts.push(StoredPart {
@@ -121,11 +145,15 @@ pub async fn file_parts(
                 size: meta.size,
             }),
             _ => {
-                out.presigned_url = Some(
-                    up.store
-                        .presign_put(&file.s3_key, out.file_size, &file.file_type, ttl)
-                        .await?,
-                );
+                let (key, size, ct) = (&file.s3_key, out.file_size, &file.file_type);
+                out.presigned_url = Some(match &checksums {
+                    Some(c) => {
+                        up.store
+                            .presign_put_checked(key, size, ct, &c.object(), ttl)
+                            .await?
+                    }
+                    None => up.store.presign_put(key, size, ct, ttl).await?,
+                });
             }
         }
     }
@@ -136,6 +164,7 @@ async fn multipart(
     up: &Uploads,
     file: &UploadFileRow,
     ttl: Duration,
+    checksums: Option<&Checksums>,
     out: &mut FileParts,
 ) -> Result<(), ResumeError> {
     let s3_upload_id = file.s3_upload_id.as_deref().ok_or(ResumeError::Gone)?;
@@ -154,10 +183,25 @@ async fn multipart(
                 size: *size,
             }),
             None => out.part_urls.push(PartUrl {
-                url: up
-                    .store
-                    .presign_part(&file.s3_key, s3_upload_id, part as i32, len, ttl)
-                    .await?,
+                url: match checksums {
+                    Some(c) => {
+                        up.store
+                            .presign_part_checked(
+                                &file.s3_key,
+                                s3_upload_id,
+                                part as i32,
+                                len,
+                                &c.part(part),
+                                ttl,
+                            )
+                            .await?
+                    }
+                    None => {
+                        up.store
+                            .presign_part(&file.s3_key, s3_upload_id, part as i32, len, ttl)
+                            .await?
+                    }
+                },
                 part: part as i32,
             }),
         }

@@ -20,6 +20,8 @@ use crate::cli::{PASSWORD, setup, write};
 use crate::helpers::TestApp;
 
 const MIB: u64 = 1024 * 1024;
+/// The part size of the 200 MiB resume test (the client's default).
+const PART: u64 = 16 * MIB;
 
 /// A TCP forwarder to the embedded S3 that counts the bytes clients send through
 /// it and slows them down (each connection to about 8 MiB/s), so that a test can
@@ -30,6 +32,8 @@ struct CountingProxy {
     sent: Arc<AtomicU64>,
     /// Connections whose client has not closed its side yet.
     open: Arc<AtomicU64>,
+    /// Flips one bit of the byte at this offset of everything sent (once).
+    corrupt_at: Arc<AtomicU64>,
 }
 
 impl CountingProxy {
@@ -39,10 +43,17 @@ impl CountingProxy {
         let upstream = Arc::new(OnceLock::<SocketAddr>::new());
         let sent = Arc::new(AtomicU64::new(0));
         let open = Arc::new(AtomicU64::new(0));
-        let (up, count, opened) = (upstream.clone(), sent.clone(), open.clone());
+        let corrupt_at = Arc::new(AtomicU64::new(u64::MAX));
+        let (up, count, opened, corrupt) = (
+            upstream.clone(),
+            sent.clone(),
+            open.clone(),
+            corrupt_at.clone(),
+        );
         tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
-                let (up, count, opened) = (up.clone(), count.clone(), opened.clone());
+                let (up, count, opened, corrupt) =
+                    (up.clone(), count.clone(), opened.clone(), corrupt.clone());
                 opened.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _closed = Closed(opened);
@@ -61,7 +72,20 @@ impl CountingProxy {
                                 Ok(0) | Err(_) => break,
                                 Ok(n) => n,
                             };
-                            count.fetch_add(n as u64, Ordering::SeqCst);
+                            let from = count.fetch_add(n as u64, Ordering::SeqCst);
+                            let at = corrupt.load(Ordering::SeqCst);
+                            if (from..from + n as u64).contains(&at)
+                                && corrupt
+                                    .compare_exchange(
+                                        at,
+                                        u64::MAX,
+                                        Ordering::SeqCst,
+                                        Ordering::SeqCst,
+                                    )
+                                    .is_ok()
+                            {
+                                buf[(at - from) as usize] ^= 0x10;
+                            }
                             if out_w.write_all(&buf[..n]).await.is_err() {
                                 break;
                             }
@@ -81,6 +105,7 @@ impl CountingProxy {
             upstream,
             sent,
             open,
+            corrupt_at,
         }
     }
 
@@ -218,6 +243,10 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 }
 
 async fn cli_for(app: &TestApp, file: &Path, state: &Path) -> Cli {
+    cli_with_parts(app, file, state, 5).await
+}
+
+async fn cli_with_parts(app: &TestApp, file: &Path, state: &Path, part_mib: u64) -> Cli {
     let (email, class, field) = setup(app).await;
     Cli {
         args: [
@@ -225,6 +254,8 @@ async fn cli_for(app: &TestApp, file: &Path, state: &Path) -> Cli {
             vec![
                 "--parallel".into(),
                 "2".into(),
+                "--part-size".into(),
+                part_mib.to_string(),
                 "--state-dir".into(),
                 state.display().to_string(),
             ],
@@ -234,15 +265,16 @@ async fn cli_for(app: &TestApp, file: &Path, state: &Path) -> Cli {
     }
 }
 
+/// The case: 200 MiB in 16 MiB parts, SIGKILL at 60 %.
 #[tokio::test]
 async fn a_killed_upload_resumes_sending_only_the_missing_parts() {
     let (app, proxy) = app_behind_proxy().await;
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let file = big_archive(dir.path(), "big.zip", 40);
+    let file = big_archive(dir.path(), "big.zip", 200);
     let size = std::fs::metadata(&file).unwrap().len();
-    let total_parts = size.div_ceil(5 * MIB);
-    let cli = cli_for(&app, &file, &state).await;
+    let total_parts = size.div_ceil(PART);
+    let cli = cli_with_parts(&app, &file, &state, PART / MIB).await;
 
     // SIGKILL at 60 % of the bytes: no chance to clean up or say anything.
     let out = cli.stop_at(&proxy, size * 6 / 10, "KILL").await;
@@ -252,7 +284,7 @@ async fn a_killed_upload_resumes_sending_only_the_missing_parts() {
     let upload_id = saved["upload_id"].as_str().unwrap().to_string();
     let session = saved["session_id"].as_str().unwrap().to_string();
     assert_eq!(saved["total_parts"], total_parts);
-    assert_eq!(saved["chunk_size"], 5 * MIB);
+    assert_eq!(saved["chunk_size"], PART);
     assert_eq!(saved["file"]["size"], size);
 
     // What the store holds now, asked the way the client asks.
@@ -292,7 +324,7 @@ async fn a_killed_upload_resumes_sending_only_the_missing_parts() {
     assert!(reused >= stored_at_kill, "{done}");
     assert_eq!(done["sent_parts"].as_u64().unwrap(), total_parts - reused);
     // Only the missing parts' bytes went out again (plus request headers).
-    let reused_bytes = reused * 5 * MIB;
+    let reused_bytes = reused * PART;
     let missing = size - reused_bytes;
     assert!(
         rerun >= missing && rerun < missing + 256 * 1024,
@@ -300,7 +332,7 @@ async fn a_killed_upload_resumes_sending_only_the_missing_parts() {
     );
     // At most the two parts in flight at the kill were lost (and sent again).
     assert!(
-        first_run + rerun < size + 2 * 5 * MIB + MIB,
+        first_run + rerun < size + 2 * PART + MIB,
         "first run {first_run} + rerun {rerun} for {size}"
     );
     assert_eq!(done["record_count"], 2);
@@ -348,7 +380,7 @@ async fn ctrl_c_says_how_to_resume_a_changed_file_is_refused_and_fresh_starts_ov
     let size = std::fs::metadata(&file).unwrap().len();
     let cli = cli_for(&app, &file, &state).await;
 
-    let out = cli.stop_at(&proxy, size / 3, "INT").await;
+    let out = cli.stop_at(&proxy, size * 7 / 10, "INT").await;
     assert_eq!(out.status.code(), Some(130));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error_code"], "ERR_INTERRUPTED");
@@ -380,9 +412,38 @@ async fn ctrl_c_says_how_to_resume_a_changed_file_is_refused_and_fresh_starts_ov
 
     // --fresh forgets it and uploads anew (the changed bytes are a bad CRC, so
     // send a good archive of the same name).
+    let old_session = saved["session_id"].as_str().unwrap();
+    let old_file = app
+        .state
+        .db
+        .upload_file_by_id(old_session)
+        .await
+        .unwrap()
+        .unwrap();
+    let old_s3 = old_file.s3_upload_id.clone().unwrap();
+    assert!(
+        !app.s3
+            .list_parts(&old_file.s3_key, &old_s3)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the interrupted upload left parts"
+    );
     std::fs::write(&file, testkit::zip_of(&[("a.txt", b"a")])).unwrap();
     let (code, v, stderr) = cli.run(&["--fresh"]).await;
     assert_eq!(code, Some(0), "{v}\n{stderr}");
+    assert!(
+        app.s3.list_parts(&old_file.s3_key, &old_s3).await.is_err(),
+        "--fresh aborted the old multipart upload: no part left"
+    );
+    let old_now = app
+        .state
+        .db
+        .upload_file_by_id(old_session)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(old_now.state, intake::domain::FileState::Failed);
     assert_eq!(v["resumed"], false);
     assert_ne!(v["upload_id"], old_upload.as_str());
     assert_eq!(v["record_count"], 1);
@@ -589,5 +650,103 @@ async fn a_rerun_after_completion_sends_nothing_and_reports_the_records() {
     assert!(
         state.load().unwrap().is_none(),
         "the state goes with the upload"
+    );
+}
+
+/// Integrity bound into the URL: one bit of a part flips on its way to the store
+/// (after the client hashed it). The store refuses that PUT (its URL is signed
+/// with the part's CRC32C), the client sends the part again, and the archive is
+/// processed whole. Without checksums the same flip is stored, and the pipeline
+/// finds the archive corrupt: the refusal is what saved it.
+#[tokio::test]
+async fn a_part_altered_after_hashing_is_refused_and_sent_again() {
+    let (app, proxy) = app_behind_proxy().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = big_archive(dir.path(), "big.zip", 12);
+    let size = std::fs::metadata(&file).unwrap().len();
+    let cli = cli_for(&app, &file, &dir.path().join("state")).await;
+
+    proxy.corrupt_at.store(MIB, Ordering::SeqCst);
+    let (code, done, stderr) = cli.run(&[]).await;
+    assert_eq!(code, Some(0), "{done}\n{stderr}");
+    assert_eq!(
+        proxy.corrupt_at.load(Ordering::SeqCst),
+        u64::MAX,
+        "a bit was flipped"
+    );
+    assert_eq!(done["refused_parts"], 1, "{done}");
+    assert_eq!(done["record_count"], 2);
+    let sent = proxy.take().await;
+    assert!(
+        sent >= size + 5 * MIB && sent < size + 5 * MIB + 256 * 1024,
+        "one part sent twice: {sent} for {size}"
+    );
+
+    // The control: no checksums, the same flip, and the archive arrives corrupt.
+    proxy.corrupt_at.store(MIB, Ordering::SeqCst);
+    let (code, failed, _) = cli.run(&["--no-checksums", "--fresh"]).await;
+    assert_eq!(code, Some(1), "{failed}");
+    assert_eq!(failed["ok"], false);
+    assert_ne!(failed["error_code"], "ERR_S3_REJECTED", "{failed}");
+}
+
+/// The `checksums` extension on the socket: a malformed one is refused with what is
+/// wrong, a good one binds the URLs (`checksum_algorithm`, the client's part size),
+/// and a message without it is answered as the seed says (no such field).
+#[tokio::test]
+async fn the_checksums_field_binds_urls_and_is_checked() {
+    use crate::helpers::socket::Socket;
+    use base64::Engine as _;
+    let app = TestApp::spawn_with(|s| s.uploads.multipart_threshold_bytes = 5 * MIB).await;
+    let (email, class, field) = setup(&app).await;
+    let token = app.login(&email, PASSWORD).await;
+    let size = 12 * MIB;
+    let crc = base64::engine::general_purpose::STANDARD.encode(0u32.to_be_bytes());
+    let request = |checksums: Option<Value>| {
+        let mut m = serde_json::json!({
+            "type": "request_presigned_url", "temp_upload_id": "temp_1", "file_name": "a.zip",
+            "file_size": size, "file_type": "application/zip",
+            "object_class": class, "class_field": field,
+        });
+        if let Some(c) = checksums {
+            m["checksums"] = c;
+        }
+        m
+    };
+
+    let upload = app.create_upload(&token, class, field).await;
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    sock.send(&request(Some(serde_json::json!({
+        "algorithm": "crc32c", "part_size": 6 * MIB, "parts": [crc], "object": crc,
+    }))))
+    .await;
+    sock.expect_error(
+        "ERR_INVALID_CHECKSUMS",
+        &format!(
+            "Invalid checksums: checksums.parts has 1 entries; a file of {size} bytes in parts of {} has 2.",
+            6 * MIB
+        ),
+    )
+    .await;
+
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    sock.send(&request(Some(serde_json::json!({
+        "algorithm": "crc32c", "part_size": 6 * MIB, "parts": [crc, crc], "object": crc,
+    }))))
+    .await;
+    let bound = sock.recv().await["message"].clone();
+    assert_eq!(bound["checksum_algorithm"], "crc32c");
+    assert_eq!(bound["chunk_size"], 6 * MIB, "the client's part size");
+    let url = bound["part_urls"][0]["url"].as_str().unwrap();
+    assert!(url.contains("x-amz-checksum-crc32c"), "{url}");
+
+    sock.send(&request(None)).await;
+    let plain = sock.recv().await["message"].clone();
+    assert!(plain.get("checksum_algorithm").is_none(), "{plain}");
+    assert!(
+        !plain["part_urls"][0]["url"]
+            .as_str()
+            .unwrap()
+            .contains("checksum")
     );
 }

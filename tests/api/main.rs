@@ -14,6 +14,7 @@ mod cli_errors;
 mod cli_many;
 mod cli_outcome;
 mod cli_resume;
+mod cli_server_crash;
 mod errors;
 mod faults;
 mod health;

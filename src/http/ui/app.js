@@ -10,6 +10,7 @@ const PART_ATTEMPTS = 4;     // tries per part (network errors and 5xx)
 const MAX_RECONNECTS = 10;   // socket reconnects per upload
 const SHOWN_RECORDS = 100;   // records fetched for the result table
 const FILE_TYPE = 'application/zip';
+const MIB = 1024 * 1024;
 
 const $ = (id) => document.getElementById(id);
 const session = {
@@ -349,12 +350,66 @@ class UploadSocket {
   close() { this.closed = true; if (this.ws) this.ws.close(); }
 }
 
+// ---- Integrity: CRC32C of each part, bound into its URL ------------------------------------
+// The server signs each part's checksum into its URL (`checksums`, docs/PROTOCOL.md), so
+// the store refuses a part whose bytes changed on the way; it is then sent again. CRC32C
+// rather than crypto.subtle's SHA-256: that needs a secure context and cannot hash a
+// whole file incrementally. Hand-written (a table, ~20 lines): no build step, no package.
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0x82f63b78 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+/** Continues CRC32C `crc` (0 to start) over `bytes`. */
+function crc32c(crc, bytes) {
+  let c = ~crc >>> 0;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+function crcBase64(crc) {
+  return btoa(String.fromCharCode(crc >>> 24, (crc >>> 16) & 0xff, (crc >>> 8) & 0xff, crc & 0xff));
+}
+
+/** The `checksums` field for `file` cut at `partSize`: one read of the file. */
+async function fileChecksums(file, partSize, onProgress) {
+  const parts = [];
+  let whole = 0;
+  for (let offset = 0; offset < file.size; offset += partSize) {
+    const end = Math.min(file.size, offset + partSize);
+    let part = 0;
+    for (let at = offset; at < end; at += 4 * MIB) {
+      const bytes = new Uint8Array(await file.slice(at, Math.min(end, at + 4 * MIB)).arrayBuffer());
+      part = crc32c(part, bytes);
+      whole = crc32c(whole, bytes);
+      onProgress(Math.min(end, at + 4 * MIB));
+    }
+    parts.push(crcBase64(part));
+  }
+  return { algorithm: 'crc32c', part_size: partSize, parts, object: crcBase64(whole) };
+}
+
+/** Gives each piece the checksum its URL was signed with, if the server bound them. */
+function bindChecksums(pieces, info, sums, fileSize) {
+  if (!sums || info.checksum_algorithm !== 'crc32c') return pieces;
+  for (const p of pieces) {
+    p.checksum = pieces.length === 1 && p.len === fileSize ? sums.object : sums.parts[p.part - 1];
+  }
+  return pieces;
+}
+
 // ---- PUTs to the object store ----------------------------------------------------------
 
 /** PUTs in flight, so that Cancel can stop them. */
 const inflight = new Set();
 
-function put(url, blob, contentType, onProgress) {
+function put(url, blob, contentType, checksum, onProgress) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     inflight.add(xhr);
@@ -362,6 +417,7 @@ function put(url, blob, contentType, onProgress) {
     xhr.onabort = () => reject({ final: true, error: new ServerError('ERR_CANCELLED', 'The upload was cancelled.') });
     xhr.open('PUT', url);
     if (contentType) xhr.setRequestHeader('Content-Type', contentType);
+    if (checksum) xhr.setRequestHeader('x-amz-checksum-crc32c', checksum);
     xhr.upload.onprogress = (e) => onProgress(e.loaded);
     xhr.onload = () => {
       if (xhr.status >= 200 && xhr.status < 300) {
@@ -371,7 +427,10 @@ function put(url, blob, contentType, onProgress) {
       }
       const code = /<Code>([^<]*)<\/Code>/.exec(xhr.responseText || '');
       const why = `${xhr.status}${code ? ' ' + code[1] : ''}`;
-      const retry = xhr.status >= 500 || xhr.status === 408 || xhr.status === 429;
+      // BadDigest (S3; Garage: InvalidDigest): the bytes changed on their way after
+      // hashing; send them again.
+      const corrupt = checksum && xhr.status === 400 && code && ['BadDigest', 'InvalidDigest'].includes(code[1]);
+      const retry = corrupt || xhr.status >= 500 || xhr.status === 408 || xhr.status === 429;
       reject({ final: !retry, error: new ServerError('ERR_S3_REJECTED', `The object store refused the upload (${why}).`) });
     };
     xhr.onerror = () => reject({ final: false, error: new ServerError('ERR_CONNECTION', 'The object store cannot be reached.') });
@@ -393,7 +452,7 @@ async function transfer(file, pieces, stored, onBytes, halted = () => false) {
       for (let attempt = 1; ; attempt++) {
         try {
           const blob = file.slice(p.offset, p.offset + p.len);
-          const tag = await put(p.url, blob, p.contentType, (n) => { loaded.set(p.part, n); report(); });
+          const tag = await put(p.url, blob, p.contentType, p.checksum, (n) => { loaded.set(p.part, n); report(); });
           stored.set(p.part, tag);
           loaded.set(p.part, p.len); report();
           break;
@@ -486,6 +545,13 @@ async function startUpload(event) {
   updateStart();
 }
 
+/** The file's checksums, with the time it takes shown on the upload step. */
+async function hashing(file, partSize) {
+  return fileChecksums(file, partSize, (done) => {
+    stepState('upload', `checking ${size(done)} of ${size(file.size)}`, 'active');
+  });
+}
+
 /** One archive's upload to the end; `{ok, records}` or `{ok: false, code}`. */
 async function uploadOne(file, classId, fieldId, field) {
   $('results').hidden = true;
@@ -496,10 +562,17 @@ async function uploadOne(file, classId, fieldId, field) {
   try {
     let uploadId = null;
     let resumed = null;
+    let sums = null;
     const saved = resumable(file, classId, fieldId);
     if (saved) {
       try {
-        resumed = await api('GET', `/api/object-records/uploads/${saved.uploadId}/files/${saved.session}/parts/`);
+        const partsPath = `/api/object-records/uploads/${saved.uploadId}/files/${saved.session}/parts/`;
+        resumed = await api('GET', partsPath);
+        if (resumed.state === 'pending' && (resumed.part_urls.length || resumed.presigned_url)) {
+          // Fresh URLs bound to the checksums of this session's parts.
+          sums = await hashing(file, resumed.is_multipart ? resumed.chunk_size : file.size);
+          resumed = await api('POST', partsPath, { checksums: sums });
+        }
         uploadId = saved.uploadId;
         announce(`Resuming the upload of ${file.name}: ${resumed.parts.length} part(s) already stored.`);
       } catch { forgetResume(); resumed = null; }
@@ -535,7 +608,14 @@ async function uploadOne(file, classId, fieldId, field) {
           ready = { session: m.upload_id, s3Key: m.s3_key, multipart: m.is_multipart, pieces: piecesOf(m, file.size) };
           saveResume({ uploadId, session: m.upload_id, name: file.name, size: file.size, lastModified: file.lastModified, classId, fieldId });
           armCancel();
-          sendBytes();
+          // Hash with the session's part size, then take URLs bound to the
+          // checksums (the parts endpoint; the server keeps its part size).
+          hashing(file, m.is_multipart ? m.chunk_size : file.size).then(async (s) => {
+            sums = s;
+            const info = await api('POST', `/api/object-records/uploads/${uploadId}/files/${m.upload_id}/parts/`, { checksums: sums });
+            if (info.state === 'pending') ready.pieces = bindChecksums(resumedPieces(info, file.size), info, sums, file.size);
+            if (!cancelling) sendBytes();
+          }).catch((e) => fatal(e));
           return;
         }
         if (msg.type !== 'monitoring_update' && msg.type !== 'progress_update') return;
@@ -625,7 +705,7 @@ async function uploadOne(file, classId, fieldId, field) {
 
       if (resumed) {
         ready = { session: resumed.upload_id, s3Key: resumed.s3_key, multipart: resumed.is_multipart,
-          pieces: resumedPieces(resumed, file.size), sent: resumed.state !== 'pending' };
+          pieces: bindChecksums(resumedPieces(resumed, file.size), resumed, sums, file.size), sent: resumed.state !== 'pending' };
         for (const p of resumed.parts) stored.set(p.part_number, p.e_tag);
         sock.open().then(() => {
           if (ready.sent) { stepState('upload', `${size(file.size)} stored`, 'done'); announce('Upload stored; waiting for processing…'); return; }

@@ -16,7 +16,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
+
+use futures::{StreamExt as _, TryStreamExt as _};
 
 use async_trait::async_trait;
 use s3s::dto::*;
@@ -160,6 +164,106 @@ async fn remove_if_exists(path: &Path) {
     }
 }
 
+/// The checksum a PUT declared (`x-amz-checksum-crc32c` / `-sha256`), base64.
+///
+/// `s3s-fs` 0.14 checks none on UploadPart, and on PutObject only after the
+/// object is in place; real S3 (and Garage) refuse the request and keep nothing.
+/// So this layer hashes the body as it streams and fails the stream at its end
+/// on a mismatch: `s3s-fs` then drops its temp file, and the request is answered
+/// 400 `BadDigest`.
+#[derive(Debug, Clone)]
+enum Expected {
+    Crc32c(String),
+    Sha256(String),
+}
+
+impl Expected {
+    fn of(crc32c: Option<&str>, sha256: Option<&str>) -> Option<Expected> {
+        match (crc32c, sha256) {
+            (Some(c), _) => Some(Expected::Crc32c(c.to_owned())),
+            (None, Some(s)) => Some(Expected::Sha256(s.to_owned())),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Running digest of a body.
+enum Digest {
+    Crc32c(u32),
+    Sha256(sha2::Sha256),
+}
+
+impl Digest {
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Digest::Crc32c(c) => *c = crc32c::crc32c_append(*c, data),
+            Digest::Sha256(h) => sha2::Digest::update(h, data),
+        }
+    }
+
+    fn matches(self, expected: &Expected) -> bool {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        match (self, expected) {
+            (Digest::Crc32c(c), Expected::Crc32c(e)) => b64.encode(c.to_be_bytes()) == *e,
+            (Digest::Sha256(h), Expected::Sha256(e)) => b64.encode(sha2::Digest::finalize(h)) == *e,
+            _ => false,
+        }
+    }
+}
+
+/// Set when a body did not match its checksum.
+#[derive(Debug, Clone, Default)]
+struct Refused(Arc<AtomicBool>);
+
+impl Refused {
+    /// `BadDigest` if the body was refused, else `other` (the real failure).
+    fn or(&self, other: s3s::S3Error) -> s3s::S3Error {
+        if self.0.load(Ordering::SeqCst) {
+            s3_error!(
+                BadDigest,
+                "The checksum you specified did not match the calculated checksum."
+            )
+        } else {
+            other
+        }
+    }
+}
+
+/// `body`, hashed on its way, ending in an error when it does not match.
+fn verified(body: Option<StreamingBlob>, expected: Expected) -> (Option<StreamingBlob>, Refused) {
+    let refused = Refused::default();
+    let Some(body) = body else {
+        return (None, refused);
+    };
+    let digest = Arc::new(Mutex::new(match expected {
+        Expected::Crc32c(_) => Digest::Crc32c(0),
+        Expected::Sha256(_) => Digest::Sha256(Default::default()),
+    }));
+    let hashing = digest.clone();
+    let data = body.map_err(io::Error::other).inspect_ok(move |chunk| {
+        hashing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(chunk);
+    });
+    let flag = refused.clone();
+    let end = futures::stream::once(async move {
+        let digest = std::mem::replace(
+            &mut *digest.lock().unwrap_or_else(|e| e.into_inner()),
+            Digest::Crc32c(0),
+        );
+        if digest.matches(&expected) {
+            None
+        } else {
+            flag.0.store(true, Ordering::SeqCst);
+            Some(Err(io::Error::other("checksum mismatch")))
+        }
+    })
+    .filter_map(futures::future::ready);
+    (Some(StreamingBlob::wrap(data.chain(end))), refused)
+}
+
 fn check_part_number(number: i32) -> S3Result<()> {
     if (1..=MAX_PART_NUMBER).contains(&number) {
         Ok(())
@@ -248,9 +352,18 @@ impl S3 for Backend {
 
     async fn put_object(
         &self,
-        req: S3Request<PutObjectInput>,
+        mut req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        self.fs.put_object(req).await
+        let expected = Expected::of(
+            req.input.checksum_crc32c.as_deref(),
+            req.input.checksum_sha256.as_deref(),
+        );
+        let Some(expected) = expected else {
+            return self.fs.put_object(req).await;
+        };
+        let (body, refused) = verified(req.input.body.take(), expected);
+        req.input.body = body;
+        self.fs.put_object(req).await.map_err(|e| refused.or(e))
     }
 
     async fn get_object(
@@ -326,7 +439,18 @@ impl S3 for Backend {
         check_part_number(req.input.part_number)?;
         let id = self.live_upload(&req.input.upload_id).await?;
         let number = req.input.part_number;
-        let resp = self.fs.upload_part(req).await?;
+        let resp = match Expected::of(
+            req.input.checksum_crc32c.as_deref(),
+            req.input.checksum_sha256.as_deref(),
+        ) {
+            Some(expected) => {
+                let mut req = req;
+                let (body, refused) = verified(req.input.body.take(), expected);
+                req.input.body = body;
+                self.fs.upload_part(req).await.map_err(|e| refused.or(e))?
+            }
+            None => self.fs.upload_part(req).await?,
+        };
         self.record_part(id, number, resp.output.e_tag.as_ref())
             .await?;
         Ok(resp)

@@ -24,5 +24,6 @@ pub mod protocol;
 pub mod scan;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod uploads;
 pub mod ws;

@@ -188,6 +188,7 @@ impl PipelineFailure {
 
 impl From<sqlx::Error> for PipelineFailure {
     fn from(e: sqlx::Error) -> Self {
+        crate::telemetry::db_error("pipeline");
         Self::Database(e.to_string())
     }
 }

@@ -724,3 +724,30 @@ async fn the_binary_logs_each_request_and_failed_logins() {
     }
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_infected_upload_sends_an_infected_webhook() {
+    let Some(clamd) = crate::helpers::clamd::clamd_addr().await else {
+        return;
+    };
+    let (url, seen) = webhook_receiver(0).await;
+    let app = TestApp::spawn_with(|s| {
+        s.scan.clamd_addr = Some(clamd);
+        s.webhooks.webhook_urls = vec![url.clone()];
+        s.webhooks.webhook_secret = Some("s".into());
+    })
+    .await;
+    let (_, token) = app.user(AccountType::ConfigAdmin).await;
+    // EICAR, assembled at run time so that no source holds the whole string.
+    let mut eicar = String::from(r"X5O!P%@AP[4\PZX54(P^)7CC)7}$");
+    eicar.push_str("EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*");
+    let zip = testkit::zip_of(&[("clean.txt", b"ok"), ("eicar.com", eicar.as_bytes())]);
+    let (upload, msgs) = upload_zip(&app, &token, &zip).await;
+    assert_eq!(msgs.last().unwrap()["message"]["status"], "error");
+    let got = wait_for(&seen, 1).await;
+    verify_signature("s", &got[0].0, &got[0].1);
+    let body: Value = serde_json::from_slice(&got[0].1).unwrap();
+    assert_eq!(body["upload_id"], upload);
+    assert_eq!(body["outcome"], "infected");
+    assert_eq!(body["files"][0]["error_code"], "ERR_INFECTED");
+}

@@ -335,6 +335,7 @@ pub struct Application {
 impl Application {
     /// Builds every part and binds the HTTP listener.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        crate::telemetry::recorder();
         let db = connect_database(&settings).await?;
         let secrets = load_or_create_secrets(&settings.server.data_dir)?;
         let (embedded_s3, store) = connect_store(&settings, &secrets).await?;
@@ -373,6 +374,7 @@ impl Application {
                 archive: settings.archive.clone(),
                 jobs: settings.jobs.clone(),
                 tmp_dir: settings.server.data_dir.join("tmp"),
+                webhooks: settings.webhooks.clone(),
             }),
         };
         let state = AppState {

@@ -47,6 +47,10 @@ schema::schema! {
         /// Address of the HTTP/WebSocket API.
         http_addr: SocketAddr as Addr = "http_addr",
             default Some("127.0.0.1:8080"), example "0.0.0.0:8080";
+        /// Origins allowed to call the REST API from a browser (CORS); `*`: any;
+        /// empty: none.
+        cors_allowed_origins: Vec<String> as List = "cors_allowed_origins",
+            default None, example "https://app.example";
     }
     /// What is logged and how.
     log: LogSettings {
@@ -210,6 +214,16 @@ schema::schema! {
         api_key_pepper: Option<SecretString> as Optional<Secret> = "history_api_key_pepper",
             default None, example "at-least-32-characters-of-random-text";
     }
+    /// Webhooks sent when an upload settles (`docs/OPERATIONS.md`).
+    webhooks: WebhookSettings {
+        /// URLs that receive a signed POST when an upload settles; empty: none.
+        webhook_urls: Vec<String> as List = "webhook_urls",
+            default None, example "https://hooks.example/intake";
+        /// Key of the webhooks' `X-Intake-Signature` (HMAC-SHA256); needed with
+        /// `webhook_urls`.
+        webhook_secret: Option<SecretString> as Optional<Secret> = "webhook_secret",
+            default None, example "a-long-random-string";
+    }
 }
 
 /// A configuration problem found before start-up: one line naming the setting and
@@ -320,6 +334,18 @@ impl Settings {
                     "an external S3 endpoint (INTAKE_S3_ENDPOINT) needs a secret access key",
                 );
             }
+        }
+        for url in &self.webhooks.webhook_urls {
+            match url::Url::parse(url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => return bad("WEBHOOK_URLS", "must be http:// or https:// URLs"),
+            }
+        }
+        if !self.webhooks.webhook_urls.is_empty() && self.webhooks.webhook_secret.is_none() {
+            return bad(
+                "WEBHOOK_SECRET",
+                "is needed to sign webhooks (INTAKE_WEBHOOK_URLS)",
+            );
         }
         let bucket = &self.s3.bucket;
         if bucket.len() < 3

@@ -250,6 +250,8 @@ stored_names! {
     pub enum JobKind {
         /// Verify, scan, extract, save and create the records of one uploaded file.
         ProcessUploadFile => "process_upload_file",
+        /// POST a signed webhook about a settled upload (`uploads::webhook`).
+        DeliverWebhook => "deliver_webhook",
     }
 }
 

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// 405.
     #[error("method not allowed")]
     MethodNotAllowed(String),
+    /// 413: the body is larger than the limit (bytes).
+    #[error("request body too large")]
+    PayloadTooLarge(usize),
     /// 500: the cause is logged, never sent.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -66,6 +69,7 @@ impl ApiError {
             ApiError::PermissionDenied => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -73,6 +77,7 @@ impl ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        crate::telemetry::db_error("api");
         ApiError::Internal(anyhow::Error::new(e).context("database"))
     }
 }
@@ -109,6 +114,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => json!({ "detail": "Not found." }),
             ApiError::MethodNotAllowed(method) => {
                 json!({ "detail": format!("Method \"{method}\" not allowed.") })
+            }
+            ApiError::PayloadTooLarge(limit) => {
+                json!({ "detail": format!("Request body is larger than {limit} bytes.") })
             }
             ApiError::Internal(cause) => {
                 tracing::error!(error = format!("{cause:#}"), "internal error");

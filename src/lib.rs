@@ -25,5 +25,6 @@ pub mod protocol;
 pub mod scan;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod uploads;
 pub mod ws;

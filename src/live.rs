@@ -100,6 +100,7 @@ impl SocketLimiter {
             return None;
         }
         *n += 1;
+        crate::telemetry::socket_open(1.0);
         Some(SocketSlot {
             limiter: self.clone(),
             user_id,
@@ -116,6 +117,7 @@ impl Drop for SocketSlot {
             .unwrap_or_else(|p| p.into_inner());
         if let Some(n) = counts.get_mut(&self.user_id) {
             *n -= 1;
+            crate::telemetry::socket_open(-1.0);
             if *n == 0 {
                 counts.remove(&self.user_id);
             }

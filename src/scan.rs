@@ -326,6 +326,14 @@ impl Scanner for ClamdScanner {
                 after: deadline,
             }),
         };
+        crate::telemetry::scan(
+            match &result {
+                Ok(Verdict::Clean) => "clean",
+                Ok(_) => "infected",
+                Err(_) => "error",
+            },
+            started.elapsed(),
+        );
         match &result {
             Ok(verdict) => tracing::debug!(
                 path = %path.display(),

@@ -150,3 +150,22 @@ impl Db {
             .await
     }
 }
+
+impl Db {
+    /// Queues `job` to run now, unless a job with its dedupe key exists.
+    pub async fn enqueue_job(&self, job: &NewJob) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO jobs (kind, dedupe_key, payload, state, attempts, max_attempts, run_at, created_at, updated_at)
+             VALUES ($1, $2, $3, 'queued', 0, $4, $5, $5, $5)
+             ON CONFLICT (dedupe_key) DO NOTHING",
+        )
+        .bind(job.kind.as_str())
+        .bind(&job.dedupe_key)
+        .bind(&job.payload)
+        .bind(job.max_attempts)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

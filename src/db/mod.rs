@@ -11,6 +11,7 @@ pub mod classes;
 pub mod history;
 pub mod jobs;
 pub mod messages;
+pub mod overview;
 pub mod progress;
 pub mod record_events;
 pub mod records;

@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::json::{Fields, JsonObject};
+use super::openapi::{RefreshRequest, TokenRequest};
 use crate::auth::{self, TokenType};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extractor::{AuthUser, user_of_token};
@@ -21,7 +22,8 @@ pub fn router() -> Router<AppState> {
         .route("/api/users/me/", get(me))
 }
 
-async fn obtain_token(
+#[utoipa::path(post, path = "/api/auth/token/", tag = "auth", request_body = TokenRequest, responses((status = 200, description = "{access, refresh}", body = Object), (status = 400, description = "Missing fields", body = Object), (status = 401, description = "Wrong e-mail or password", body = Object)))]
+pub(super) async fn obtain_token(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
@@ -43,15 +45,23 @@ async fn obtain_token(
         }
     })
     .await
-    .map_err(|e| ApiError::Internal(e.into()))?
-    .ok_or(ApiError::InvalidCredentials)?;
+    .map_err(|e| ApiError::Internal(e.into()))?;
+    let Some(user) = user else {
+        // For operators watching for password guessing; never the password. Debug
+        // formatting escapes control characters, so a crafted e-mail cannot forge
+        // log lines.
+        let email: String = email.chars().take(254).collect();
+        tracing::warn!(target: "intake::auth", ?email, "failed login");
+        return Err(ApiError::InvalidCredentials);
+    };
     Ok(Json(json!({
         "access": state.jwt.issue(user.id, TokenType::Access)?,
         "refresh": state.jwt.issue(user.id, TokenType::Refresh)?,
     })))
 }
 
-async fn refresh_token(
+#[utoipa::path(post, path = "/api/auth/token/refresh/", tag = "auth", request_body = RefreshRequest, responses((status = 200, description = "{access}", body = Object), (status = 400, description = "Missing refresh", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object)))]
+pub(super) async fn refresh_token(
     State(state): State<AppState>,
     JsonObject(body): JsonObject,
 ) -> ApiResult<Json<Value>> {
@@ -65,7 +75,8 @@ async fn refresh_token(
     ))
 }
 
-async fn ws_ticket(
+#[utoipa::path(get, path = "/api/users/ws-auth/", tag = "auth", responses((status = 200, description = "{uuid}: a one-time ticket for the upload socket", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object)), security(("jwt" = [])))]
+pub(super) async fn ws_ticket(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
 ) -> ApiResult<Json<Value>> {
@@ -81,7 +92,8 @@ async fn ws_ticket(
     Ok(Json(json!({ "uuid": ticket })))
 }
 
-async fn me(AuthUser(user): AuthUser) -> Json<Value> {
+#[utoipa::path(get, path = "/api/users/me/", tag = "auth", responses((status = 200, description = "{id, email, account_type}", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object)), security(("jwt" = [])))]
+pub(super) async fn me(AuthUser(user): AuthUser) -> Json<Value> {
     Json(json!({
         "id": user.id,
         "email": user.email,

@@ -11,6 +11,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::json::{Fields, JsonObject};
+use super::openapi::{ClassRequest, FieldRequest, GrantRequest};
 use super::pagination::Page;
 use crate::db::is_unique_violation;
 use crate::domain::{FieldType, ObjectClass, User};
@@ -55,7 +56,8 @@ async fn existing_class(state: &AppState, raw: &str) -> ApiResult<ObjectClass> {
         .ok_or(ApiError::NotFound)
 }
 
-async fn create_class(
+#[utoipa::path(post, path = "/api/object-classes/", tag = "classes", request_body = ClassRequest, responses((status = 201, description = "The class", body = Object), (status = 400, description = "Invalid fields", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 403, description = "Not a configurator", body = Object)), security(("jwt" = [])))]
+pub(super) async fn create_class(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     JsonObject(body): JsonObject,
@@ -83,7 +85,8 @@ async fn create_class(
     Ok((StatusCode::CREATED, Json(class)))
 }
 
-async fn list_classes(
+#[utoipa::path(get, path = "/api/object-classes/", tag = "classes", params(("limit" = Option<i64>, Query, description = "Page size"), ("offset" = Option<i64>, Query, description = "Items to skip")), responses((status = 200, description = "A page of classes", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object)), security(("jwt" = [])))]
+pub(super) async fn list_classes(
     State(state): State<AppState>,
     AuthUser(_): AuthUser,
     headers: HeaderMap,
@@ -94,7 +97,8 @@ async fn list_classes(
     Ok(page.respond(&headers, "/api/object-classes/", "", total, classes))
 }
 
-async fn get_class(
+#[utoipa::path(get, path = "/api/object-classes/{id}/", tag = "classes", params(("id" = i64, Path, description = "Class id")), responses((status = 200, description = "The class", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 404, description = "No such class", body = Object)), security(("jwt" = [])))]
+pub(super) async fn get_class(
     State(state): State<AppState>,
     AuthUser(_): AuthUser,
     Path(id): Path<String>,
@@ -102,7 +106,8 @@ async fn get_class(
     Ok(Json(existing_class(&state, &id).await?))
 }
 
-async fn create_field(
+#[utoipa::path(post, path = "/api/object-classes/{id}/fields/", tag = "classes", params(("id" = i64, Path, description = "Class id")), request_body = FieldRequest, responses((status = 201, description = "The field", body = Object), (status = 400, description = "Invalid fields", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 403, description = "Not a configurator", body = Object), (status = 404, description = "No such class", body = Object)), security(("jwt" = [])))]
+pub(super) async fn create_field(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
@@ -157,7 +162,8 @@ async fn create_field(
     Ok((StatusCode::CREATED, Json(json!(created?))))
 }
 
-async fn list_fields(
+#[utoipa::path(get, path = "/api/object-classes/{id}/fields/", tag = "classes", params(("id" = i64, Path, description = "Class id")), responses((status = 200, description = "The class's fields", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 404, description = "No such class", body = Object)), security(("jwt" = [])))]
+pub(super) async fn list_fields(
     State(state): State<AppState>,
     AuthUser(_): AuthUser,
     Path(id): Path<String>,
@@ -166,7 +172,8 @@ async fn list_fields(
     Ok(Json(json!(state.db.list_fields(class.id).await?)))
 }
 
-async fn grant(
+#[utoipa::path(post, path = "/api/object-classes/{id}/permissions/", tag = "classes", params(("id" = i64, Path, description = "Class id")), request_body = GrantRequest, responses((status = 201, description = "The grant", body = Object), (status = 400, description = "Invalid user", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 403, description = "Not a configurator", body = Object), (status = 404, description = "No such class", body = Object)), security(("jwt" = [])))]
+pub(super) async fn grant(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,

@@ -20,6 +20,7 @@ use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 
+use super::openapi::TenantRequest;
 use super::pagination::Page;
 use crate::db::history::{EventFilter, EventRow};
 use crate::domain::iso_ms;
@@ -131,7 +132,8 @@ fn required_string(body: &Map<String, Value>, field: &str) -> HistoryResult<Stri
 
 /// `POST /api/initialize-tenant` `{database_name, client_label}` →
 /// 201 `{client_id, client_secret, database_name}`.
-async fn initialize_tenant(
+#[utoipa::path(post, path = "/api/initialize-tenant", tag = "history", request_body = TenantRequest, responses((status = 201, description = "{client_id, client_secret, database_name}", body = Object), (status = 400, description = "Invalid body", body = Object), (status = 401, description = "Unauthorized API Key", body = Object)), security(("api_key" = [])))]
+pub(super) async fn initialize_tenant(
     State(state): State<AppState>,
     _key: ServiceKey,
     body: Bytes,
@@ -165,7 +167,8 @@ async fn initialize_tenant(
 }
 
 /// `DELETE /api/delete-tenant` (`X-Client-Id`) → 200 `{"detail": "Tenant deleted."}`.
-async fn delete_tenant(
+#[utoipa::path(delete, path = "/api/delete-tenant", tag = "history", responses((status = 200, description = "Tenant deleted", body = Object), (status = 401, description = "Unauthorized API Key", body = Object), (status = 404, description = "No such tenant", body = Object)), security(("api_key" = [], "client_id" = [])))]
+pub(super) async fn delete_tenant(
     State(state): State<AppState>,
     ClientTenant(tenant): ClientTenant,
 ) -> HistoryResult<Json<Value>> {
@@ -174,7 +177,8 @@ async fn delete_tenant(
 }
 
 /// `GET /api/files/upload-url` → 200 `{upload_url, file_id}` (the seed page).
-async fn upload_url(
+#[utoipa::path(get, path = "/api/files/upload-url", tag = "history", responses((status = 200, description = "{upload_url, file_id}", body = Object), (status = 401, description = "Unauthorized API Key", body = Object), (status = 404, description = "No such tenant", body = Object)), security(("api_key" = [], "client_id" = [])))]
+pub(super) async fn upload_url(
     State(state): State<AppState>,
     TenantDatabase(tenant): TenantDatabase,
 ) -> HistoryResult<Json<Value>> {
@@ -186,7 +190,8 @@ async fn upload_url(
 
 /// `POST /api/event-bridge/create-event` (an EventBridge envelope) →
 /// 201 `{"detail": "Event created."}`, or `"Event already recorded."` for a repeat.
-async fn create_event(
+#[utoipa::path(post, path = "/api/event-bridge/create-event", tag = "history", request_body(content = Object, description = "An EventBridge event whose detail carries event_id, record_id, event_type_id, event_time"), responses((status = 201, description = "Event created or already recorded", body = Object), (status = 400, description = "Invalid event", body = Object), (status = 401, description = "Unauthorized API Key", body = Object)), security(("api_key" = [], "client_id" = [])))]
+pub(super) async fn create_event(
     State(state): State<AppState>,
     TenantDatabase(tenant): TenantDatabase,
     body: Bytes,
@@ -231,7 +236,8 @@ fn render_event(row: &EventRow) -> Value {
 
 /// `GET /api/history/events?record_id=&event_type_id=&event_time_after=&event_time_before=&limit=&offset=`
 /// → the page envelope, newest first.
-async fn list_events(
+#[utoipa::path(get, path = "/api/history/events", tag = "history", params(("record_id" = Option<String>, Query, description = "Only this record's events"), ("event_type_id" = Option<String>, Query, description = "Only this event type"), ("event_time_after" = Option<String>, Query, description = "RFC 3339 lower bound"), ("event_time_before" = Option<String>, Query, description = "RFC 3339 upper bound"), ("limit" = Option<i64>, Query, description = "Page size"), ("offset" = Option<i64>, Query, description = "Items to skip")), responses((status = 200, description = "A page of events", body = Object), (status = 400, description = "Invalid filter", body = Object), (status = 401, description = "Unauthorized API Key", body = Object)), security(("api_key" = [], "client_id" = [])))]
+pub(super) async fn list_events(
     State(state): State<AppState>,
     TenantDatabase(tenant): TenantDatabase,
     headers: HeaderMap,
@@ -272,7 +278,8 @@ async fn list_events(
 }
 
 /// `GET /api/history/events/{event_id}/file` → 200 `{file_id, download_url}`.
-async fn event_file(
+#[utoipa::path(get, path = "/api/history/events/{event_id}/file", tag = "history", params(("event_id" = String, Path, description = "Event id")), responses((status = 200, description = "A download URL of the event's file", body = Object), (status = 401, description = "Unauthorized API Key", body = Object), (status = 404, description = "No such event or file", body = Object)), security(("api_key" = [], "client_id" = [])))]
+pub(super) async fn event_file(
     State(state): State<AppState>,
     TenantDatabase(tenant): TenantDatabase,
     Path(event_id): Path<String>,

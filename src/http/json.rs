@@ -8,6 +8,10 @@ use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldErrors};
 
+/// The largest request body, bytes: axum's default limit, which every body
+/// extractor applies.
+pub const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// A JSON object body. Malformed JSON is a 400 `{"detail": "JSON parse error - …"}`;
 /// valid JSON that is not an object is a 400 `non_field_errors`.
 pub struct JsonObject(pub Map<String, Value>);
@@ -16,9 +20,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::BadRequest(format!("Could not read the request body: {e}")))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge(BODY_LIMIT)
+            } else {
+                ApiError::BadRequest(format!("Could not read the request body: {e}"))
+            }
+        })?;
         let value: Value = if bytes.is_empty() {
             Value::Object(Map::new())
         } else {

@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::classes::path_id;
 use super::json::{Fields, JsonObject, json_type_name};
+use super::openapi::RecordRequest;
 use super::pagination::Page;
 use crate::db::record_events::RecordEventRow;
 use crate::db::records::RecordRow;
@@ -100,7 +101,8 @@ async fn may_read(state: &AppState, user: &User, row: &RecordRow) -> ApiResult<b
     Ok(row.owner_id == user.id || state.db.may_create_in(user, row.object_class_id).await?)
 }
 
-async fn create_record(
+#[utoipa::path(post, path = "/api/object-records/", tag = "records", request_body = RecordRequest, responses((status = 201, description = "The record", body = Object), (status = 400, description = "Invalid fields", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object)), security(("jwt" = [])))]
+pub(super) async fn create_record(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     JsonObject(body): JsonObject,
@@ -159,7 +161,8 @@ async fn create_record(
     ))
 }
 
-async fn list_records(
+#[utoipa::path(get, path = "/api/object-records/", tag = "records", params(("object_class" = Option<i64>, Query, description = "Only records of this class (required for external accounts)"), ("limit" = Option<i64>, Query, description = "Page size"), ("offset" = Option<i64>, Query, description = "Items to skip")), responses((status = 200, description = "A page of records", body = Object), (status = 400, description = "Invalid filter", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 403, description = "No access to the class", body = Object)), security(("jwt" = [])))]
+pub(super) async fn list_records(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     headers: HeaderMap,
@@ -202,7 +205,8 @@ async fn list_records(
     Ok(page.respond(&headers, "/api/object-records/", &extra, total, results))
 }
 
-async fn get_record(
+#[utoipa::path(get, path = "/api/object-records/{id}/", tag = "records", params(("id" = i64, Path, description = "Record id")), responses((status = 200, description = "The record", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 404, description = "No such record", body = Object)), security(("jwt" = [])))]
+pub(super) async fn get_record(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path(id): Path<String>,
@@ -234,7 +238,8 @@ fn render_event(e: &RecordEventRow) -> Value {
 
 /// The record's events, oldest first; readable by whoever may read the record
 /// (anyone else gets the same 404 as for the record itself).
-async fn record_history(
+#[utoipa::path(get, path = "/api/object-records/{id}/history/", tag = "records", params(("id" = i64, Path, description = "Record id"), ("limit" = Option<i64>, Query, description = "Page size"), ("offset" = Option<i64>, Query, description = "Items to skip")), responses((status = 200, description = "A page of the record's events", body = Object), (status = 400, description = "Invalid filter", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 404, description = "No such record", body = Object)), security(("jwt" = [])))]
+pub(super) async fn record_history(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     headers: HeaderMap,

@@ -1,19 +1,25 @@
 //! `POST /api/object-records/uploads/` creates an upload transaction (its id is the
-//! `<upload_id>` of the upload WebSocket); `GET /api/object-records/uploads/{id}/`
-//! reports its state and the records it created;
+//! `<upload_id>` of the upload WebSocket); `GET /api/object-records/uploads/` lists
+//! the caller's own, a page at a time (`?state=` filters);
+//! `GET /api/object-records/uploads/{id}/` reports its state, each file's result
+//! with its final socket message, and the records it created;
 //! `GET /api/object-records/uploads/{id}/files/{file_id}/parts/` (an extension) tells
 //! a restarted client which parts of a file session are stored, with fresh URLs for
 //! the rest (`uploads::resume`), and
 //! `DELETE /api/object-records/uploads/{id}/files/{file_id}/` cancels a pending one.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::json::{Fields, JsonObject};
-use crate::domain::FieldType;
+use super::openapi::UploadRequest;
+use super::pagination::Page;
+use crate::domain::{FieldType, UploadState, iso_ms};
 use crate::error::{ApiError, ApiResult};
 use crate::http::extractor::AuthUser;
 use crate::state::AppState;
@@ -23,7 +29,10 @@ use crate::uploads::resume::{self, CancelError, FileParts, ResumeError};
 /// The routes of this module.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/api/object-records/uploads/", post(create_upload))
+        .route(
+            "/api/object-records/uploads/",
+            post(create_upload).get(list_uploads),
+        )
         .route("/api/object-records/uploads/{id}/", get(get_upload))
         .route(
             "/api/object-records/uploads/{id}/files/{file_id}/parts/",
@@ -35,7 +44,8 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-async fn cancel_file(
+#[utoipa::path(delete, path = "/api/object-records/uploads/{id}/files/{file_id}/", tag = "uploads", params(("id" = String, Path, description = "Upload id"), ("file_id" = String, Path, description = "File session id")), responses((status = 204, description = "Cancelled"), (status = 400, description = "Not pending", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 404, description = "No such file session", body = Object)), security(("jwt" = [])))]
+pub(super) async fn cancel_file(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path((id, file_id)): Path<(String, String)>,
@@ -61,7 +71,8 @@ async fn cancel_file(
     }
 }
 
-async fn file_parts(
+#[utoipa::path(get, path = "/api/object-records/uploads/{id}/files/{file_id}/parts/", tag = "uploads", params(("id" = String, Path, description = "Upload id"), ("file_id" = String, Path, description = "File session id")), responses((status = 200, description = "Stored parts and fresh URLs for the rest", body = Object), (status = 400, description = "The file session can no longer be resumed", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 404, description = "No such file session", body = Object)), security(("jwt" = [])))]
+pub(super) async fn file_parts(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path((id, file_id)): Path<(String, String)>,
@@ -111,7 +122,8 @@ async fn parts_of(
     }
 }
 
-async fn create_upload(
+#[utoipa::path(post, path = "/api/object-records/uploads/", tag = "uploads", request_body = UploadRequest, responses((status = 201, description = "{upload_id}", body = Object), (status = 400, description = "Invalid fields", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object)), security(("jwt" = [])))]
+pub(super) async fn create_upload(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     JsonObject(body): JsonObject,
@@ -171,6 +183,74 @@ async fn create_upload(
     Ok((StatusCode::CREATED, Json(json!({ "upload_id": upload_id }))))
 }
 
+/// The caller's uploads, newest first; `state` filters.
+#[utoipa::path(get, path = "/api/object-records/uploads/", tag = "uploads",
+    params(
+        ("limit" = Option<i64>, Query, description = "Page size (default 50, at most 1000)"),
+        ("offset" = Option<i64>, Query, description = "Items to skip"),
+        ("state" = Option<String>, Query, description = "Only uploads in this state: open, processing, succeeded, failed"),
+    ),
+    responses(
+        (status = 200, description = "A page of uploads: {limit, offset, total_count, next, previous, results}", body = Object),
+        (status = 400, description = "Unknown state", body = Object),
+        (status = 401, description = "Not authenticated", body = Object)),
+    security(("jwt" = [])))]
+async fn list_uploads(
+    State(state): State<AppState>,
+    AuthUser(user): AuthUser,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Json<Value>> {
+    let page = Page::from_params(&q);
+    let filter = match q.get("state").filter(|s| !s.is_empty()) {
+        Some(raw) => Some(UploadState::parse(raw).ok_or_else(|| {
+            ApiError::field(
+                "state",
+                format!("Select a valid choice. {raw} is not one of the available choices."),
+            )
+        })?),
+        None => None,
+    };
+    let (rows, total) = state
+        .db
+        .list_uploads(user.id, filter, page.limit, page.offset)
+        .await?;
+    let results: Vec<Value> = rows
+        .iter()
+        .map(|u| {
+            json!({
+                "upload_id": u.id,
+                "state": u.state,
+                "object_class": u.object_class_id,
+                "object_class_field": u.class_field_id,
+                "created_at": iso_ms(u.created_at),
+                "expires_at": iso_ms(u.expires_at),
+                "finished_at": u.finished_at.map(iso_ms),
+                "file_count": u.file_count,
+                "record_count": u.record_count,
+            })
+        })
+        .collect();
+    let extra = filter
+        .map(|s| format!("state={}", s.as_str()))
+        .unwrap_or_default();
+    Ok(page.respond(
+        &headers,
+        "/api/object-records/uploads/",
+        &extra,
+        total,
+        results,
+    ))
+}
+
+/// One of the caller's uploads: state, each file's result and final message, records.
+#[utoipa::path(get, path = "/api/object-records/uploads/{id}/", tag = "uploads",
+    params(("id" = String, Path, description = "The upload id (a UUID)")),
+    responses(
+        (status = 200, description = "The upload", body = Object),
+        (status = 401, description = "Not authenticated", body = Object),
+        (status = 404, description = "No such upload of the caller", body = Object)),
+    security(("jwt" = [])))]
 async fn get_upload(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
@@ -188,9 +268,12 @@ async fn get_upload(
         failures.push(outcome::failure(&state.db, f).await?);
     }
     let records = state.db.upload_record_ids(&upload.id).await?;
+    let finals = outcome::final_messages(&state.db, &upload.id).await?;
     Ok(Json(json!({
         "upload_id": upload.id,
         "state": upload.state.as_str(),
+        "created_at": iso_ms(upload.created_at),
+        "expires_at": iso_ms(upload.expires_at),
         "object_class": upload.object_class_id,
         "object_class_field": upload.class_field_id,
         "files": files.iter().zip(&failures).map(|(f, failure)| json!({
@@ -203,6 +286,7 @@ async fn get_upload(
             "state": f.state,
             "error_code": failure.as_ref().map(|x| &x.error_code),
             "error_message": failure.as_ref().map(|x| &x.message),
+            "final_message": finals.get(&f.id),
         })).collect::<Vec<_>>(),
         "record_count": records.len(),
         "records": records,

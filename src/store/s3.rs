@@ -90,7 +90,17 @@ where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     fn or_store(self, op: &'static str, target: &str) -> Result<T> {
-        self.map_err(|e| StoreError::from_sdk(op, target, e))
+        self.map_err(|e| {
+            let e = StoreError::from_sdk(op, target, e);
+            let kind = match &e {
+                StoreError::NotFound { .. } => "not_found",
+                StoreError::Rejected { .. } => "rejected",
+                StoreError::Transient { .. } => "transient",
+                _ => "other",
+            };
+            crate::telemetry::s3_error(op, kind);
+            e
+        })
     }
 }
 

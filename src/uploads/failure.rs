@@ -225,6 +225,7 @@ impl From<ExtractError> for PipelineFailure {
 
 impl From<sqlx::Error> for PipelineFailure {
     fn from(e: sqlx::Error) -> Self {
+        crate::telemetry::db_error("pipeline");
         Self::Database(e.to_string())
     }
 }

@@ -19,6 +19,7 @@ pub mod outcome;
 pub mod presign;
 pub mod process;
 pub mod resume;
+pub mod webhook;
 pub mod worker;
 
 use std::path::PathBuf;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use crate::config::{ArchiveSettings, JobSettings, UploadSettings};
+use crate::config::{ArchiveSettings, JobSettings, UploadSettings, WebhookSettings};
 use crate::db::Db;
 use crate::live::Hub;
 use crate::scan::Scanner;
@@ -46,6 +47,8 @@ pub struct FlowSettings {
     pub jobs: JobSettings,
     /// Scratch space for archives and entries in flight.
     pub tmp_dir: PathBuf,
+    /// Where to tell that an upload settled.
+    pub webhooks: WebhookSettings,
 }
 
 /// The handles of the upload flow; cheap to clone.

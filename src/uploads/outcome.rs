@@ -68,3 +68,34 @@ pub async fn failure(db: &Db, file: &UploadFileRow) -> Result<Option<FileFailure
     }
     Ok(found)
 }
+
+/// The last `monitoring_update` of each file of `upload_id` that ended its
+/// processing (`status` `success` or `error`), exactly as the socket sent it, by
+/// file session id: what a client that missed it would have read.
+pub async fn final_messages(
+    db: &Db,
+    upload_id: &str,
+) -> Result<std::collections::HashMap<String, Value>, sqlx::Error> {
+    let mut found = std::collections::HashMap::new();
+    let mut after = 0;
+    loop {
+        let page = db.messages_after(upload_id, after, 500).await?;
+        let Some((last, _)) = page.last() else {
+            break;
+        };
+        after = *last;
+        for (_, text) in &page {
+            let Ok(v) = serde_json::from_str::<Value>(text) else {
+                continue;
+            };
+            let m = &v["message"];
+            if v["type"] == "monitoring_update"
+                && (m["status"] == "success" || m["status"] == "error")
+                && let Some(file) = m["upload_id"].as_str()
+            {
+                found.insert(file.to_string(), v.clone());
+            }
+        }
+    }
+    Ok(found)
+}

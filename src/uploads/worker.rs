@@ -13,10 +13,13 @@ use super::failure::PipelineFailure;
 use super::job::JobPayload;
 use super::monitor::Monitor;
 use super::process;
+use super::webhook::{self, WebhookPayload};
 use crate::db::jobs::Job;
 use crate::db::now_ms;
 use crate::db::uploads::UploadFileRow;
 use crate::domain::{FileState, Step};
+use crate::telemetry;
+use tracing::Instrument;
 
 /// The longest retry delay.
 const MAX_BACKOFF_MS: u64 = 5 * 60 * 1000;
@@ -93,7 +96,24 @@ impl Worker {
         let Some(job) = self.up.db.claim_job(&self.id).await? else {
             return Ok(false);
         };
-        tracing::info!(job = job.id, kind = %job.kind, attempt = job.attempts, "job claimed");
+        // Every line of the job carries its upload and file ids.
+        let ids = JobPayload::parse(&job.payload).ok();
+        let span = tracing::info_span!(
+            "job",
+            job = job.id,
+            kind = %job.kind,
+            upload_id = ids.as_ref().map_or("", |p| p.upload_id.as_str()),
+            file_id = ids.as_ref().map_or("", |p| p.upload_file_id.as_str()),
+        );
+        self.run_claimed(job).instrument(span).await?;
+        Ok(true)
+    }
+
+    async fn run_claimed(&self, job: Job) -> Result<(), sqlx::Error> {
+        tracing::info!(attempt = job.attempts, "job claimed");
+        if job.kind == WebhookPayload::KIND {
+            return webhook::run(&self.up, &self.id, &job).await;
+        }
         let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
             self.up.clone(),
@@ -106,15 +126,17 @@ impl Worker {
             () = lost.cancelled() => None,
         };
         heartbeat.abort();
+        let kind = job.kind.as_str();
         match result {
             None => tracing::warn!(job = job.id, "job lost to a rescue; stopped"),
             Some(Ok(n)) => {
                 self.up.db.finish_job(job.id, &self.id, true, None).await?;
+                telemetry::job_finished(kind, "succeeded");
                 tracing::info!(job = job.id, records = n, "job done");
             }
             Some(Err(e)) => self.settle_failure(&job, e).await?,
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The file a job is about (none: the job is malformed or its file is gone).
@@ -143,13 +165,19 @@ impl Worker {
             if !monitor.success_reported() {
                 report_success(&mut monitor, n).await?;
             }
+            // The settle may not have been followed by its webhooks.
+            if let Some(upload) = db.upload_by_id(&file.upload_id).await? {
+                let finished = upload.state.is_finished().then_some(upload.state);
+                webhook::on_settled(&self.up, &file.upload_id, finished).await;
+            }
             return Ok(n);
         }
         let n = process::run(&self.up, &file, &mut monitor).await?;
         db.set_upload_file_state(&file.id, FileState::Processed)
             .await?;
-        db.settle_upload(&file.upload_id).await?;
+        let settled = db.settle_upload(&file.upload_id).await?;
         report_success(&mut monitor, n).await?;
+        webhook::on_settled(&self.up, &file.upload_id, settled).await;
         Ok(n)
     }
 
@@ -187,6 +215,7 @@ impl Worker {
             .db
             .retry_job(job.id, &self.id, now_ms() + delay as i64, &message)
             .await?;
+        telemetry::job_finished(job.kind.as_str(), "retried");
         Ok(())
     }
 
@@ -203,10 +232,12 @@ impl Worker {
         if let Ok(Some(file)) = self.file_of(job).await {
             db.set_upload_file_state(&file.id, FileState::Failed)
                 .await?;
-            db.settle_upload(&file.upload_id).await?;
+            let settled = db.settle_upload(&file.upload_id).await?;
+            webhook::on_settled(&self.up, &file.upload_id, settled).await;
         }
         db.finish_job(job.id, &self.id, false, Some(&format!("{code}: {message}")))
             .await?;
+        telemetry::job_finished(job.kind.as_str(), "failed");
         self.report(job, error.step(), Value::Object(fields)).await;
         Ok(())
     }

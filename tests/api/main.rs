@@ -20,6 +20,7 @@ mod faults;
 mod health;
 mod history;
 mod migrations;
+mod operator;
 mod pipeline;
 mod record_history;
 mod records;

@@ -15,7 +15,8 @@ use super::Uploads;
 use super::failure::PipelineFailure;
 use super::monitor::Monitor;
 use crate::db::uploads::UploadFileRow;
-use crate::domain::AvStatus;
+use crate::domain::{AvStatus, Step};
+use crate::telemetry::timed;
 
 /// The prefix under which a file session's extracted files are stored.
 pub fn files_prefix(file: &UploadFileRow) -> String {
@@ -35,11 +36,24 @@ pub async fn run(
     let archive_path = tmp.path().join("archive.zip");
 
     monitor.monitoring(scan::STEP, scan::started(up)).await?;
-    verify::fetch(up, file, &archive_path).await?;
-    let av_status = scan::archive(up, file, &archive_path, monitor).await?;
-    let archive = extract::open(up, &archive_path, av_status, monitor).await?;
+    timed("fetch", verify::fetch(up, file, &archive_path)).await?;
+    let av_status = timed(
+        Step::AntivirusScan.as_str(),
+        scan::archive(up, file, &archive_path, monitor),
+    )
+    .await?;
+    let archive = timed(
+        Step::ExtractingFile.as_str(),
+        extract::open(up, &archive_path, av_status, monitor),
+    )
+    .await?;
     let total = archive.entries().len() as u64;
-    let saved = match save::all(up, file, archive, tmp.path(), monitor).await {
+    let saved = match timed(
+        Step::SavingFiles.as_str(),
+        save::all(up, file, archive, tmp.path(), monitor),
+    )
+    .await
+    {
         Ok(saved) => saved,
         Err(e) => {
             // Nothing of a refused archive stays in the store.
@@ -53,6 +67,11 @@ pub async fn run(
         // Every file passed its own scan.
         monitor.set_av_status(AvStatus::Clean).await?;
     }
-    records::create(&up.db, file, &target, &saved, monitor).await?;
+    timed(
+        Step::CreatingRecords.as_str(),
+        records::create(&up.db, file, &target, &saved, monitor),
+    )
+    .await?;
+    crate::telemetry::processed(file.file_size.max(0) as u64, total, saved.len() as u64);
     Ok(total)
 }

@@ -14,6 +14,7 @@ pub mod messages;
 pub mod progress;
 pub mod record_events;
 pub mod records;
+pub mod sweep;
 pub mod uploads;
 pub mod users;
 

@@ -75,6 +75,11 @@ pub enum PipelineFailure {
         /// Its message.
         last: String,
     },
+    /// The node running the job stopped heartbeating (killed, crashed, cut off) and
+    /// another node took the job over (transient: the attempt is counted, so a job
+    /// that crashes its process every time ends with `OutOfAttempts`).
+    #[error("The node processing this file stopped before finishing.")]
+    WorkerLost,
 }
 
 fn infected_message(signature: &str, member: Option<&str>) -> String {
@@ -107,6 +112,7 @@ impl PipelineFailure {
             Self::UnknownJob(_) => "ERR_UNKNOWN_JOB",
             Self::BadJob(_) => "ERR_BAD_JOB",
             Self::OutOfAttempts { .. } => "ERR_PROCESSING_FAILED",
+            Self::WorkerLost => "ERR_WORKER_LOST",
         }
     }
 
@@ -135,7 +141,8 @@ impl PipelineFailure {
             | Self::Storage(_)
             | Self::Scanner(_)
             | Self::LocalIo(_)
-            | Self::Internal(_) => true,
+            | Self::Internal(_)
+            | Self::WorkerLost => true,
             Self::Archive(e) => !e.is_final(),
             _ => false,
         }

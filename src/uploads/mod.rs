@@ -18,6 +18,7 @@ pub mod outcome;
 pub mod presign;
 pub mod process;
 pub mod resume;
+pub mod sweeper;
 pub mod worker;
 
 use std::path::PathBuf;

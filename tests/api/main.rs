@@ -15,6 +15,7 @@ mod cli_resume;
 mod faults;
 mod health;
 mod history;
+mod lifecycle;
 mod migrations;
 mod pipeline;
 mod record_history;

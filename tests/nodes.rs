@@ -171,7 +171,7 @@ impl Cluster {
                 "INTAKE_HISTORY_API_KEY_PEPPER",
                 "nodes-test-pepper-shared-by-both-nodes-0123456789",
             )
-            .env("INTAKE_JOB_POLL_MS", "500")
+            .env("INTAKE_JOB_POLL", "500ms")
             .env("INTAKE_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));

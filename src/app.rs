@@ -25,6 +25,7 @@ use crate::live::{Hub, SocketLimiter};
 use crate::scan::{ClamdScanner, Scanner};
 use crate::state::AppState;
 use crate::store::{EmbeddedS3, ObjectStore, S3Config, S3Store, StoreError};
+use crate::uploads::sweeper::Sweeper;
 use crate::uploads::worker::Worker;
 use crate::uploads::{FlowSettings, Uploads};
 
@@ -428,6 +429,18 @@ impl Application {
         let mut workers = Vec::new();
         // Pipeline workers serve uploads; a history-only process runs none.
         let jobs = &self.state.settings.jobs;
+        if self.routes.serves_api() {
+            // Leftovers of a crashed run first: no job of this process runs yet.
+            let tmp = &self.state.uploads.settings.tmp_dir;
+            let removed = crate::uploads::sweeper::remove_tmp_dirs(tmp, None);
+            if removed > 0 {
+                tracing::warn!(removed, "removed job temp dirs left by an earlier run");
+            }
+            if !self.state.settings.uploads.sweep_interval.is_zero() {
+                let sweeper = Sweeper::new(self.state.uploads.clone());
+                workers.push(tokio::spawn(sweeper.run(stop_workers.clone())));
+            }
+        }
         if jobs.run_workers && self.routes.serves_api() {
             for _ in 0..jobs.worker_concurrency {
                 let worker = Worker::new(self.state.uploads.clone());
@@ -439,6 +452,13 @@ impl Application {
             .routes
             .serves_history()
             .then(|| tokio::spawn(self.state.history.clone().purge_loop()));
+        // On the signal, workers hand their running jobs back at once (another
+        // node resumes them within its poll interval) while connections drain.
+        let handing_back = stop_workers.clone();
+        let shutdown = async move {
+            shutdown.await;
+            handing_back.cancel();
+        };
         let served = axum::serve(
             self.listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
@@ -448,12 +468,11 @@ impl Application {
         if let Some(purge) = purge {
             purge.abort();
         }
-        // Workers stop claiming; a job still running is given a grace period, and
-        // if the process ends first its heartbeat goes stale and another node
-        // rescues it.
         stop_workers.cancel();
+        // Handing back is one database write per job; if the database does not
+        // answer, the heartbeat goes stale and another node takes the job over.
         let _ = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
+            std::time::Duration::from_secs(10),
             futures::future::join_all(workers),
         )
         .await;

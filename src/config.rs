@@ -140,6 +140,14 @@ schema::schema! {
         /// How long an upload id stays usable after creation.
         upload_ttl: Duration as Dur = "upload_ttl",
             default Some("24h"), example "2h", alias "upload_ttl_secs" in Secs;
+        /// How often the sweeper (one node of the cluster at a time) removes abandoned
+        /// uploads and expired quarantine; 0: this node never sweeps.
+        sweep_interval: Duration as Dur = "sweep_interval", default Some("60s"), example "10m";
+        /// How long an infected archive is kept under `quarantine/`.
+        quarantine_ttl: Duration as Dur = "quarantine_ttl", default Some("30d"), example "7d";
+        /// A job temp dir (`<data_dir>/tmp/job-*`) older than this is removed (all of
+        /// them at start-up).
+        tmp_ttl: Duration as Dur = "tmp_ttl", default Some("24h"), example "6h";
     }
     /// The antivirus scanner.
     scan: ScanSettings {
@@ -185,13 +193,14 @@ schema::schema! {
         /// with jitter, capped at 5 min).
         retry_base: Duration as Dur = "job_retry_base",
             default Some("1s"), example "500ms", alias "job_retry_base_ms" in Millis;
-        /// How often a running job refreshes its heartbeat.
+        /// How often a running job refreshes its heartbeat (and how often each worker
+        /// looks for stale jobs).
         heartbeat: Duration as Dur = "job_heartbeat",
-            default Some("5s"), example "10s", alias "job_heartbeat_secs" in Secs;
-        /// A running job whose heartbeat is older than this is rescued (more than twice
-        /// `job_heartbeat`).
+            default Some("3s"), example "10s", alias "job_heartbeat_secs" in Secs;
+        /// A running job whose heartbeat is older than this is taken over by another
+        /// worker (more than twice `job_heartbeat`).
         stale: Duration as Dur = "job_stale",
-            default Some("60s"), example "2m", alias "job_stale_secs" in Secs;
+            default Some("10s"), example "2m", alias "job_stale_secs" in Secs;
         /// How often idle workers look for jobs enqueued by other nodes.
         poll: Duration as Dur = "job_poll",
             default Some("1s"), example "250ms", alias "job_poll_ms" in Millis;
@@ -739,7 +748,7 @@ mod tests {
             ("job_poll_ms = 0", "INTAKE_JOB_POLL"),
             ("save_concurrency = 0", "INTAKE_SAVE_CONCURRENCY"),
             ("job_heartbeat_secs = 0", "INTAKE_JOB_HEARTBEAT"),
-            ("job_stale = \"10s\"", "INTAKE_JOB_STALE"),
+            ("job_stale = \"6s\"", "INTAKE_JOB_STALE"),
             ("max_sockets_per_user = 0", "INTAKE_MAX_SOCKETS_PER_USER"),
             (
                 "s3_endpoint = \"http://s3.example\"\ns3_access_key_id = \"k\"",

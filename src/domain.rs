@@ -207,13 +207,19 @@ stored_names! {
         Succeeded => "succeeded",
         /// Processing failed for good; the upload id is used.
         Failed => "failed",
+        /// Abandoned: past its expiry with nothing processed; the sweeper removed
+        /// what was uploaded.
+        Expired => "expired",
     }
 }
 
 impl UploadState {
     /// The upload is finished and its id can no longer be used.
     pub fn is_finished(self) -> bool {
-        matches!(self, UploadState::Succeeded | UploadState::Failed)
+        matches!(
+            self,
+            UploadState::Succeeded | UploadState::Failed | UploadState::Expired
+        )
     }
 }
 

@@ -6,8 +6,10 @@ use sqlx::any::AnyArguments;
 use sqlx::query::Query;
 use sqlx::{Any, AssertSqlSafe};
 
+use super::progress::{ProgressChange, RenderUpdate, append_file_update_on};
+use super::uploads::settle_upload_on;
 use super::{Backend, Db, now_ms};
-use crate::domain::{JobKind, JobState};
+use crate::domain::{FileState, JobKind, JobState};
 
 /// A job to enqueue.
 #[derive(Debug, Clone)]
@@ -31,6 +33,39 @@ pub struct Job {
     /// Attempts so far, this one included.
     pub attempts: i64,
     pub max_attempts: i64,
+    /// Why its last attempt ended (a rescue says its worker died).
+    pub last_error: Option<String>,
+}
+
+/// How a job attempt ends; see [`Db::settle_job`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    /// Done for good (`succeeded`).
+    Succeeded,
+    /// Failed for good (`failed`).
+    Failed,
+    /// Back to the queue, due at `run_at`. `refund` gives the attempt back (the job
+    /// was handed over by a node shutting down, not failed).
+    Requeue { run_at: i64, refund: bool },
+}
+
+/// What settling a job writes besides the job row, in the same transaction.
+pub struct JobSettlement<'a> {
+    /// The job's file (session id, upload id) and its new state: with a state, the
+    /// upload is settled too once no file of it is left unfinished.
+    pub file: Option<(&'a str, &'a str, Option<FileState>)>,
+    /// The message for the client (the file's next monitoring update).
+    pub update: Option<(ProgressChange, RenderUpdate<'a>)>,
+}
+
+impl JobSettlement<'_> {
+    /// Only the job row changes (the job has no file).
+    pub fn none() -> Self {
+        JobSettlement {
+            file: None,
+            update: None,
+        }
+    }
 }
 
 /// A job's state as stored.
@@ -54,7 +89,7 @@ impl Db {
                  attempts = attempts + 1, updated_at = $2
              WHERE id = (SELECT id FROM jobs WHERE state = 'queued' AND run_at <= $2
                          ORDER BY run_at, id LIMIT 1 {lock})
-             RETURNING id, kind, payload, attempts, max_attempts"
+             RETURNING id, kind, payload, attempts, max_attempts, last_error"
         )))
         .bind(worker)
         .bind(now)
@@ -90,24 +125,6 @@ impl Db {
         self.update_owned_job(query, id, worker).await
     }
 
-    /// Puts a job back in the queue to run at `run_at` (a transient failure).
-    pub async fn retry_job(
-        &self,
-        id: i64,
-        worker: &str,
-        run_at: i64,
-        error: &str,
-    ) -> Result<bool, sqlx::Error> {
-        let query = sqlx::query(
-            "UPDATE jobs SET state = 'queued', run_at = $1, last_error = $2, locked_by = NULL, updated_at = $3
-             WHERE id = $4 AND locked_by = $5 AND state = 'running'",
-        )
-        .bind(run_at)
-        .bind(error)
-        .bind(now_ms());
-        self.update_owned_job(query, id, worker).await
-    }
-
     /// Runs `query`, an update of a running job ending in
     /// `WHERE id = $n AND locked_by = $n+1 AND state = 'running'`, with those two
     /// bound; true when it applied, false when the job is no longer `worker`'s.
@@ -126,20 +143,105 @@ impl Db {
         Ok(n == 1)
     }
 
-    /// Requeues running jobs whose heartbeat is older than `stale_ms`: their worker
-    /// died. Returns how many were rescued.
-    pub async fn rescue_stale_jobs(&self, stale_ms: i64) -> Result<u64, sqlx::Error> {
+    /// Ends an attempt of job `id` held by `worker`, in one transaction with what
+    /// the attempt means for its file: the job's new state, the file's new state, the
+    /// upload settled when that was its last unfinished file, and the client's
+    /// message. Nothing is written unless the job is still `worker`'s (false then):
+    /// a worker that lost its job to a rescue can never settle it, and a crash
+    /// between these writes cannot leave a processed file in an unsettled upload.
+    pub async fn settle_job(
+        &self,
+        id: i64,
+        worker: &str,
+        end: JobEnd,
+        last_error: Option<&str>,
+        with: JobSettlement<'_>,
+    ) -> Result<bool, sqlx::Error> {
         let now = now_ms();
-        Ok(sqlx::query(
-            "UPDATE jobs SET state = 'queued', locked_by = NULL, run_at = $1, updated_at = $1,
-                 last_error = 'worker stopped heartbeating; rescued'
-             WHERE state = 'running' AND heartbeat_at < $2",
-        )
+        let (state, run_at, refund) = match end {
+            JobEnd::Succeeded => (JobState::Succeeded, None, false),
+            JobEnd::Failed => (JobState::Failed, None, false),
+            JobEnd::Requeue { run_at, refund } => (JobState::Queued, Some(run_at), refund),
+        };
+        let mut tx = self.begin_write().await?;
+        let least = self.least();
+        let owned = sqlx::query(AssertSqlSafe(format!(
+            "UPDATE jobs SET state = $1, run_at = COALESCE($2, run_at), last_error = $3,
+                 attempts = {least}(attempts - $4, max_attempts),
+                 locked_by = NULL, updated_at = $5
+             WHERE id = $6 AND locked_by = $7 AND state = 'running'"
+        )))
+        .bind(state.as_str())
+        .bind(run_at)
+        .bind(last_error)
+        .bind(i64::from(refund))
         .bind(now)
-        .bind(now - stale_ms)
-        .execute(&self.pool)
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *tx)
         .await?
-        .rows_affected())
+        .rows_affected()
+            == 1;
+        if !owned {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        if let Some((file_id, upload_id, file_state)) = with.file {
+            if let Some(file_state) = file_state {
+                sqlx::query("UPDATE upload_files SET state = $1 WHERE id = $2")
+                    .bind(file_state.as_str())
+                    .bind(file_id)
+                    .execute(&mut *tx)
+                    .await?;
+                settle_upload_on(&mut tx, upload_id).await?;
+            }
+            if let Some((change, render)) = with.update {
+                append_file_update_on(&mut tx, upload_id, file_id, change, render).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The smaller of two numbers in this backend's SQL.
+    fn least(&self) -> &'static str {
+        match self.backend {
+            Backend::Postgres => "LEAST",
+            Backend::Sqlite => "MIN",
+        }
+    }
+
+    /// Running jobs whose heartbeat is older than `stale_ms`: their worker died.
+    pub async fn stale_jobs(&self, stale_ms: i64) -> Result<Vec<i64>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state = 'running' AND heartbeat_at < $1 ORDER BY id",
+        )
+        .bind(now_ms() - stale_ms)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Takes over stale job `id` for `worker` (a rescue), if it is still stale:
+    /// of two nodes rescuing at once, one gets it. The rescuer then settles it like
+    /// any attempt of its own (requeued, or failed when out of attempts).
+    pub async fn take_over_job(
+        &self,
+        id: i64,
+        worker: &str,
+        stale_ms: i64,
+    ) -> Result<Option<Job>, sqlx::Error> {
+        let now = now_ms();
+        sqlx::query_as(
+            "UPDATE jobs SET locked_by = $1, heartbeat_at = $2, updated_at = $2
+             WHERE id = $3 AND state = 'running' AND heartbeat_at < $4
+             RETURNING id, kind, payload, attempts, max_attempts, last_error",
+        )
+        .bind(worker)
+        .bind(now)
+        .bind(id)
+        .bind(now - stale_ms)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// A job's state by its dedupe key.

@@ -3,6 +3,8 @@
 //! was reported. A worker, a retry or a rescue on any node continues from these
 //! instead of re-reading the upload's message log.
 
+use sqlx::AnyConnection;
+
 use super::{Db, IntBool, now_ms};
 use crate::domain::AvStatus;
 
@@ -18,6 +20,9 @@ pub struct FileProgress {
     #[sqlx(try_from = "IntBool")]
     pub success_reported: bool,
 }
+
+/// Renders a monitoring update given its attempt number.
+pub type RenderUpdate<'a> = Box<dyn FnOnce(i64) -> String + Send + 'a>;
 
 /// What one monitoring update changes besides the log.
 #[derive(Debug, Clone, Copy, Default)]
@@ -51,25 +56,7 @@ impl Db {
         render: impl FnOnce(i64) -> String,
     ) -> Result<i64, sqlx::Error> {
         let mut tx = self.begin_write().await?;
-        let attempt: i64 = sqlx::query_scalar(
-            "UPDATE upload_files SET monitor_attempt = monitor_attempt + 1,
-                 av_status = COALESCE($1, av_status),
-                 success_reported = CASE WHEN $2 = 1 THEN 1 ELSE success_reported END
-             WHERE id = $3 RETURNING monitor_attempt",
-        )
-        .bind(change.av_status.map(AvStatus::as_str))
-        .bind(i64::from(change.success))
-        .bind(file_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO upload_messages (upload_id, message, created_at) VALUES ($1, $2, $3) RETURNING id",
-        )
-        .bind(upload_id)
-        .bind(render(attempt))
-        .bind(now_ms())
-        .fetch_one(&mut *tx)
-        .await?;
+        let id = append_file_update_on(&mut tx, upload_id, file_id, change, render).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -84,4 +71,34 @@ impl Db {
             .await?;
         Ok(())
     }
+}
+
+/// [`Db::append_file_update`] inside a transaction the caller commits (settling a
+/// job writes its last message with the job's and the file's new states).
+pub(super) async fn append_file_update_on(
+    conn: &mut AnyConnection,
+    upload_id: &str,
+    file_id: &str,
+    change: ProgressChange,
+    render: impl FnOnce(i64) -> String,
+) -> Result<i64, sqlx::Error> {
+    let attempt: i64 = sqlx::query_scalar(
+        "UPDATE upload_files SET monitor_attempt = monitor_attempt + 1,
+             av_status = COALESCE($1, av_status),
+             success_reported = CASE WHEN $2 = 1 THEN 1 ELSE success_reported END
+         WHERE id = $3 RETURNING monitor_attempt",
+    )
+    .bind(change.av_status.map(AvStatus::as_str))
+    .bind(i64::from(change.success))
+    .bind(file_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query_scalar(
+        "INSERT INTO upload_messages (upload_id, message, created_at) VALUES ($1, $2, $3) RETURNING id",
+    )
+    .bind(upload_id)
+    .bind(render(attempt))
+    .bind(now_ms())
+    .fetch_one(&mut *conn)
+    .await
 }

@@ -1,6 +1,6 @@
 //! Upload transactions (one per `upload_id`) and the files uploaded in them.
 
-use sqlx::AssertSqlSafe;
+use sqlx::{AnyConnection, AssertSqlSafe};
 
 use super::jobs::NewJob;
 use super::{Db, IntBool, now_ms};
@@ -58,7 +58,8 @@ pub struct NewUploadFile<'a> {
     pub total_parts: i64,
 }
 
-const FILE_COLUMNS: &str = "id, upload_id, temp_upload_id, file_name, file_size, file_type, s3_key,
+pub(super) const FILE_COLUMNS: &str =
+    "id, upload_id, temp_upload_id, file_name, file_size, file_type, s3_key,
      is_multipart, s3_upload_id, chunk_size, total_parts, state";
 
 impl Db {
@@ -242,30 +243,49 @@ impl Db {
     /// succeeded when at least one file was processed, failed otherwise. Returns
     /// the state it settled in, if it did.
     pub async fn settle_upload(&self, upload_id: &str) -> Result<Option<UploadState>, sqlx::Error> {
-        let counts: Vec<(FileState, i64)> = sqlx::query_as(
-            "SELECT state, COUNT(*) AS n FROM upload_files WHERE upload_id = $1 GROUP BY state",
-        )
-        .bind(upload_id)
-        .fetch_all(&self.pool)
-        .await?;
-        let mut unfinished = 0;
-        let mut processed = 0;
-        for (state, n) in counts {
-            match state {
-                FileState::Pending | FileState::Completed => unfinished += n,
-                FileState::Processed => processed += n,
-                FileState::Failed => {}
-            }
-        }
-        if unfinished > 0 {
-            return Ok(None);
-        }
-        let state = if processed > 0 {
-            UploadState::Succeeded
-        } else {
-            UploadState::Failed
-        };
-        self.finish_upload(upload_id, state).await?;
-        Ok(Some(state))
+        let mut tx = self.begin_write().await?;
+        let settled = settle_upload_on(&mut tx, upload_id).await?;
+        tx.commit().await?;
+        Ok(settled)
     }
+}
+
+/// [`Db::settle_upload`] inside a transaction the caller commits.
+pub(super) async fn settle_upload_on(
+    conn: &mut AnyConnection,
+    upload_id: &str,
+) -> Result<Option<UploadState>, sqlx::Error> {
+    let counts: Vec<(FileState, i64)> = sqlx::query_as(
+        "SELECT state, COUNT(*) AS n FROM upload_files WHERE upload_id = $1 GROUP BY state",
+    )
+    .bind(upload_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut unfinished = 0;
+    let mut processed = 0;
+    for (state, n) in counts {
+        match state {
+            FileState::Pending | FileState::Completed => unfinished += n,
+            FileState::Processed => processed += n,
+            FileState::Failed => {}
+        }
+    }
+    if unfinished > 0 {
+        return Ok(None);
+    }
+    let state = if processed > 0 {
+        UploadState::Succeeded
+    } else {
+        UploadState::Failed
+    };
+    sqlx::query(
+        "UPDATE uploads SET state = $1, finished_at = $2
+         WHERE id = $3 AND state IN ('open', 'processing')",
+    )
+    .bind(state.as_str())
+    .bind(now_ms())
+    .bind(upload_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(Some(state))
 }

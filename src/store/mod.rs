@@ -198,6 +198,23 @@ pub trait ObjectStore: Send + Sync {
     /// Drops a multipart upload and the parts stored so far.
     async fn abort_multipart(&self, key: &str, upload_id: &str) -> Result<()>;
 
+    /// The multipart uploads in progress under `prefix`, as `(key, upload_id)`
+    /// (S3 `ListMultipartUploads`, every page); `None` when the store does not
+    /// implement the call (the sweeper then aborts only the uploads intake recorded).
+    async fn list_multipart_uploads(&self, _prefix: &str) -> Result<Option<Vec<(String, String)>>> {
+        Ok(None)
+    }
+
+    /// The keys under `prefix` last written before `before` (the sweeper's expiry of
+    /// quarantined objects).
+    async fn list_older_than(
+        &self,
+        _prefix: &str,
+        _before: std::time::SystemTime,
+    ) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
     /// Size, type and ETag of `key`, or `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
 

@@ -685,6 +685,75 @@ impl ObjectStore for S3Store {
         Ok(())
     }
 
+    async fn list_multipart_uploads(&self, prefix: &str) -> Result<Option<Vec<(String, String)>>> {
+        let mut all = Vec::new();
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let out = match self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .or_store("ListMultipartUploads", prefix)
+            {
+                Ok(out) => out,
+                // s3s-fs (the embedded store) answers 501 NotImplemented.
+                Err(e) if e.code() == Some("NotImplemented") || e.to_string().contains("501") => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            for u in out.uploads() {
+                if let (Some(key), Some(id)) = (u.key(), u.upload_id()) {
+                    all.push((key.to_owned(), id.to_owned()));
+                }
+            }
+            if !out.is_truncated().unwrap_or(false) {
+                break;
+            }
+            let next = (
+                out.next_key_marker().map(str::to_owned),
+                out.next_upload_id_marker().map(str::to_owned),
+            );
+            if next.0.is_none() || next == (key_marker.clone(), id_marker.clone()) {
+                break;
+            }
+            (key_marker, id_marker) = next;
+        }
+        Ok(Some(all))
+    }
+
+    async fn list_older_than(
+        &self,
+        prefix: &str,
+        before: std::time::SystemTime,
+    ) -> Result<Vec<String>> {
+        let before = aws_sdk_s3::primitives::DateTime::from(before);
+        let mut old = Vec::new();
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.or_store("ListObjectsV2", prefix)?;
+            for o in page.contents() {
+                if let (Some(key), Some(at)) = (o.key(), o.last_modified())
+                    && at.secs() < before.secs()
+                {
+                    old.push(key.to_owned());
+                }
+            }
+        }
+        Ok(old)
+    }
+
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         match self
             .client

@@ -75,6 +75,11 @@ pub enum PipelineFailure {
         /// Its message.
         last: String,
     },
+    /// The node running the job stopped heartbeating (killed, crashed, cut off) and
+    /// another node took the job over (transient: the attempt is counted, so a job
+    /// that crashes its process every time ends with `OutOfAttempts`).
+    #[error("The node processing this file stopped before finishing.")]
+    WorkerLost,
     /// The server's local scratch disk (`<data_dir>/tmp`) is full (transient: space
     /// may be freed). Not the object store, which is what an operator would
     /// otherwise go and look at.
@@ -121,6 +126,7 @@ impl PipelineFailure {
             Self::BadJob(_) => "ERR_BAD_JOB",
             Self::OutOfAttempts { .. } => "ERR_PROCESSING_FAILED",
             Self::DiskFull(_) => "ERR_LOCAL_DISK_FULL",
+            Self::WorkerLost => "ERR_WORKER_LOST",
         }
     }
 
@@ -151,7 +157,8 @@ impl PipelineFailure {
             | Self::Scanner(_)
             | Self::LocalIo(_)
             | Self::DiskFull(_)
-            | Self::Internal(_) => true,
+            | Self::Internal(_)
+            | Self::WorkerLost => true,
             Self::Archive(e) => !e.is_final(),
             _ => false,
         }

@@ -19,6 +19,7 @@ pub mod outcome;
 pub mod presign;
 pub mod process;
 pub mod resume;
+pub mod sweeper;
 pub mod webhook;
 pub mod worker;
 

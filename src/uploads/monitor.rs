@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 
 use crate::db::Db;
-use crate::db::progress::{FileProgress, ProgressChange};
+use crate::db::progress::{FileProgress, ProgressChange, RenderUpdate};
 use crate::db::uploads::UploadFileRow;
 use crate::domain::{AvStatus, Step};
 use crate::live::{self, Hub};
@@ -58,6 +58,19 @@ impl<'a> Monitor<'a> {
     /// A `monitoring_update` for `step` with the given extra fields (an
     /// `av-status` among them is remembered).
     pub async fn monitoring(&mut self, step: Step, fields: Value) -> Result<(), sqlx::Error> {
+        let (change, render) = self.update(step, fields);
+        self.db
+            .append_file_update(&self.upload_id, &self.session_id, change, render)
+            .await?;
+        self.sent(change);
+        Ok(())
+    }
+
+    /// The parts of a `monitoring_update` for `step` that a caller writes in its
+    /// own transaction (a job's last message, written as the job settles): what it
+    /// changes in the file's progress, and the message given its attempt number.
+    /// Call [`Monitor::sent`] once it is committed.
+    pub fn update(&self, step: Step, fields: Value) -> (ProgressChange, RenderUpdate<'static>) {
         let mut map = Map::new();
         map.insert("step_name".into(), json!(step.as_str()));
         map.insert("upload_id".into(), json!(self.session_id));
@@ -71,17 +84,17 @@ impl<'a> Monitor<'a> {
             .and_then(AvStatus::parse);
         let success = map.get("status").and_then(Value::as_str) == Some("success");
         let change = ProgressChange { av_status, success };
-        self.db
-            .append_file_update(&self.upload_id, &self.session_id, change, |attempt| {
-                monitoring_update(map, attempt as u64).to_string()
-            })
-            .await?;
+        let render = move |attempt: i64| monitoring_update(map, attempt as u64).to_string();
+        (change, Box::new(render))
+    }
+
+    /// An update made by [`Monitor::update`] was committed: wake the sockets.
+    pub fn sent(&mut self, change: ProgressChange) {
         self.hub.notify();
-        if let Some(av) = av_status {
+        if let Some(av) = change.av_status {
             self.av_status = av;
         }
-        self.success_reported |= success;
-        Ok(())
+        self.success_reported |= change.success;
     }
 
     /// The antivirus status last reported (`skipped` before any).

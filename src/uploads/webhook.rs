@@ -23,7 +23,7 @@ use sha2::Sha256;
 use super::Uploads;
 use super::outcome;
 use super::worker::backoff_ms;
-use crate::db::jobs::{Job, NewJob};
+use crate::db::jobs::{Job, JobEnd, JobSettlement, NewJob};
 use crate::db::{Db, now_ms};
 use crate::domain::{JobKind, UploadState};
 use crate::telemetry;
@@ -201,7 +201,11 @@ pub async fn run(up: &Uploads, worker: &str, job: &Job) -> Result<(), sqlx::Erro
             telemetry::webhook("retried");
             let delay = backoff_ms(up.settings.jobs.retry_base.as_millis() as u64, job.attempts);
             tracing::warn!(job = job.id, attempt = job.attempts, %error, delay_ms = delay, "webhook not delivered; will retry");
-            db.retry_job(job.id, worker, now_ms() + delay as i64, &error)
+            let end = JobEnd::Requeue {
+                run_at: now_ms() + delay as i64,
+                refund: false,
+            };
+            db.settle_job(job.id, worker, end, Some(&error), JobSettlement::none())
                 .await?;
         }
         Err(error) => {

@@ -1,7 +1,11 @@
 //! Workers: claim a due job, keep its heartbeat, run it, and settle it: done,
 //! retried later with backoff and jitter (a dependency failed), or failed for good
-//! (bad input, or out of attempts). Any node runs workers; a job whose worker died
-//! is rescued once its heartbeat is stale.
+//! (bad input, or out of attempts). Settling is one transaction guarded by the
+//! job's ownership (`Db::settle_job`): job, file and upload states and the client's
+//! message together. Any node runs workers; a job whose heartbeat goes stale is
+//! taken over by another node's worker and settled as a counted, retried attempt
+//! (`ERR_WORKER_LOST`), so a job that kills its process every time ends after
+//! `max_attempts`. A node that shuts down hands its running jobs back at once.
 
 use std::time::Duration;
 
@@ -14,7 +18,7 @@ use super::job::JobPayload;
 use super::monitor::Monitor;
 use super::process;
 use super::webhook::{self, WebhookPayload};
-use crate::db::jobs::Job;
+use crate::db::jobs::{Job, JobEnd, JobSettlement};
 use crate::db::now_ms;
 use crate::db::uploads::UploadFileRow;
 use crate::domain::{FileState, Step};
@@ -37,6 +41,24 @@ pub fn backoff_ms(base_ms: u64, attempts: i64) -> u64 {
 pub struct Worker {
     up: Uploads,
     id: String,
+    /// Cancelled when the node shuts down: the running job is handed back.
+    stop: CancellationToken,
+}
+
+/// How an attempt ended, before it is settled.
+enum Outcome {
+    /// The pipeline finished (or had finished before): settle as done.
+    Done(Done),
+    /// The pipeline stopped with a failure.
+    Failed(PipelineFailure),
+    /// This node is shutting down: hand the job back, uncounted.
+    Stopped,
+}
+
+/// A finished job: its file (none: its file is gone) and the records it has.
+struct Done {
+    file: Option<UploadFileRow>,
+    records: u64,
 }
 
 impl Worker {
@@ -47,7 +69,11 @@ impl Worker {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..12]
         );
-        Worker { up, id }
+        Worker {
+            up,
+            id,
+            stop: CancellationToken::new(),
+        }
     }
 
     /// This worker's id.
@@ -56,18 +82,20 @@ impl Worker {
     }
 
     /// Runs until `shutdown`: claims jobs, sleeps when there are none (woken by
-    /// local enqueues, polling for other nodes'), rescues stale jobs now and then.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// local enqueues, polling for other nodes'), looks for stale jobs every
+    /// heartbeat. On `shutdown` a running job is handed back at once.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        self.stop = shutdown.clone();
         let jobs = &self.up.settings.jobs;
         let poll = jobs.poll;
-        let rescue_every = (jobs.stale / 2).max(Duration::from_secs(1));
+        let rescue_every = jobs.heartbeat.max(Duration::from_secs(1));
         let mut last_rescue = tokio::time::Instant::now() - rescue_every;
         while !shutdown.is_cancelled() {
             if last_rescue.elapsed() >= rescue_every {
                 last_rescue = tokio::time::Instant::now();
                 match self.rescue().await {
                     Ok(0) => {}
-                    Ok(n) => tracing::warn!(rescued = n, "rescued jobs of dead workers"),
+                    Ok(n) => tracing::warn!(rescued = n, "took over jobs of dead workers"),
                     Err(e) => tracing::warn!(error = %e, "rescuing stale jobs"),
                 }
             }
@@ -85,10 +113,30 @@ impl Worker {
         }
     }
 
-    /// Requeues jobs whose heartbeat is stale.
+    /// Takes over jobs whose heartbeat is stale and settles each as a failed,
+    /// counted attempt: requeued with backoff (the client is told `retrying`,
+    /// `ERR_WORKER_LOST`), or failed for good when it was the last attempt.
+    /// Returns how many were taken over.
     pub async fn rescue(&self) -> Result<u64, sqlx::Error> {
         let stale_ms = self.up.settings.jobs.stale.as_millis() as i64;
-        self.up.db.rescue_stale_jobs(stale_ms).await
+        let mut n = 0;
+        for id in self.up.db.stale_jobs(stale_ms).await? {
+            let Some(job) = self.up.db.take_over_job(id, &self.id, stale_ms).await? else {
+                continue; // another node's rescue got it first
+            };
+            tracing::warn!(
+                job = job.id,
+                attempt = job.attempts,
+                "job of a dead worker taken over"
+            );
+            self.settle(&job, &Outcome::Failed(PipelineFailure::WorkerLost))
+                .await?;
+            n += 1;
+        }
+        if n > 0 {
+            self.up.wake_workers();
+        }
+        Ok(n)
     }
 
     /// Claims and runs one due job. False when none was due.
@@ -111,9 +159,6 @@ impl Worker {
 
     async fn run_claimed(&self, job: Job) -> Result<(), sqlx::Error> {
         tracing::info!(attempt = job.attempts, "job claimed");
-        if job.kind == WebhookPayload::KIND {
-            return webhook::run(&self.up, &self.id, &job).await;
-        }
         let lost = CancellationToken::new();
         let heartbeat = tokio::spawn(heartbeat(
             self.up.clone(),
@@ -121,22 +166,63 @@ impl Worker {
             self.id.clone(),
             lost.clone(),
         ));
-        let result = tokio::select! {
-            r = self.execute(&job) => Some(r),
-            () = lost.cancelled() => None,
+        if job.kind == WebhookPayload::KIND {
+            let result = webhook::run(&self.up, &self.id, &job).await;
+            heartbeat.abort();
+            return result;
+        }
+        let outcome = if job.attempts > job.max_attempts {
+            // Queued with its budget spent (by an older version): fail it cleanly.
+            Some(Outcome::Failed(PipelineFailure::OutOfAttempts {
+                attempts: job.max_attempts,
+                code: "ERR_PROCESSING_FAILED",
+                last: job.last_error.clone().unwrap_or_default(),
+            }))
+        } else {
+            tokio::select! {
+                r = self.execute(&job) => Some(match r {
+                    Ok(done) => Outcome::Done(done),
+                    Err(e) => Outcome::Failed(e),
+                }),
+                () = lost.cancelled() => None,
+                () = self.stop.cancelled() => Some(Outcome::Stopped),
+            }
+        };
+        let result = match outcome {
+            None => {
+                tracing::warn!(job = job.id, "job lost to a rescue; stopped");
+                Ok(())
+            }
+            Some(outcome) => self.settle_while_owned(&job, &outcome, &lost).await,
         };
         heartbeat.abort();
-        let kind = job.kind.as_str();
-        match result {
-            None => tracing::warn!(job = job.id, "job lost to a rescue; stopped"),
-            Some(Ok(n)) => {
-                self.up.db.finish_job(job.id, &self.id, true, None).await?;
-                telemetry::job_finished(kind, "succeeded");
-                tracing::info!(job = job.id, records = n, "job done");
+        result
+    }
+
+    /// Settles `job`, trying again while the database is down and the job is
+    /// still ours (the heartbeat keeps running meanwhile): an outage costs its
+    /// length, not a stale-job rescue on top.
+    async fn settle_while_owned(
+        &self,
+        job: &Job,
+        outcome: &Outcome,
+        lost: &CancellationToken,
+    ) -> Result<(), sqlx::Error> {
+        let mut pause = Duration::from_millis(250);
+        loop {
+            match self.settle(job, outcome).await {
+                Ok(()) => return Ok(()),
+                Err(e) if lost.is_cancelled() || self.stop.is_cancelled() => return Err(e),
+                Err(e) => {
+                    tracing::warn!(job = job.id, error = %e, "settling a job failed; trying again");
+                    tokio::select! {
+                        () = tokio::time::sleep(pause) => {}
+                        () = lost.cancelled() => return Err(e),
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
             }
-            Some(Err(e)) => self.settle_failure(&job, e).await?,
         }
-        Ok(())
     }
 
     /// The file a job is about (none: the job is malformed or its file is gone).
@@ -153,51 +239,105 @@ impl Worker {
             .await?)
     }
 
-    async fn execute(&self, job: &Job) -> Result<u64, PipelineFailure> {
+    async fn execute(&self, job: &Job) -> Result<Done, PipelineFailure> {
         let db = &self.up.db;
         let Some(file) = self.file_of(job).await? else {
-            return Ok(0);
+            return Ok(Done {
+                file: None,
+                records: 0,
+            });
         };
-        let mut monitor = Monitor::resume(db, &self.up.hub, &file).await?;
         if file.state == FileState::Processed {
-            // A rescued job whose work was done: make sure the end was reported.
-            let n = db.count_upload_records(&file.id).await? as u64;
-            if !monitor.success_reported() {
-                report_success(&mut monitor, n).await?;
-            }
-            // The settle may not have been followed by its webhooks.
-            if let Some(upload) = db.upload_by_id(&file.upload_id).await? {
-                let finished = upload.state.is_finished().then_some(upload.state);
-                webhook::on_settled(&self.up, &file.upload_id, finished).await;
-            }
-            return Ok(n);
+            // An earlier attempt's work was done: settle it (and report it, if
+            // that was not done either).
+            let records = db.count_upload_records(&file.id).await? as u64;
+            return Ok(Done {
+                file: Some(file),
+                records,
+            });
         }
-        let n = process::run(&self.up, &file, &mut monitor).await?;
-        db.set_upload_file_state(&file.id, FileState::Processed)
-            .await?;
-        let settled = db.settle_upload(&file.upload_id).await?;
-        report_success(&mut monitor, n).await?;
-        webhook::on_settled(&self.up, &file.upload_id, settled).await;
-        Ok(n)
+        let mut monitor = Monitor::resume(db, &self.up.hub, &file).await?;
+        let records = process::run(&self.up, &file, &mut monitor).await?;
+        Ok(Done {
+            file: Some(file),
+            records,
+        })
     }
 
-    async fn settle_failure(&self, job: &Job, error: PipelineFailure) -> Result<(), sqlx::Error> {
-        let error = match error {
-            e if e.is_transient() && job.attempts < job.max_attempts => {
-                return self.retry(job, &e).await;
+    /// Writes how an attempt ended (see [`Db::settle_job`]); a job that is no
+    /// longer ours is left alone.
+    async fn settle(&self, job: &Job, outcome: &Outcome) -> Result<(), sqlx::Error> {
+        let settled = match outcome {
+            Outcome::Done(done) => self.succeed(job, done).await?,
+            Outcome::Stopped => self.hand_back(job).await?,
+            Outcome::Failed(e) if e.is_transient() && job.attempts < job.max_attempts => {
+                self.retry(job, e).await?
             }
-            e if e.is_transient() => PipelineFailure::OutOfAttempts {
-                attempts: job.attempts,
-                code: e.code(),
-                last: e.message(),
-            },
-            e => e,
+            Outcome::Failed(e) if e.is_transient() => {
+                let out = PipelineFailure::OutOfAttempts {
+                    attempts: job.attempts,
+                    code: e.code(),
+                    last: e.message(),
+                };
+                self.fail(job, &out).await?
+            }
+            Outcome::Failed(e) => self.fail(job, e).await?,
         };
-        self.fail(job, &error).await
+        if !settled {
+            tracing::warn!(job = job.id, "job lost to a rescue before it was settled");
+        }
+        Ok(())
+    }
+
+    /// Settles a finished job: file processed, upload settled, success reported
+    /// (unless an earlier attempt did), job succeeded.
+    async fn succeed(&self, job: &Job, done: &Done) -> Result<bool, sqlx::Error> {
+        let db = &self.up.db;
+        let Some(file) = &done.file else {
+            return db
+                .settle_job(
+                    job.id,
+                    &self.id,
+                    JobEnd::Succeeded,
+                    None,
+                    JobSettlement::none(),
+                )
+                .await;
+        };
+        let n = done.records;
+        let mut monitor = Monitor::resume(db, &self.up.hub, file).await?;
+        let update = (!monitor.success_reported()).then(|| {
+            monitor.update(
+                Step::ExtractingFile,
+                json!({
+                    "av-status": monitor.av_status().as_str(),
+                    "extracted_files": n,
+                    "message": format!("Done Extracted {n} files"),
+                    "status": "success",
+                }),
+            )
+        });
+        let change = update.as_ref().map(|(c, _)| *c);
+        let with = JobSettlement {
+            file: Some((&file.id, &file.upload_id, Some(FileState::Processed))),
+            update,
+        };
+        let settled = db
+            .settle_job(job.id, &self.id, JobEnd::Succeeded, None, with)
+            .await?;
+        if settled {
+            tracing::info!(job = job.id, records = n, "job done");
+            telemetry::job_finished(job.kind.as_str(), "succeeded");
+            if let Some(change) = change {
+                monitor.sent(change);
+            }
+            self.after_settled(&file.upload_id).await;
+        }
+        Ok(settled)
     }
 
     /// Puts the job back with a backoff and tells the client.
-    async fn retry(&self, job: &Job, error: &PipelineFailure) -> Result<(), sqlx::Error> {
+    async fn retry(&self, job: &Job, error: &PipelineFailure) -> Result<bool, sqlx::Error> {
         let delay = backoff_ms(
             self.up.settings.jobs.retry_base.as_millis() as u64,
             job.attempts,
@@ -210,51 +350,117 @@ impl Worker {
             "message": format!("Temporarily unable to continue ({code}); retrying in {} s", delay.div_ceil(1000)),
             "retry_in_ms": delay,
         });
-        self.report(job, Step::UploadComplete, fields).await;
-        self.up
-            .db
-            .retry_job(job.id, &self.id, now_ms() + delay as i64, &message)
+        let end = JobEnd::Requeue {
+            run_at: now_ms() + delay as i64,
+            refund: false,
+        };
+        let settled = self
+            .settle_with(job, end, &message, None, Step::UploadComplete, fields)
             .await?;
-        telemetry::job_finished(job.kind.as_str(), "retried");
-        Ok(())
+        if settled {
+            telemetry::job_finished(job.kind.as_str(), "retried");
+        }
+        Ok(settled)
     }
 
-    /// Fails the job for good: file and upload settled first, then the message,
-    /// so a client that acts on the message sees the upload settled.
-    async fn fail(&self, job: &Job, error: &PipelineFailure) -> Result<(), sqlx::Error> {
-        let db = &self.up.db;
+    /// Hands a job back to the queue, due now and with its attempt refunded, for
+    /// another node to resume (this one is shutting down), and tells the client.
+    async fn hand_back(&self, job: &Job) -> Result<bool, sqlx::Error> {
+        tracing::info!(job = job.id, "shutting down; job handed back");
+        let fields = json!({
+            "status": "retrying",
+            "error_code": "ERR_NODE_SHUTDOWN",
+            "message": "The node processing this file is shutting down; another node resumes it",
+            "retry_in_ms": 0,
+        });
+        let end = JobEnd::Requeue {
+            run_at: now_ms(),
+            refund: true,
+        };
+        let why = "handed back by a node shutting down";
+        self.settle_with(job, end, why, None, Step::UploadComplete, fields)
+            .await
+    }
+
+    /// Fails the job for good: file failed, upload settled, the error reported.
+    async fn fail(&self, job: &Job, error: &PipelineFailure) -> Result<bool, sqlx::Error> {
         let (code, message) = (error.code(), error.message());
         tracing::warn!(job = job.id, code, %message, "job failed for good");
         let mut fields = error.extra();
         fields.insert("status".into(), json!("error"));
         fields.insert("error_code".into(), json!(code));
         fields.insert("message".into(), json!(message));
-        if let Ok(Some(file)) = self.file_of(job).await {
-            db.set_upload_file_state(&file.id, FileState::Failed)
-                .await?;
-            let settled = db.settle_upload(&file.upload_id).await?;
-            webhook::on_settled(&self.up, &file.upload_id, settled).await;
-        }
-        db.finish_job(job.id, &self.id, false, Some(&format!("{code}: {message}")))
+        let why = format!("{code}: {message}");
+        let state = Some(FileState::Failed);
+        let settled = self
+            .settle_with(
+                job,
+                JobEnd::Failed,
+                &why,
+                state,
+                error.step(),
+                Value::Object(fields),
+            )
             .await?;
-        telemetry::job_finished(job.kind.as_str(), "failed");
-        self.report(job, error.step(), Value::Object(fields)).await;
-        Ok(())
+        if settled {
+            telemetry::job_finished(job.kind.as_str(), "failed");
+            if let Ok(Some(file)) = self.file_of(job).await {
+                self.after_settled(&file.upload_id).await;
+            }
+        }
+        Ok(settled)
     }
 
-    /// Publishes a monitoring update about `job`'s file; failures are logged only
-    /// (the job's own state is what matters).
-    async fn report(&self, job: &Job, step: Step, fields: Value) {
-        let Ok(Some(file)) = self.file_of(job).await else {
-            return;
-        };
-        let published = async {
-            let mut monitor = Monitor::resume(&self.up.db, &self.up.hub, &file).await?;
-            monitor.monitoring(step, fields).await
-        };
-        if let Err(e) = published.await {
-            tracing::warn!(error = %e, "publishing a job update");
+    /// Queues the upload's webhooks once the settlement finished it (idempotent:
+    /// a rescued job that settles again queues nothing new).
+    async fn after_settled(&self, upload_id: &str) {
+        match self.up.db.upload_by_id(upload_id).await {
+            Ok(Some(upload)) => {
+                let finished = upload.state.is_finished().then_some(upload.state);
+                webhook::on_settled(&self.up, upload_id, finished).await;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, upload_id, "reading the settled upload for its webhooks")
+            }
         }
+    }
+
+    /// Settles `job` with `end`, the file moved to `state` (if any), and a
+    /// monitoring update of `step` with `fields` for its client.
+    async fn settle_with(
+        &self,
+        job: &Job,
+        end: JobEnd,
+        why: &str,
+        state: Option<FileState>,
+        step: Step,
+        fields: Value,
+    ) -> Result<bool, sqlx::Error> {
+        let db = &self.up.db;
+        let file = match self.file_of(job).await {
+            Ok(file) => file,
+            Err(PipelineFailure::Database(e)) => return Err(sqlx::Error::Protocol(e)),
+            Err(_) => None, // a malformed job: nothing but the job to settle
+        };
+        let Some(file) = file else {
+            return db
+                .settle_job(job.id, &self.id, end, Some(why), JobSettlement::none())
+                .await;
+        };
+        let mut monitor = Monitor::resume(db, &self.up.hub, &file).await?;
+        let (change, render) = monitor.update(step, fields);
+        let with = JobSettlement {
+            file: Some((&file.id, &file.upload_id, state)),
+            update: Some((change, render)),
+        };
+        let settled = db
+            .settle_job(job.id, &self.id, end, Some(why), with)
+            .await?;
+        if settled {
+            monitor.sent(change);
+        }
+        Ok(settled)
     }
 }
 
@@ -272,19 +478,4 @@ async fn heartbeat(up: Uploads, job_id: i64, worker: String, lost: CancellationT
             Err(e) => tracing::warn!(error = %e, job = job_id, "heartbeat failed"),
         }
     }
-}
-
-async fn report_success(monitor: &mut Monitor<'_>, n: u64) -> Result<(), sqlx::Error> {
-    let av_status = monitor.av_status().as_str();
-    monitor
-        .monitoring(
-            Step::ExtractingFile,
-            json!({
-                "av-status": av_status,
-                "extracted_files": n,
-                "message": format!("Done Extracted {n} files"),
-                "status": "success",
-            }),
-        )
-        .await
 }

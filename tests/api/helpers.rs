@@ -53,7 +53,35 @@ pub async fn test_settings(dir: &std::path::Path) -> Settings {
     settings.database.max_connections = 4;
     settings.s3.access_key_id = Some(S3_ACCESS_KEY.into());
     settings.s3.secret_access_key = Some(S3_SECRET_KEY.into());
+    if let Some(s3) = external_s3() {
+        // A real S3 server (Garage in CI): a bucket of the test's own.
+        settings.s3.endpoint = Some(s3.endpoint);
+        settings.s3.region = s3.region;
+        settings.s3.access_key_id = Some(s3.access_key_id);
+        settings.s3.secret_access_key = Some(s3.secret_access_key.into());
+        settings.s3.bucket = format!("t-{}", uuid::Uuid::new_v4().simple());
+    }
     settings
+}
+
+/// An external S3 server for the tests (`INTAKE_TEST_S3_ENDPOINT`, `_REGION`,
+/// `_ACCESS_KEY_ID`, `_SECRET_ACCESS_KEY`; see .ci/garage.sh); none: each test app
+/// serves its embedded one.
+pub struct ExternalS3 {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+pub fn external_s3() -> Option<ExternalS3> {
+    let var = |n: &str| std::env::var(format!("INTAKE_TEST_S3_{n}")).ok();
+    Some(ExternalS3 {
+        endpoint: var("ENDPOINT")?,
+        region: var("REGION").unwrap_or_else(|| "garage".into()),
+        access_key_id: var("ACCESS_KEY_ID")?,
+        secret_access_key: var("SECRET_ACCESS_KEY")?,
+    })
 }
 
 /// A running application.
@@ -86,13 +114,19 @@ impl TestApp {
         let state = app.state().clone();
         let s3_endpoint = app
             .embedded_s3_endpoint()
-            .expect("tests use the embedded S3");
+            .or(state.settings.s3.endpoint.clone())
+            .expect("an embedded or external S3");
+        let s3_settings = &state.settings.s3;
         let s3 = S3Store::new(&S3Config {
             endpoint: Some(s3_endpoint.clone()),
-            region: state.settings.s3.region.clone(),
-            bucket: state.settings.s3.bucket.clone(),
-            access_key_id: S3_ACCESS_KEY.into(),
-            secret_access_key: S3_SECRET_KEY.into(),
+            region: s3_settings.region.clone(),
+            bucket: s3_settings.bucket.clone(),
+            access_key_id: s3_settings.access_key_id.clone().unwrap_or_default(),
+            secret_access_key: s3_settings
+                .secret_access_key
+                .as_ref()
+                .map(|s| secrecy::ExposeSecret::expose_secret(s).to_string())
+                .unwrap_or_default(),
             force_path_style: true,
             public_url: None,
         })

@@ -19,6 +19,7 @@ mod errors;
 mod faults;
 mod health;
 mod history;
+mod lifecycle;
 mod migrations;
 mod operator;
 mod pipeline;

@@ -414,6 +414,8 @@ async fn rescued_job_makes_exactly_n_records() {
         s.jobs.run_workers = false;
         s.jobs.stale = std::time::Duration::from_secs(11);
         s.jobs.heartbeat = std::time::Duration::from_secs(5);
+        // The rescue's backoff (base × jitter) is then at most 1 ms.
+        s.jobs.retry_base = std::time::Duration::ZERO;
     })
     .await;
     let names: Vec<String> = (0..7).map(|i| format!("f{i}.txt")).collect();

@@ -691,6 +691,10 @@ async fn err_invalid_type() {
 
 #[tokio::test]
 async fn err_generation_error_when_s3_fails_while_presigning() {
+    if crate::helpers::external_s3().is_some() {
+        // Needs the embedded store: it is broken by removing its directory.
+        return;
+    }
     let fx = fixture_with(small_multipart).await;
     // Take the embedded store's storage away: CreateMultipartUpload now fails.
     std::fs::remove_dir_all(fx.app.dir.path().join("s3")).unwrap();

@@ -149,6 +149,7 @@ pub struct TenantRequest {
         super::uploads::list_uploads,
         super::uploads::get_upload,
         super::uploads::file_parts,
+        super::uploads::file_parts_checked,
         super::uploads::cancel_file,
         super::history::initialize_tenant,
         super::history::delete_tenant,

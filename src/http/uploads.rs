@@ -82,7 +82,8 @@ pub(super) async fn file_parts(
 
 /// The same, with `{"checksums": …}` to bind the fresh URLs to the client's
 /// checksums (`uploads::checksums`).
-async fn file_parts_checked(
+#[utoipa::path(post, path = "/api/object-records/uploads/{id}/files/{file_id}/parts/", tag = "uploads", params(("id" = String, Path, description = "Upload id"), ("file_id" = String, Path, description = "File session id")), request_body(content = Object, description = "`{\"checksums\": {\"algorithm\": \"crc32c\"|\"sha256\", \"part_size\": …, \"parts\": […], \"object\": …}}` (see docs/PROTOCOL.md, checksums extension)"), responses((status = 200, description = "Stored parts and fresh URLs for the rest, bound to the given checksums", body = Object), (status = 400, description = "Malformed checksums, or the file session can no longer be resumed", body = Object), (status = 401, description = "Not authenticated or invalid token", body = Object), (status = 404, description = "No such file session", body = Object)), security(("jwt" = [])))]
+pub(super) async fn file_parts_checked(
     State(state): State<AppState>,
     AuthUser(user): AuthUser,
     Path((id, file_id)): Path<(String, String)>,

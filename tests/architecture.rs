@@ -122,3 +122,42 @@ fn the_services_know_nothing_of_the_edges() {
         }
     }
 }
+
+/// `fuzz/` compiles some of the service's parser files on their own (`#[path]`), so
+/// that fuzzing them does not build the service's dependency tree: those files may
+/// name nothing of the crate, and of their parent module only the error type the
+/// fuzz crate stands in for.
+#[test]
+fn the_files_fuzz_compiles_on_their_own_import_nothing_of_the_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let targets = root.join("fuzz/fuzz_targets");
+    let mut files = BTreeSet::new();
+    for entry in std::fs::read_dir(&targets).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if let Some(path) = line
+                .trim()
+                .strip_prefix("#[path = \"../../src/")
+                .and_then(|rest| rest.strip_suffix("\"]"))
+            {
+                files.insert(path.to_string());
+            }
+        }
+    }
+    assert!(
+        files.contains("protocol.rs") && files.contains("config.rs"),
+        "{files:?}"
+    );
+    for file in files {
+        let text = std::fs::read_to_string(root.join("src").join(&file)).unwrap();
+        // Unit tests are not compiled by the fuzz crate.
+        let code = text.split("#[cfg(test)]").next().unwrap();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            assert!(!line.contains("crate::"), "src/{file}: {line}");
+            assert!(
+                !line.contains("super::") || line.trim() == "use super::HistoryError;",
+                "src/{file}: {line}"
+            );
+        }
+    }
+}

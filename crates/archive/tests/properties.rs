@@ -117,3 +117,18 @@ proptest! {
         prop_assert!(checked_view(&zip).is_some());
     }
 }
+
+/// The layout check the properties rely on can fail: bytes after the end record or
+/// before the first entry are found.
+#[test]
+fn the_layout_check_finds_unaccounted_bytes() {
+    let zip = testkit::zip_stored(&[("a.txt", b"hello".as_slice()), ("b.txt", b"world")]);
+    testkit::assert_accounted_for(&zip);
+    let mut trailing = zip.clone();
+    trailing.push(0);
+    let mut prefixed = vec![0u8; 4];
+    prefixed.extend_from_slice(&zip);
+    for bad in [trailing, prefixed] {
+        assert!(std::panic::catch_unwind(|| testkit::assert_accounted_for(&bad)).is_err());
+    }
+}

@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code)]
+// What the service uses and these targets do not.
+#[allow(dead_code, unused_imports)]
 #[path = "../../src/config.rs"]
 mod config;
 

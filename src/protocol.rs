@@ -236,6 +236,8 @@ fn elide_end(s: String, max: usize) -> String {
     }
     let end = floor_boundary(&s, max - '…'.len_utf8());
     format!("{}…", &s[..end])
+}
+
 /// A client message with a string `type`, not yet known to be one of [`CLIENT_TYPES`]
 /// (an unknown type is refused after the upload is re-read, as the socket does).
 #[derive(Debug, Clone, PartialEq)]

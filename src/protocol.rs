@@ -422,6 +422,8 @@ mod tests {
             long_type.detail().len()
         );
     }
+
+    #[test]
     fn client_messages_are_refused_in_the_socket_order() {
         assert_eq!(parse_client_message("{"), Err(WsError::InvalidPayload));
         assert_eq!(parse_client_message("[1]"), Err(WsError::NotAnObject));

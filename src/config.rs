@@ -11,6 +11,9 @@
 //! Sizes and durations take human units (`100 MiB`, `15m`); a plain number is bytes
 //! or seconds, and the older `*_secs` / `*_ms` / `max_upload_gb` names keep working.
 
+// The explicit path resolves the same whether this file is the crate's `config`
+// module or compiled on its own by `fuzz/` (`#[path]`, which looks beside the file).
+#[path = "config/schema.rs"]
 mod schema;
 
 use std::net::SocketAddr;

@@ -1,6 +1,11 @@
 //! The upload WebSocket's wire contract (`shared/seeds/000_42432367509e1fbe.txt`):
-//! server message shapes and the error table, in one place. Every error code,
-//! detail text (typographic quotes included) and close code lives here.
+//! server message shapes, the parsing of client messages and the error table, in one
+//! place. Every error code, detail text (typographic quotes included) and close code
+//! lives here.
+//!
+//! This file imports nothing of the crate (only serde, serde_json, chrono and
+//! thiserror): `fuzz/` compiles it on its own to fuzz the client-message parser
+//! without building the service (`tests/architecture.rs` keeps it so).
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -233,6 +238,56 @@ fn elide_end(s: String, max: usize) -> String {
     format!("{}…", &s[..end])
 }
 
+/// A client message with a string `type`, not yet known to be one of [`CLIENT_TYPES`]
+/// (an unknown type is refused after the upload is re-read, as the socket does).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientMessage {
+    /// The `type` field.
+    pub kind: String,
+    /// The whole message, `type` included.
+    pub fields: Map<String, Value>,
+}
+
+/// Parses one text frame: JSON, an object, with a string `type`.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, WsError> {
+    let value: Value = serde_json::from_str(text).map_err(|_| WsError::InvalidPayload)?;
+    let Value::Object(fields) = value else {
+        return Err(WsError::NotAnObject);
+    };
+    let kind = match fields.get("type") {
+        None | Some(Value::Null) => return Err(WsError::InvalidPayload),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => return Err(WsError::TypeNotAllowed(other.to_string())),
+    };
+    Ok(ClientMessage { kind, fields })
+}
+
+/// The most parts S3 accepts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+
+/// The `parts` of `complete_multipart_upload`: `[{part_number, e_tag}]`, sorted by
+/// part number, without duplicates.
+pub fn parse_parts(v: Option<&Value>) -> Option<Vec<(i32, String)>> {
+    let arr = v?.as_array()?;
+    if arr.is_empty() || arr.len() > MAX_PARTS as usize {
+        return None;
+    }
+    let mut parts = Vec::with_capacity(arr.len());
+    for p in arr {
+        let n = p.get("part_number")?.as_i64()?;
+        let tag = p.get("e_tag")?.as_str()?;
+        if !(1..=MAX_PARTS as i64).contains(&n) || tag.is_empty() {
+            return None;
+        }
+        parts.push((n as i32, tag.to_string()));
+    }
+    parts.sort_by_key(|(n, _)| *n);
+    if parts.windows(2).any(|w| w[0].0 == w[1].0) {
+        return None;
+    }
+    Some(parts)
+}
+
 /// `connection_established`.
 pub fn connection_established() -> Value {
     json!({ "type": "connection_established", "message": "WebSocket connected successfully" })
@@ -366,5 +421,45 @@ mod tests {
             "{}",
             long_type.detail().len()
         );
+    }
+
+    #[test]
+    fn client_messages_are_refused_in_the_socket_order() {
+        assert_eq!(parse_client_message("{"), Err(WsError::InvalidPayload));
+        assert_eq!(parse_client_message("[1]"), Err(WsError::NotAnObject));
+        assert_eq!(parse_client_message("{}"), Err(WsError::InvalidPayload));
+        assert_eq!(
+            parse_client_message(r#"{"type": null}"#),
+            Err(WsError::InvalidPayload)
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type": 5}"#),
+            Err(WsError::TypeNotAllowed("5".into()))
+        );
+        let m = parse_client_message(r#"{"type": "nope", "x": 1}"#).unwrap();
+        assert_eq!(m.kind, "nope");
+        assert_eq!(m.fields["x"], json!(1));
+    }
+
+    #[test]
+    fn parts_parse() {
+        let v = json!([{"part_number": 2, "e_tag": "b"}, {"part_number": 1, "e_tag": "a"}]);
+        assert_eq!(
+            parse_parts(Some(&v)),
+            Some(vec![(1, "a".into()), (2, "b".into())])
+        );
+        assert_eq!(parse_parts(Some(&json!([]))), None);
+        assert_eq!(parse_parts(Some(&json!([{"part_number": 1}]))), None);
+        assert_eq!(
+            parse_parts(Some(&json!([{"part_number": 0, "e_tag": "a"}]))),
+            None
+        );
+        assert_eq!(
+            parse_parts(Some(
+                &json!([{"part_number": 1, "e_tag": "a"}, {"part_number": 1, "e_tag": "b"}])
+            )),
+            None
+        );
+        assert_eq!(parse_parts(None), None);
     }
 }

@@ -122,3 +122,56 @@ fn the_services_know_nothing_of_the_edges() {
         }
     }
 }
+
+/// `fuzz/` compiles some of the service's parser files on their own (`#[path]`), so
+/// that fuzzing them does not build the service's dependency tree: those files may
+/// name nothing of the crate, and of their parent module only the error type the
+/// fuzz crate stands in for.
+#[test]
+fn the_files_fuzz_compiles_on_their_own_import_nothing_of_the_crate() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let targets = root.join("fuzz/fuzz_targets");
+    let mut files = BTreeSet::new();
+    for entry in std::fs::read_dir(&targets).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if let Some(path) = line
+                .trim()
+                .strip_prefix("#[path = \"../../src/")
+                .and_then(|rest| rest.strip_suffix("\"]"))
+            {
+                files.insert(path.to_string());
+            }
+        }
+    }
+    assert!(
+        files.contains("protocol.rs") && files.contains("config.rs"),
+        "{files:?}"
+    );
+    for file in files {
+        let path = root.join("src").join(&file);
+        // A file's own submodules (`config/schema.rs`) come along; they may name
+        // their parent, which the fuzz crate mounts where the service does.
+        let submodules = std::fs::read_dir(path.with_extension(""))
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path());
+        for (path, own) in
+            std::iter::once((path.clone(), true)).chain(submodules.map(|p| (p, false)))
+        {
+            let text = std::fs::read_to_string(&path).unwrap();
+            // Unit tests are not compiled by the fuzz crate.
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            let shown = path.strip_prefix(root).unwrap().display().to_string();
+            for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                let parent = format!("$crate::{}::", file.trim_end_matches(".rs"));
+                let outside = line.replace(&parent, "");
+                assert!(!outside.contains("crate::"), "{shown}: {line}");
+                assert!(
+                    !own || !line.contains("super::") || line.trim() == "use super::HistoryError;",
+                    "{shown}: {line}"
+                );
+            }
+        }
+    }
+}

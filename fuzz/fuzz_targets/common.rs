@@ -33,6 +33,8 @@ pub fn check(bytes: &[u8], dir: &Path) {
     let Ok(mut archive) = SafeArchive::open(&path, LIMITS) else {
         return;
     };
+    // Every byte accounted for, read independently of the validator.
+    testkit::assert_accounted_for(bytes);
     let entries = archive.entries().to_vec();
     assert!(entries.len() as u64 <= LIMITS.max_entries);
     let mut declared = 0u64;

@@ -10,9 +10,7 @@ use super::job::JobPayload;
 use super::{MAX_ATTEMPTS, Uploads};
 use crate::db::uploads::{UploadFileRow, UploadRow};
 use crate::domain::{FileState, Step};
-use crate::protocol::{WsError, monitoring_update};
-
-use super::presign::MAX_PARTS;
+use crate::protocol::{WsError, monitoring_update, parse_parts};
 
 fn server(what: &'static str) -> impl Fn(sqlx::Error) -> WsError {
     move |e| {
@@ -191,53 +189,4 @@ async fn enqueue(up: &Uploads, upload: &UploadRow, file: &UploadFileRow) -> Resu
     }
     tracing::info!(upload_id = %upload.id, upload_file = %file.id, "upload completed; processing queued");
     Ok(())
-}
-
-/// `[{part_number, e_tag}]`, sorted by part number, without duplicates.
-pub fn parse_parts(v: Option<&Value>) -> Option<Vec<(i32, String)>> {
-    let arr = v?.as_array()?;
-    if arr.is_empty() || arr.len() > MAX_PARTS as usize {
-        return None;
-    }
-    let mut parts = Vec::with_capacity(arr.len());
-    for p in arr {
-        let n = p.get("part_number")?.as_i64()?;
-        let tag = p.get("e_tag")?.as_str()?;
-        if !(1..=MAX_PARTS as i64).contains(&n) || tag.is_empty() {
-            return None;
-        }
-        parts.push((n as i32, tag.to_string()));
-    }
-    parts.sort_by_key(|(n, _)| *n);
-    if parts.windows(2).any(|w| w[0].0 == w[1].0) {
-        return None;
-    }
-    Some(parts)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parts_parse() {
-        let v = json!([{"part_number": 2, "e_tag": "b"}, {"part_number": 1, "e_tag": "a"}]);
-        assert_eq!(
-            parse_parts(Some(&v)),
-            Some(vec![(1, "a".into()), (2, "b".into())])
-        );
-        assert_eq!(parse_parts(Some(&json!([]))), None);
-        assert_eq!(parse_parts(Some(&json!([{"part_number": 1}]))), None);
-        assert_eq!(
-            parse_parts(Some(&json!([{"part_number": 0, "e_tag": "a"}]))),
-            None
-        );
-        assert_eq!(
-            parse_parts(Some(
-                &json!([{"part_number": 1, "e_tag": "a"}, {"part_number": 1, "e_tag": "b"}])
-            )),
-            None
-        );
-        assert_eq!(parse_parts(None), None);
-    }
 }

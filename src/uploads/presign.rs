@@ -20,7 +20,7 @@ pub const ALLOWED_FILE_TYPES: [&str; 2] = ["application/zip", "application/x-zip
 /// S3's limits on multipart uploads.
 const MIN_PART: u64 = 5 * 1024 * 1024;
 /// The most parts S3 accepts in one multipart upload.
-pub const MAX_PARTS: u64 = 10_000;
+pub use crate::protocol::MAX_PARTS;
 const DEFAULT_CHUNK: u64 = 16 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
 

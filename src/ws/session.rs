@@ -10,7 +10,9 @@ use serde_json::Value;
 
 use crate::db::uploads::UploadRow;
 use crate::live::current_state;
-use crate::protocol::{CLIENT_TYPES, CLOSE_GOING_AWAY, CLOSE_TOO_BIG, WsError};
+use crate::protocol::{
+    CLIENT_TYPES, CLOSE_GOING_AWAY, CLOSE_TOO_BIG, ClientMessage, WsError, parse_client_message,
+};
 use crate::uploads::{Uploads, complete, presign};
 
 /// How long a closing socket waits for the client's close frame.
@@ -185,15 +187,7 @@ impl Session {
 
     /// Parses and dispatches one client message.
     async fn handle(&mut self, text: &str) -> Result<Outcome, WsError> {
-        let value: Value = serde_json::from_str(text).map_err(|_| WsError::InvalidPayload)?;
-        let Value::Object(msg) = value else {
-            return Err(WsError::NotAnObject);
-        };
-        let kind = match msg.get("type") {
-            None | Some(Value::Null) => return Err(WsError::InvalidPayload),
-            Some(Value::String(s)) => s.clone(),
-            Some(other) => return Err(WsError::TypeNotAllowed(other.to_string())),
-        };
+        let ClientMessage { kind, fields: msg } = parse_client_message(text)?;
         // The upload may have finished (or expired) since the handshake.
         self.upload = self
             .up

@@ -379,3 +379,142 @@ pub fn assert_safe_name(name: &str) {
     assert!(!name.contains('\\') && !name.contains(':'), "{name:?}");
     assert!(!name.chars().any(char::is_control), "{name:?}");
 }
+
+/// The valid archives the structure-aware fuzz target patches (deflated, stored,
+/// with a directory and a nested archive, with a Unicode Path field, with empty
+/// entries).
+pub fn mutation_bases() -> Vec<Vec<u8>> {
+    vec![
+        zip_of(&[
+            ("a.txt", b"hello hello hello".as_slice()),
+            ("dir/b.bin", &[7u8; 300]),
+        ]),
+        zip_stored(&[("a.txt", b"hello".as_slice()), ("b.txt", b"")]),
+        zip_with_directory_and_nested(),
+        zip_unicode_path(&[("same.txt", "same.txt")]),
+        zip_too_many_entries(3),
+    ]
+}
+
+/// The archive a structure-aware fuzz input stands for: one byte choosing one of
+/// `bases` (from [`mutation_bases`]), then records of (2-byte little-endian offset,
+/// 1 byte value, 1 byte mode): mode 0 writes the value, 1 adds it, 2 xors it, 3
+/// truncates the archive at the offset. `None` for an empty input. The fuzz target
+/// and the differential test (which replays the target's corpus) share it.
+pub fn mutated(bases: &[Vec<u8>], input: &[u8]) -> Option<Vec<u8>> {
+    let (&choice, patches) = input.split_first()?;
+    let mut zip = bases[usize::from(choice) % bases.len()].clone();
+    for patch in patches.chunks_exact(4) {
+        if zip.is_empty() {
+            break;
+        }
+        let at = usize::from(u16::from_le_bytes([patch[0], patch[1]])) % zip.len();
+        match patch[3] % 4 {
+            0 => zip[at] = patch[2],
+            1 => zip[at] = zip[at].wrapping_add(patch[2]),
+            2 => zip[at] ^= patch[2],
+            _ => zip.truncate(at),
+        }
+    }
+    Some(zip)
+}
+
+/// Panics unless every byte of `zip` is accounted for, as read by the `zip` crate
+/// (an independent reader of the central directory) and the fixed header layouts,
+/// not by the validator's own code: each entry's local header, data and data
+/// descriptor, in offset order from byte 0 with no gap or overlap, then the central
+/// directory, then (optionally) the ZIP64 end record and locator, then the end
+/// record and its comment ending the file. For the property tests and fuzz targets,
+/// on whatever the validator accepted.
+pub fn assert_accounted_for(zip: &[u8]) {
+    let u16_at = |at: u64| -> u64 {
+        let at = usize::try_from(at).expect("offset");
+        u64::from(u16::from_le_bytes([zip[at], zip[at + 1]]))
+    };
+    let sig_at = |at: u64, sig: u32| -> bool {
+        usize::try_from(at)
+            .ok()
+            .and_then(|at| zip.get(at..at + 4))
+            .is_some_and(|b| b == sig.to_le_bytes())
+    };
+    let mut archive =
+        zip::ZipArchive::new(std::io::Cursor::new(zip)).expect("the zip crate reads it");
+    assert_eq!(archive.offset(), 0, "bytes before the first entry");
+    // (local header start, data end, uses a data descriptor, central header start)
+    let mut spans = Vec::new();
+    for i in 0..archive.len() {
+        let entry = archive.by_index_raw(i).expect("entry");
+        let start = entry.header_start();
+        assert!(
+            sig_at(start, LOCAL_SIG),
+            "entry {i}: no local header at {start}"
+        );
+        let data = start + 30 + u16_at(start + 26) + u16_at(start + 28);
+        let descriptor = u16_at(start + 6) & 0x0008 != 0;
+        spans.push((
+            start,
+            data + entry.compressed_size(),
+            descriptor,
+            entry.central_header_start(),
+        ));
+    }
+    spans.sort_unstable();
+    let directory = archive.central_directory_start();
+    let mut expected = 0;
+    for (i, &(start, data_end, descriptor, _)) in spans.iter().enumerate() {
+        assert_eq!(
+            start, expected,
+            "a gap or overlap before the local header at {start}"
+        );
+        let next = spans.get(i + 1).map_or(directory, |s| s.0);
+        expected = if descriptor {
+            // Optional signature, CRC-32, then 32- or 64-bit sizes.
+            let lengths = [12, 16, 20, 24];
+            let length = lengths
+                .into_iter()
+                .find(|&l| data_end + l == next)
+                .unwrap_or_else(|| panic!("no data descriptor between {data_end} and {next}"));
+            assert!(
+                length % 8 == 4 || sig_at(data_end, 0x0807_4b50),
+                "descriptor at {data_end}"
+            );
+            data_end + length
+        } else {
+            data_end
+        };
+    }
+    assert_eq!(
+        expected, directory,
+        "bytes between the last entry and the central directory"
+    );
+    // The central directory: the headers back to back, in offset order.
+    let mut at = directory;
+    let mut centrals: Vec<u64> = spans.iter().map(|s| s.3).collect();
+    centrals.sort_unstable();
+    for central in centrals {
+        assert_eq!(central, at, "a gap or overlap in the central directory");
+        assert!(sig_at(at, CENTRAL_SIG));
+        at += 46 + u16_at(at + 28) + u16_at(at + 30) + u16_at(at + 32);
+    }
+    if sig_at(at, 0x0606_4b50) {
+        let at_usize = usize::try_from(at).expect("offset");
+        let size = u64::from_le_bytes(zip[at_usize + 4..at_usize + 12].try_into().unwrap());
+        at += 12 + size;
+        assert!(
+            sig_at(at, 0x0706_4b50),
+            "a ZIP64 locator after the ZIP64 end record"
+        );
+        at += 20;
+    }
+    assert!(
+        sig_at(at, EOCD_SIG),
+        "the end record right after the directory"
+    );
+    let comment = u16_at(at + 20);
+    assert_eq!(comment as usize, archive.comment().len());
+    assert_eq!(
+        at + 22 + comment,
+        zip.len() as u64,
+        "bytes after the end record"
+    );
+}

@@ -1,8 +1,9 @@
 //! Differential test: every archive the validator accepts among the test kit's crafted
-//! archives, the fuzz seeds (`fuzz/seeds`) and whatever the raw-bytes fuzzer has added to
-//! its corpus (`fuzz/corpus/validate`, after `.ci/run`'s fuzzing step) must be read exactly
-//! alike, same files and bytes, by Python's `zipfile`, `bsdtar` (seekable and from a
-//! pipe) and `unzip`.
+//! archives, the fuzz seeds (`fuzz/seeds`) and whatever the fuzzers have added to their
+//! corpora after `.ci/run`'s fuzzing step (`fuzz/corpus/validate` holds archives,
+//! `fuzz/corpus/validate_mutated` patch sequences, replayed here into the archives they
+//! stand for) must be read exactly alike, same files and bytes, by Python's `zipfile`,
+//! `bsdtar` (seekable and from a pipe) and `unzip`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -72,8 +73,21 @@ fn fuzz_seeds_and_corpora_are_refused_or_read_alike() {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     let mut paths = files_in(&fuzz.join("seeds"));
     assert!(!paths.is_empty(), "no seeds in {}", fuzz.display());
-    // The raw-bytes target's corpus holds archives; the mutation target's, patches.
     paths.extend(files_in(&fuzz.join("corpus/validate")));
+    // The structure-aware target's inputs are patches: replay them into archives.
+    let replayed = tempfile::tempdir().expect("temp dir");
+    let bases = testkit::mutation_bases();
+    for (i, input) in files_in(&fuzz.join("corpus/validate_mutated"))
+        .iter()
+        .enumerate()
+    {
+        let input = fs::read(input).expect("read corpus input");
+        if let Some(zip) = testkit::mutated(&bases, &input) {
+            let path = replayed.path().join(format!("mutated-{i}.zip"));
+            fs::write(&path, zip).expect("write");
+            paths.push(path);
+        }
+    }
     let accepted = check_accepted(&paths);
     eprintln!(
         "{accepted} of {} fuzz inputs accepted and read alike",

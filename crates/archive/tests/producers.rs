@@ -12,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use intake_archive::{ExtractLimits, SafeArchive};
 use tempfile::TempDir;
 
 mod common;
@@ -198,6 +199,93 @@ fn info_zip_with_more_than_65535_entries_uses_zip64() {
     assert_eq!(ours.len(), 66_000);
     assert!(ours.iter().all(|(_, data)| data.is_empty()));
     assert_eq!(ours[65_999].0, "many/65999");
+}
+
+/// ZIP64 by size: Info-ZIP `zip` stores a sparse file of 4 GiB + 1 MiB of zeros and a
+/// small file after it, once to a file and once streamed into a pipe (data
+/// descriptors), so that the archive is over 4 GiB, the big entry's sizes and the
+/// small entry's offset need ZIP64. Nothing is held in memory: the source is sparse,
+/// extraction streams into a file, which is hashed as it is read back.
+///
+/// Ignored in the normal suite (each variant writes about 8.5 GiB and takes a minute
+/// or more): `cargo test -p intake-archive --test producers -- --ignored over_4_gib`.
+#[test]
+#[ignore = "writes about 8.5 GiB per variant; run with --ignored"]
+fn info_zip_over_4_gib_uses_zip64() {
+    use sha2::{Digest, Sha256};
+
+    if !common::have("zip", &["-v"]) {
+        return;
+    }
+    const BIG: u64 = (4 << 30) + (1 << 20);
+    let ws = workspace();
+    fs::File::create(ws.files.join("big.bin"))
+        .and_then(|f| f.set_len(BIG))
+        .expect("sparse file");
+    fs::write(ws.files.join("after.txt"), b"after the big one\n").expect("write");
+    let zeros = {
+        let mut hash = Sha256::new();
+        let block = vec![0u8; 1 << 20];
+        for _ in 0..BIG >> 20 {
+            hash.update(&block);
+        }
+        hex::encode(hash.finalize())
+    };
+    for (archive, script) in [
+        ("big.zip", "zip -q -0 \"$OUT\" big.bin after.txt"),
+        (
+            "big-pipe.zip",
+            "zip -q -0 - big.bin after.txt | cat > \"$OUT\"",
+        ),
+    ] {
+        let zip = produce(&ws, archive, script);
+        let len = fs::metadata(&zip).expect("stat").len();
+        assert!(len > BIG, "{archive}: {len} bytes");
+        assert_eq!(has_data_descriptors(&zip), archive == "big-pipe.zip");
+        let mut opened = SafeArchive::open(&zip, ExtractLimits::default())
+            .unwrap_or_else(|e| panic!("{archive}: {}: {e}", e.code()));
+        let entries = opened.entries().to_vec();
+        let names: Vec<(&str, u64)> = entries
+            .iter()
+            .map(|e| (e.name.as_str(), e.declared_size))
+            .collect();
+        assert_eq!(names, [("big.bin", BIG), ("after.txt", 18)], "{archive}");
+        let out = ws.out.join("extracted");
+        let file = opened
+            .extract_to(&entries[0], &out)
+            .expect("extract big.bin");
+        assert_eq!((file.size, file.sha256.as_str()), (BIG, zeros.as_str()));
+        let mut hash = Sha256::new();
+        std::io::copy(&mut fs::File::open(&out).expect("open"), &mut hash).expect("read back");
+        assert_eq!(
+            hex::encode(hash.finalize()),
+            zeros,
+            "{archive}: bytes written"
+        );
+        opened
+            .extract_to(&entries[1], &out)
+            .expect("extract after.txt");
+        assert_eq!(fs::read(&out).expect("read"), b"after the big one\n");
+        // Python's listing (names and sizes, without reading 4 GiB into memory).
+        if common::have("python3", &["-c", "import zipfile"]) {
+            let listing = Command::new("python3")
+                .args([
+                    "-c",
+                    "import sys, zipfile\nfor i in zipfile.ZipFile(sys.argv[1]).infolist(): print(i.filename, i.file_size)",
+                ])
+                .arg(&zip)
+                .output()
+                .expect("python3");
+            assert_eq!(
+                String::from_utf8_lossy(&listing.stdout),
+                format!("big.bin {BIG}\nafter.txt 18\n"),
+                "{archive}: {}",
+                String::from_utf8_lossy(&listing.stderr)
+            );
+        }
+        fs::remove_file(&out).expect("remove");
+        fs::remove_file(&zip).expect("remove");
+    }
 }
 
 #[test]

@@ -1,9 +1,12 @@
 //! Property tests of the validator's invariants, in the normal suite (the fuzz targets
-//! in `fuzz/` check the same on far more inputs):
+//! in `fuzz/` check the same on far more inputs). On every accepted archive: its
+//! entries never overlap and cover every byte (`testkit::assert_accounted_for`, read
+//! independently of the validator), names are safe, sizes within the limits, and
+//! extraction yields exactly the declared bytes. And:
 //! - archives written by the `zip` crate from any set of canonical names and contents
 //!   are accepted, and extraction gives back exactly those names and bytes;
-//! - any single-byte change or truncation of such an archive is refused or, if
-//!   accepted, still yields only safe names, declared sizes and exact extraction.
+//! - any single-byte change or truncation of such an archive, and any patch sequence
+//!   of the structure-aware fuzz target, is refused or keeps those invariants.
 
 use std::collections::HashSet;
 use std::fs;
@@ -44,11 +47,15 @@ fn write(dir: &tempfile::TempDir, bytes: &[u8]) -> std::path::PathBuf {
 /// Opens `bytes`; if accepted, checks the invariants and returns the files.
 fn checked_view(bytes: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut archive = SafeArchive::open(&write(&dir, bytes), ExtractLimits::default()).ok()?;
+    let limits = ExtractLimits::default();
+    let mut archive = SafeArchive::open(&write(&dir, bytes), limits).ok()?;
+    testkit::assert_accounted_for(bytes);
+    assert!(archive.entries().len() as u64 <= limits.max_entries);
     let mut view = Vec::new();
     for entry in archive.entries().to_vec() {
         let name = &entry.name;
         testkit::assert_safe_name(name);
+        assert!(entry.declared_size <= limits.max_entry_bytes);
         let out = dir.path().join("out");
         match archive.extract_to(&entry, &out) {
             Ok(file) => {
@@ -93,5 +100,35 @@ proptest! {
             zip[at] = value;
         }
         checked_view(&zip);
+    }
+
+    #[test]
+    fn patched_archives_are_refused_or_still_safe(
+        input in prop::collection::vec(any::<u8>(), 1..41),
+    ) {
+        let zip = testkit::mutated(&testkit::mutation_bases(), &input).expect("non-empty input");
+        checked_view(&zip);
+    }
+
+    /// Not vacuous: every base archive of the patch target is accepted as it is.
+    #[test]
+    fn unpatched_bases_are_accepted(choice in any::<u8>()) {
+        let zip = testkit::mutated(&testkit::mutation_bases(), &[choice]).expect("a base");
+        prop_assert!(checked_view(&zip).is_some());
+    }
+}
+
+/// The layout check the properties rely on can fail: bytes after the end record or
+/// before the first entry are found.
+#[test]
+fn the_layout_check_finds_unaccounted_bytes() {
+    let zip = testkit::zip_stored(&[("a.txt", b"hello".as_slice()), ("b.txt", b"world")]);
+    testkit::assert_accounted_for(&zip);
+    let mut trailing = zip.clone();
+    trailing.push(0);
+    let mut prefixed = vec![0u8; 4];
+    prefixed.extend_from_slice(&zip);
+    for bad in [trailing, prefixed] {
+        assert!(std::panic::catch_unwind(|| testkit::assert_accounted_for(&bad)).is_err());
     }
 }

@@ -596,18 +596,20 @@ async fn checksum_bound_urls_refuse_altered_bytes() -> anyhow::Result<()> {
     checksum_checks(&h.store, &h.http, "in").await
 }
 
-/// The same against Garage (`INTAKE_TEST_GARAGE_URL`, `_KEY`, `_SECRET`, `_BUCKET`;
-/// region `garage`): `cargo test --test store -- --ignored garage`.
+/// The same against Garage, with the variables `.ci/garage.sh` exports
+/// (`INTAKE_TEST_S3_ENDPOINT`, `_REGION`, `_ACCESS_KEY_ID`, `_SECRET_ACCESS_KEY`; bucket
+/// `intake-ci`, or `INTAKE_TEST_S3_BUCKET`). `.ci/run` runs it in its Garage step:
+/// `cargo test --test store -- --ignored garage`.
 #[tokio::test]
-#[ignore = "needs a Garage server"]
+#[ignore = "needs a Garage server (.ci/run starts one and runs this)"]
 async fn checksum_bound_urls_refuse_altered_bytes_on_garage() -> anyhow::Result<()> {
-    let var = |k: &str| std::env::var(format!("INTAKE_TEST_GARAGE_{k}")).expect(k);
+    let var = |k: &str| std::env::var(format!("INTAKE_TEST_S3_{k}")).expect(k);
     let store = S3Store::connect(&S3Config {
-        endpoint: Some(var("URL")),
-        region: "garage".into(),
-        bucket: var("BUCKET"),
-        access_key_id: var("KEY"),
-        secret_access_key: var("SECRET"),
+        endpoint: Some(var("ENDPOINT")),
+        region: var("REGION"),
+        bucket: std::env::var("INTAKE_TEST_S3_BUCKET").unwrap_or_else(|_| "intake-ci".into()),
+        access_key_id: var("ACCESS_KEY_ID"),
+        secret_access_key: var("SECRET_ACCESS_KEY"),
         force_path_style: true,
         public_url: None,
     })

@@ -58,8 +58,8 @@ impl AccountType {
     }
 }
 
-/// The type of a class field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The type of a class field (also its schema in the OpenAPI document).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FieldType {
     Text,

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use crate::domain::FieldType;
 use crate::state::AppState;
 
 /// `POST /api/auth/token/`.
@@ -50,26 +51,6 @@ pub struct ClassRequest {
     description: Option<String>,
 }
 
-/// The type of a class field.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-#[allow(dead_code)]
-pub enum FieldTypeName {
-    Text,
-    Integer,
-    Decimal,
-    Checkbox,
-    SingleSelect,
-    MultiSelect,
-    Phone,
-    Email,
-    Date,
-    Time,
-    Datetime,
-    User,
-    Document,
-}
-
 /// `POST /api/object-classes/{id}/fields/`.
 #[derive(Deserialize, ToSchema)]
 #[allow(dead_code)]
@@ -80,7 +61,7 @@ pub struct FieldRequest {
     #[schema(max_length = 100)]
     alias: String,
     #[serde(rename = "type")]
-    field_type: FieldTypeName,
+    field_type: FieldType,
 }
 
 /// `POST /api/object-classes/{id}/permissions/`.
@@ -164,7 +145,7 @@ pub struct TenantRequest {
         TokenRequest,
         RefreshRequest,
         ClassRequest,
-        FieldTypeName,
+        FieldType,
         FieldRequest,
         GrantRequest,
         RecordRequest,

@@ -446,6 +446,8 @@ impl Application {
                 let worker = Worker::new(self.state.uploads.clone());
                 workers.push(tokio::spawn(worker.run(stop_workers.clone())));
             }
+            let watch = Worker::new(self.state.uploads.clone());
+            workers.push(tokio::spawn(watch.watch(stop_workers.clone())));
         }
         // Final purges of deleted tenants' files run where the history API does.
         let purge = self

@@ -151,6 +151,11 @@ schema::schema! {
         /// A job temp dir (`<data_dir>/tmp/job-*`) older than this is removed (all of
         /// them at start-up).
         tmp_ttl: Duration as Dur = "tmp_ttl", default Some("24h"), example "6h";
+        /// How long an upload that ended `expired` keeps its row and its message log
+        /// before the sweeper deletes them (a socket or request naming it then gets
+        /// the answer for an unknown upload); 0: deleted in the pass that expires it.
+        expired_retention: Duration as Dur = "expired_retention",
+            default Some("1h"), example "0s";
     }
     /// The antivirus scanner.
     scan: ScanSettings {
@@ -196,8 +201,10 @@ schema::schema! {
         /// with jitter, capped at 5 min).
         retry_base: Duration as Dur = "job_retry_base",
             default Some("1s"), example "500ms", alias "job_retry_base_ms" in Millis;
-        /// How often a running job refreshes its heartbeat (and how often each worker
-        /// looks for stale jobs).
+        /// How often a running job refreshes its heartbeat. Each node looks at the
+        /// running jobs six times a heartbeat: a job silent for a heartbeat and a third
+        /// gets an `ERR_WORKER_SILENT` notice to its client (again every heartbeat),
+        /// a stale one is taken over.
         heartbeat: Duration as Dur = "job_heartbeat",
             default Some("3s"), example "10s", alias "job_heartbeat_secs" in Secs;
         /// A running job whose heartbeat is older than this is taken over by another

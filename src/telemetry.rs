@@ -40,6 +40,8 @@ pub const S3_ERRORS: &str = "intake_s3_errors_total";
 pub const DB_ERRORS: &str = "intake_db_errors_total";
 /// Webhook delivery attempts, by `outcome` (`delivered`, `retried`, `failed`).
 pub const WEBHOOK_DELIVERIES: &str = "intake_webhook_deliveries_total";
+/// Notices sent to clients whose job's worker went quiet (`ERR_WORKER_SILENT`).
+pub const SILENT_WORKER_NOTICES: &str = "intake_silent_worker_notices_total";
 /// Actions of the sweeper of abandoned uploads, by `action`.
 pub const SWEEPER_ACTIONS: &str = "intake_sweeper_actions_total";
 
@@ -154,6 +156,11 @@ pub fn db_error(source: &'static str) {
 /// A job attempt ended.
 pub fn job_finished(kind: &'static str, outcome: &'static str) {
     metrics::counter!(JOBS_FINISHED, "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// A client was told its job's worker went quiet.
+pub fn silent_worker_notice() {
+    metrics::counter!(SILENT_WORKER_NOTICES).increment(1);
 }
 
 /// A webhook delivery attempt ended.

@@ -179,14 +179,23 @@ impl Cluster {
             cmd.env("INTAKE_CLAMD_ADDR", clamd);
         }
         let child = cmd.spawn().expect("the intake binary starts");
-        let node = Node {
+        let mut node = Node {
             child,
             base: format!("http://{addr}"),
             addr,
             data_dir,
         };
         let start = Instant::now();
+        let log_of = |node: &Node| {
+            std::fs::read_to_string(node.data_dir.join("node.log")).unwrap_or_default()
+        };
         loop {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                panic!(
+                    "node {name} exited with {status}; its log:\n{}",
+                    log_of(&node)
+                );
+            }
             if let Ok(r) = self
                 .client
                 .get(format!("{}/healthz", node.base))
@@ -198,7 +207,8 @@ impl Cluster {
             }
             assert!(
                 start.elapsed() < WAIT,
-                "node {name} did not start; see its node.log"
+                "node {name} did not answer /healthz in {WAIT:?}; its log:\n{}",
+                log_of(&node)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -349,6 +359,10 @@ struct Run {
     /// the job was already done when the signal landed.
     takeover: Option<Duration>,
     records: i64,
+    /// The longest silence on the survivor's socket before the takeover.
+    silent_gap: Duration,
+    /// `ERR_WORKER_SILENT` notices received before the takeover.
+    notices: u32,
 }
 
 /// Uploads a FILES-entry archive through node `a`, stops the node working on it at
@@ -449,6 +463,8 @@ async fn interrupted(cluster: &Cluster, nodes: &mut [Node; 2], point: Point, sto
         return Run {
             takeover: None,
             records,
+            silent_gap: Duration::ZERO,
+            notices: 0,
         };
     }
     let (locked_by, _, _) = cluster.job(&session).await;
@@ -487,10 +503,23 @@ async fn interrupted(cluster: &Cluster, nodes: &mut [Node; 2], point: Point, sto
     );
     let replayed_attempt = replayed["message"]["attempt"].as_u64().unwrap();
     let mut takeover = None;
-    let mut handed_over = replayed["message"]["status"] == "retrying";
+    let mut handed_over = replayed["message"]["status"] == "retrying"
+        && replayed["message"]["error_code"] != "ERR_WORKER_SILENT";
     let mut last_attempt = replayed_attempt;
+    // The longest the client waited for a word between reconnecting and the
+    // takeover, and the quiet-worker notices it got meanwhile.
+    let (mut silent_gap, mut heard, mut notices) = (Duration::ZERO, Instant::now(), 0);
     let last = loop {
         let m = sock.recv().await;
+        if takeover.is_none() {
+            silent_gap = silent_gap.max(heard.elapsed());
+            heard = Instant::now();
+        }
+        if m["message"]["error_code"] == "ERR_WORKER_SILENT" {
+            assert_eq!(stop, Stop::Kill, "a node handing over is not silent: {m}");
+            assert!(!handed_over, "no notice after the takeover: {m}");
+            notices += 1;
+        }
         if m["type"] == "monitoring_update" {
             let attempt = m["message"]["attempt"].as_u64().unwrap();
             assert!(attempt > last_attempt, "attempts go up: {m}");
@@ -507,6 +536,7 @@ async fn interrupted(cluster: &Cluster, nodes: &mut [Node; 2], point: Point, sto
             };
             assert_eq!(code, want, "{m}");
             handed_over = true;
+        } else if code == "ERR_WORKER_SILENT" {
         } else if handed_over && takeover.is_none() {
             takeover = Some(signalled.elapsed());
         }
@@ -533,7 +563,12 @@ async fn interrupted(cluster: &Cluster, nodes: &mut [Node; 2], point: Point, sto
     for node in nodes.iter() {
         assert_eq!(job_dirs(&node.data_dir.join("tmp")), 0, "no temp dir left");
     }
-    Run { takeover, records }
+    Run {
+        takeover,
+        records,
+        silent_gap,
+        notices,
+    }
 }
 
 fn job_dirs(tmp: &Path) -> usize {
@@ -572,6 +607,21 @@ async fn kill_at_every_step_is_taken_over() {
             assert!(
                 run.takeover.is_some(),
                 "the job was interrupted at {point:?}"
+            );
+        }
+        if run.takeover.is_some() {
+            // Silent from a heartbeat and a third after the last heartbeat (at
+            // most one heartbeat before the kill), seen within a check (half a
+            // second) and written; then every heartbeat until the takeover. The
+            // bound leaves 2 s for a loaded machine.
+            assert!(
+                run.notices >= 1,
+                "the client was told at {point:?}: {run:?}"
+            );
+            assert!(
+                run.silent_gap <= Duration::from_secs(6),
+                "silent for {:?} at {point:?}",
+                run.silent_gap
             );
         }
     }

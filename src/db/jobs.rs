@@ -68,6 +68,18 @@ impl JobSettlement<'_> {
     }
 }
 
+/// A running job with its heartbeat ([`Db::silent_jobs`]).
+#[derive(sqlx::FromRow)]
+struct SilentRow {
+    id: i64,
+    kind: JobKind,
+    payload: String,
+    attempts: i64,
+    max_attempts: i64,
+    last_error: Option<String>,
+    heartbeat_at: i64,
+}
+
 /// A job's state as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct JobStatus {
@@ -219,6 +231,83 @@ impl Db {
         .bind(now_ms() - stale_ms)
         .fetch_all(&self.pool)
         .await
+    }
+
+    /// Running jobs whose worker went quiet: heartbeat older than `silent_ms` but
+    /// not yet `stale_ms` (those are taken over), and not announced within the
+    /// last `renotice_ms` since that heartbeat. Each gets an `ERR_WORKER_SILENT`
+    /// notice ([`Db::notice_silent_job`]).
+    pub async fn silent_jobs(
+        &self,
+        silent_ms: i64,
+        stale_ms: i64,
+        renotice_ms: i64,
+    ) -> Result<Vec<(Job, i64)>, sqlx::Error> {
+        let now = now_ms();
+        let rows: Vec<SilentRow> = sqlx::query_as(
+            "SELECT id, kind, payload, attempts, max_attempts, last_error, heartbeat_at FROM jobs
+             WHERE state = 'running' AND heartbeat_at < $1 AND heartbeat_at >= $2
+               AND (silence_noticed_at IS NULL OR silence_noticed_at < heartbeat_at
+                    OR silence_noticed_at < $3)
+             ORDER BY id",
+        )
+        .bind(now - silent_ms)
+        .bind(now - stale_ms)
+        .bind(now - renotice_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let job = Job {
+                    id: r.id,
+                    kind: r.kind,
+                    payload: r.payload,
+                    attempts: r.attempts,
+                    max_attempts: r.max_attempts,
+                    last_error: r.last_error,
+                };
+                (job, r.heartbeat_at)
+            })
+            .collect())
+    }
+
+    /// Announces silent job `id` (its heartbeat still `heartbeat_at`, not
+    /// announced since `renotice_before`) with its file's next monitoring update,
+    /// in one transaction: of several nodes checking at once, one sends it. False
+    /// when the job moved on (it heartbeated, settled or was taken over) or
+    /// another node announced it.
+    pub async fn notice_silent_job(
+        &self,
+        id: i64,
+        heartbeat_at: i64,
+        renotice_before: i64,
+        file: (&str, &str),
+        update: (ProgressChange, RenderUpdate<'_>),
+    ) -> Result<bool, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        let n = sqlx::query(
+            "UPDATE jobs SET silence_noticed_at = $1
+             WHERE id = $2 AND state = 'running' AND heartbeat_at = $3
+               AND (silence_noticed_at IS NULL OR silence_noticed_at < heartbeat_at
+                    OR silence_noticed_at < $4)",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(heartbeat_at)
+        .bind(renotice_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let (file_id, upload_id) = file;
+        let (change, render) = update;
+        append_file_update_on(&mut tx, upload_id, file_id, change, render).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Takes over stale job `id` for `worker` (a rescue), if it is still stale:

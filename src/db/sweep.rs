@@ -128,4 +128,37 @@ impl Db {
         .fetch_all(&self.pool)
         .await
     }
+
+    /// Deletes up to `limit` uploads that ended `expired` before `finished_before`
+    /// and hold nothing (no file session, no job: the sweeper removed what they
+    /// had), with their message logs; returns their ids.
+    pub async fn purge_expired_uploads(
+        &self,
+        finished_before: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let mut tx = self.begin_write().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM uploads u
+             WHERE state = 'expired' AND finished_at < $1
+               AND NOT EXISTS (SELECT 1 FROM upload_files f WHERE f.upload_id = u.id)
+             ORDER BY finished_at LIMIT $2",
+        )
+        .bind(finished_before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &ids {
+            sqlx::query("DELETE FROM upload_messages WHERE upload_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM uploads WHERE id = $1 AND state = 'expired'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
 }

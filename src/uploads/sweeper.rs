@@ -8,6 +8,8 @@
 //!   its objects deleted (the archive and anything under `uploads/<upload>/<session>`),
 //!   its row deleted, and its upload settled (`expired` when nothing else was in it);
 //! - an `open` upload past its expiry that never had a file: `expired`;
+//! - an `expired` upload, `expired_retention` after it expired: its row and its
+//!   message log deleted, so an abandoned upload leaves nothing behind;
 //! - objects under `quarantine/` older than `quarantine_ttl`: deleted.
 //!
 //! Every node also removes its own leftover job temp dirs (`<data_dir>/tmp/job-*`):
@@ -41,6 +43,8 @@ pub struct Swept {
     pub objects_deleted: u64,
     /// Uploads that ended `expired`.
     pub uploads_expired: u64,
+    /// Expired uploads deleted once `expired_retention` passed.
+    pub uploads_purged: u64,
     /// Job temp dirs removed.
     pub tmp_dirs: u64,
 }
@@ -129,6 +133,12 @@ impl Sweeper {
             swept.uploads_expired += 1;
             telemetry::sweeper("upload_expired", 1);
             tracing::info!(action = "upload_expired", %upload, "sweeper");
+        }
+        let retained_since = now_ms() - settings.expired_retention.as_millis() as i64;
+        for upload in db.purge_expired_uploads(retained_since, BATCH).await? {
+            swept.uploads_purged += 1;
+            telemetry::sweeper("upload_purged", 1);
+            tracing::info!(action = "upload_purged", %upload, "sweeper");
         }
         Ok(())
     }

@@ -82,23 +82,13 @@ impl Worker {
     }
 
     /// Runs until `shutdown`: claims jobs, sleeps when there are none (woken by
-    /// local enqueues, polling for other nodes'), looks for stale jobs every
-    /// heartbeat. On `shutdown` a running job is handed back at once.
+    /// local enqueues, polling for other nodes'). On `shutdown` a running job is
+    /// handed back at once. (Stale jobs are the node's [`Worker::watch`].)
     pub async fn run(mut self, shutdown: CancellationToken) {
         self.stop = shutdown.clone();
         let jobs = &self.up.settings.jobs;
         let poll = jobs.poll;
-        let rescue_every = jobs.heartbeat.max(Duration::from_secs(1));
-        let mut last_rescue = tokio::time::Instant::now() - rescue_every;
         while !shutdown.is_cancelled() {
-            if last_rescue.elapsed() >= rescue_every {
-                last_rescue = tokio::time::Instant::now();
-                match self.rescue().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::warn!(rescued = n, "took over jobs of dead workers"),
-                    Err(e) => tracing::warn!(error = %e, "rescuing stale jobs"),
-                }
-            }
             let notified = self.up.workers.notified();
             match self.run_once().await {
                 Ok(true) => continue,
@@ -111,6 +101,89 @@ impl Worker {
                 () = shutdown.cancelled() => break,
             }
         }
+    }
+
+    /// The node's watch over every worker's running jobs (one task per node, beside
+    /// its workers): every [`check_interval`] until `shutdown`, quiet workers'
+    /// clients are told and stale jobs taken over.
+    pub async fn watch(self, shutdown: CancellationToken) {
+        let mut every = tokio::time::interval(check_interval(self.up.settings.jobs.heartbeat));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.check_running().await,
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }
+
+    /// Looks at other workers' running jobs: announces the quiet ones, takes the
+    /// stale ones over.
+    async fn check_running(&self) {
+        match self.notice_silent().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(jobs = n, "workers went quiet; their clients were told"),
+            Err(e) => tracing::warn!(error = %e, "looking for quiet workers"),
+        }
+        match self.rescue().await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(rescued = n, "took over jobs of dead workers"),
+            Err(e) => tracing::warn!(error = %e, "rescuing stale jobs"),
+        }
+    }
+
+    /// Tells the client of every job whose worker missed its heartbeat (older
+    /// than [`silent_after`], not yet `job_stale`) that it is waiting: a
+    /// `retrying` update with `ERR_WORKER_SILENT` and `retry_in_ms` until the
+    /// takeover, again every heartbeat while the silence lasts, so that a killed
+    /// node's client is not left without a word until the takeover. Not an
+    /// attempt: the job's attempts are unchanged. Returns how many were told.
+    pub async fn notice_silent(&self) -> Result<u64, sqlx::Error> {
+        let jobs = &self.up.settings.jobs;
+        let (heartbeat_ms, stale_ms) = (
+            jobs.heartbeat.as_millis() as i64,
+            jobs.stale.as_millis() as i64,
+        );
+        let silent_ms = silent_after(jobs.heartbeat).as_millis() as i64;
+        // Again a check before the next heartbeat is due: never a heartbeat between two.
+        let renotice_ms = heartbeat_ms - check_interval(jobs.heartbeat).as_millis() as i64;
+        let db = &self.up.db;
+        let mut n = 0;
+        for (job, heartbeat_at) in db.silent_jobs(silent_ms, stale_ms, renotice_ms).await? {
+            let file = match self.file_of(&job).await {
+                Ok(Some(file)) => file,
+                Ok(None) | Err(_) => continue, // no file (a webhook): nobody to tell
+            };
+            let now = now_ms();
+            let quiet_s = (now - heartbeat_at) / 1000;
+            let takeover_in = (heartbeat_at + stale_ms - now).max(0);
+            let fields = json!({
+                "status": "retrying",
+                "error_code": "ERR_WORKER_SILENT",
+                "message": format!(
+                    "The node processing this file has not answered for {quiet_s} s; another node takes it over in {} s if it stays silent",
+                    (takeover_in as u64).div_ceil(1000)
+                ),
+                "retry_in_ms": takeover_in,
+            });
+            let mut monitor = Monitor::resume(db, &self.up.hub, &file).await?;
+            let (change, render) = monitor.update(Step::UploadComplete, fields);
+            let told = db
+                .notice_silent_job(
+                    job.id,
+                    heartbeat_at,
+                    now - renotice_ms,
+                    (&file.id, &file.upload_id),
+                    (change, render),
+                )
+                .await?;
+            if told {
+                monitor.sent(change);
+                telemetry::silent_worker_notice();
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Takes over jobs whose heartbeat is stale and settles each as a failed,
@@ -462,6 +535,18 @@ impl Worker {
         }
         Ok(settled)
     }
+}
+
+/// How often a worker looks at the other workers' running jobs (quiet ones
+/// announced, stale ones taken over): a sixth of the heartbeat, at least 250 ms.
+fn check_interval(heartbeat: Duration) -> Duration {
+    (heartbeat / 6).max(Duration::from_millis(250))
+}
+
+/// A running job whose heartbeat is older than this has a quiet worker: one
+/// heartbeat and a third (a heartbeat a little late under load is not a death).
+pub fn silent_after(heartbeat: Duration) -> Duration {
+    heartbeat + heartbeat / 3
 }
 
 async fn heartbeat(up: Uploads, job_id: i64, worker: String, lost: CancellationToken) {

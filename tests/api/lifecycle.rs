@@ -126,6 +126,84 @@ async fn already_processed_file_is_settled_by_the_takeover() {
     assert_eq!((state.as_str(), attempts), ("succeeded", 2));
 }
 
+/// Sets a running job's heartbeat to `ms_ago` milliseconds ago.
+async fn heartbeat_ago(app: &TestApp, job: i64, ms_ago: i64) {
+    sqlx::query("UPDATE jobs SET heartbeat_at = $1 WHERE id = $2")
+        .bind(intake::db::now_ms() - ms_ago)
+        .bind(job)
+        .execute(&app.state.db.pool)
+        .await
+        .unwrap();
+}
+
+/// A worker that misses its heartbeat is announced to its client before the
+/// takeover: `retrying` with `ERR_WORKER_SILENT` and the time left until the
+/// takeover, once per heartbeat of silence however many nodes look (two here), not
+/// while the heartbeat is fresh, never counted as an attempt; the takeover follows.
+#[tokio::test]
+async fn a_silent_worker_is_announced_before_the_takeover() {
+    let app = app().await; // heartbeat 3 s, stale 10 s: silent after 4 s
+    let (mut sock, session, _upload) = queued(&app, 1).await;
+    let db = &app.state.db;
+    let job = db.claim_job("frozen-worker").await.unwrap().unwrap();
+    let (a, b) = (
+        Worker::new(app.state.uploads.clone()),
+        Worker::new(app.state.uploads.clone()),
+    );
+
+    heartbeat_ago(&app, job.id, 2_000).await;
+    assert_eq!(
+        a.notice_silent().await.unwrap(),
+        0,
+        "a heartbeat 2 s old is fine"
+    );
+
+    heartbeat_ago(&app, job.id, 5_000).await;
+    let (x, y) = tokio::join!(a.notice_silent(), b.notice_silent());
+    assert_eq!(
+        x.unwrap() + y.unwrap(),
+        1,
+        "one notice, whichever node sends it"
+    );
+    let notice = sock.recv().await;
+    let m = &notice["message"];
+    assert_eq!(m["status"], "retrying", "{notice}");
+    assert_eq!(m["error_code"], "ERR_WORKER_SILENT");
+    assert_eq!(m["step_name"], "upload_complete");
+    let left = m["retry_in_ms"].as_i64().unwrap();
+    assert!((4_000..=5_000).contains(&left), "takeover in ~5 s: {left}");
+    let text = m["message"].as_str().unwrap();
+    assert!(text.contains("has not answered for 5 s"), "{text}");
+    // Not again within the same heartbeat of silence.
+    assert_eq!(b.notice_silent().await.unwrap(), 0);
+    // Once a heartbeat later, while the silence lasts.
+    sqlx::query("UPDATE jobs SET silence_noticed_at = $1 WHERE id = $2")
+        .bind(intake::db::now_ms() - 3_100)
+        .bind(job.id)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(b.notice_silent().await.unwrap(), 1);
+    let again = sock.recv().await;
+    assert_eq!(again["message"]["error_code"], "ERR_WORKER_SILENT");
+    assert!(again["message"]["attempt"].as_u64() > notice["message"]["attempt"].as_u64());
+    // A worker that heartbeats again is no longer silent.
+    heartbeat_ago(&app, job.id, 0).await;
+    assert_eq!(a.notice_silent().await.unwrap(), 0);
+    // A stale one is taken over, not announced.
+    stop_heartbeat(&app, job.id).await;
+    assert_eq!(a.notice_silent().await.unwrap(), 0);
+    assert_eq!(a.rescue().await.unwrap(), 1);
+    let lost = sock.recv().await;
+    assert_eq!(lost["message"]["error_code"], "ERR_WORKER_LOST", "{lost}");
+    let (state, attempts, _) = job_row(&app, &session).await;
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("queued", 1),
+        "notices are not attempts"
+    );
+}
+
 /// A job whose process dies every time (claimed, then never heard of again) is
 /// taken over, retried with its attempts counted, and fails cleanly at
 /// `max_attempts` — never above — with an error that says so. The upload settles.
@@ -325,9 +403,79 @@ async fn abandoned_uploads_are_swept() {
         let up = app.state.db.upload_by_id(upload).await.unwrap().unwrap();
         assert_eq!(up.state, UploadState::Expired);
     }
-    // A second pass finds nothing more.
+    // A second pass finds nothing more: the expired rows stay for
+    // `expired_retention` (1 h by default).
     let again = leader.sweep_if_leader().await.unwrap().unwrap();
     assert_eq!(again, intake::uploads::sweeper::Swept::default());
+
+    // Past the retention, no row of them is left: upload and message log deleted.
+    for (upload, _) in &kept {
+        // A log to delete (replies to the client's own requests are not logged).
+        app.state.db.append_message(upload, "{}").await.unwrap();
+        sqlx::query("UPDATE uploads SET finished_at = 1 WHERE id = $1")
+            .bind(upload)
+            .execute(&app.state.db.pool)
+            .await
+            .unwrap();
+    }
+    let purged = leader.sweep_if_leader().await.unwrap().unwrap();
+    assert_eq!(purged.uploads_purged, 2, "{purged:?}");
+    for (upload, _) in &kept {
+        assert!(app.state.db.upload_by_id(upload).await.unwrap().is_none());
+        let logged = app.state.db.messages_after(upload, 0, 100).await.unwrap();
+        assert!(logged.is_empty(), "the message log is gone");
+    }
+    let last = leader.sweep_if_leader().await.unwrap().unwrap();
+    assert_eq!(last, intake::uploads::sweeper::Swept::default());
+}
+
+/// Quarantined archives are deleted once older than `quarantine_ttl`, and kept
+/// before.
+#[tokio::test]
+async fn quarantine_expires() {
+    let kept = TestApp::spawn_with(|s| {
+        s.jobs.run_workers = false;
+        s.uploads.sweep_interval = std::time::Duration::ZERO;
+    })
+    .await;
+    let key = "quarantine/uploads/u/f/infected.zip";
+    kept.s3
+        .put_bytes(key, bytes::Bytes::from_static(b"PK"), "application/zip")
+        .await
+        .unwrap();
+    // Object times have a resolution of one second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let sweeper = intake::uploads::sweeper::Sweeper::new(kept.state.uploads.clone());
+    let swept = sweeper.sweep_if_leader().await.unwrap().unwrap();
+    assert_eq!(swept.objects_deleted, 0, "30 days are not over");
+    assert!(kept.state.store.head(key).await.unwrap().is_some());
+
+    let expiring = TestApp::spawn_with(|s| {
+        s.jobs.run_workers = false;
+        s.uploads.sweep_interval = std::time::Duration::ZERO;
+        s.uploads.quarantine_ttl = std::time::Duration::from_millis(500);
+    })
+    .await;
+    expiring
+        .s3
+        .put_bytes(key, bytes::Bytes::from_static(b"PK"), "application/zip")
+        .await
+        .unwrap();
+    let live = "uploads/u/f/clean.zip";
+    expiring
+        .s3
+        .put_bytes(live, bytes::Bytes::from_static(b"PK"), "application/zip")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let sweeper = intake::uploads::sweeper::Sweeper::new(expiring.state.uploads.clone());
+    let swept = sweeper.sweep_if_leader().await.unwrap().unwrap();
+    assert_eq!(swept.objects_deleted, 1, "{swept:?}");
+    assert!(expiring.state.store.head(key).await.unwrap().is_none());
+    assert!(
+        expiring.state.store.head(live).await.unwrap().is_some(),
+        "only quarantine expires"
+    );
 }
 
 /// An upload still within its TTL is left alone, however old its session.

@@ -368,7 +368,17 @@ async fn infected_uploads_create_no_records_and_are_quarantined() {
     .await;
     check_sequence(&sock.until_final().await, 1, "clean");
 
-    let mut padded = vec![0u8; 3 * 1024 * 1024];
+    // Incompressible padding: zeros would make the entry a 200:1 bomb, which the
+    // structural checks (before the scan) refuse as ERR_ARCHIVE_RATIO.
+    let mut x: u32 = 0x9E37_79B9;
+    let mut padded: Vec<u8> = (0..3 * 1024 * 1024)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
     padded.extend_from_slice(&eicar());
     let cases = vec![
         testkit::zip_of(&[("clean.txt", b"ok"), ("eicar.com", &eicar())]),
@@ -633,4 +643,63 @@ async fn retry_after_quarantine_stays_infected() {
     assert_eq!(last["error_code"], "ERR_INFECTED", "{msgs:#?}");
     assert_eq!(last["av-status"], "infected");
     assert!(records_of(&app, &token, class).await.is_empty());
+}
+
+/// Structure before the scan: an archive over the entry limit is refused with
+/// `ERR_ARCHIVE_TOO_MANY_ENTRIES` without clamd ever being asked to scan it (the
+/// clamd here never answers, so a scan would hold the job), and nothing is saved.
+#[tokio::test]
+async fn a_refused_archive_is_never_scanned() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::AsyncReadExt;
+
+    let hold = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = hold.local_addr().unwrap();
+    let asked = Arc::new(AtomicBool::new(false));
+    let seen = asked.clone();
+    let _held = tokio::spawn(async move {
+        while let Ok((mut c, _)) = hold.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut got = Vec::new();
+                while let Ok(n) = c.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    if got.windows(8).any(|w| w == b"INSTREAM") {
+                        seen.store(true, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    let app = TestApp::spawn_with(|s| {
+        s.scan.clamd_addr = Some(format!("tcp://{addr}"));
+        s.archive.max_archive_entries = 10;
+    })
+    .await;
+    let (_, token) = app.user(AccountType::ConfigAdmin).await;
+    let (class, field) = app.class_with_document_field(&token).await;
+    let names: Vec<String> = (0..11).map(|i| format!("f{i}.txt")).collect();
+    let files: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+    let upload = app.create_upload(&token, class, field).await;
+    let mut sock = Socket::connect(&app, &token, &upload).await;
+    let ready = sock
+        .upload(&app, class, field, "many.zip", &testkit::zip_of(&files))
+        .await;
+    let msgs = sock.until_final().await;
+    let last = &msgs.last().unwrap()["message"];
+    assert_eq!(last["status"], "error", "{msgs:#?}");
+    assert_eq!(
+        last["error_code"], "ERR_ARCHIVE_TOO_MANY_ENTRIES",
+        "{msgs:#?}"
+    );
+    assert!(!asked.load(Ordering::SeqCst), "clamd was asked to scan");
+    let session = ready["message"]["upload_id"].as_str().unwrap();
+    let upload_row = app.state.db.upload_by_id(&upload).await.unwrap().unwrap();
+    let prefix = format!("uploads/{}/{session}/files/", upload_row.id);
+    assert!(app.s3.list(&prefix).await.unwrap().is_empty());
 }

@@ -1,6 +1,6 @@
 //! Open the archive with every safety check on its directory (the validator in
-//! the `intake-archive` crate, off the async executor), report how many files it
-//! holds (`extracting_file`), and stream its entries, one blocking thread
+//! the `intake-archive` crate, off the async executor; before the scan), report
+//! how many files it holds (`extracting_file`, after the scan), and stream its entries, one blocking thread
 //! inflating them into temp files as the savers ask for more.
 
 use std::path::{Path, PathBuf};
@@ -28,16 +28,21 @@ pub fn limits(settings: &ArchiveSettings) -> ExtractLimits {
     }
 }
 
-/// Opens and validates the archive at `path`, then reports its file count.
-pub async fn open(
-    up: &Uploads,
-    path: &Path,
-    av_status: AvStatus,
-    monitor: &mut Monitor<'_>,
-) -> Result<SafeArchive, PipelineFailure> {
+/// Opens and validates the archive at `path`: every structural check (limits,
+/// names, layout, encryption, ratios) on its directory and headers, before any
+/// scan, so a refused archive costs milliseconds with or without clamd.
+pub async fn validate(up: &Uploads, path: &Path) -> Result<SafeArchive, PipelineFailure> {
     let limits = limits(&up.settings.archive);
     let path = path.to_path_buf();
-    let archive = tokio::task::spawn_blocking(move || SafeArchive::open(&path, limits)).await??;
+    Ok(tokio::task::spawn_blocking(move || SafeArchive::open(&path, limits)).await??)
+}
+
+/// Reports the validated archive's file count (`extracting_file`), after its scan.
+pub async fn report(
+    archive: &SafeArchive,
+    av_status: AvStatus,
+    monitor: &mut Monitor<'_>,
+) -> Result<(), PipelineFailure> {
     let total = archive.entries().len() as u64;
     monitor
         .monitoring(
@@ -51,7 +56,7 @@ pub async fn open(
             }),
         )
         .await?;
-    Ok(archive)
+    Ok(())
 }
 
 /// Inflates every entry into `tmp` on a blocking thread, at most `depth` ahead

@@ -1,6 +1,7 @@
 //! The body of a `process_upload_file` job, one file per step in the order the
-//! client sees them: [`verify`] fetches the archive as uploaded, [`scan`] runs the
-//! antivirus on it, [`extract`] opens it with every safety check, [`save`] extracts,
+//! client sees them: [`verify`] fetches the archive as uploaded, [`extract`] validates
+//! its structure with every safety check (before any scan: a refused archive costs
+//! milliseconds), [`scan`] runs the antivirus on it, [`extract`] reports it, [`save`] extracts,
 //! scans and stores each file (`saving_files`), and [`records`] creates one record
 //! per file (`creating_records`). Every step is safe to run again: object keys are
 //! deterministic and records are unique per (file, entry).
@@ -37,14 +38,16 @@ pub async fn run(
 
     monitor.monitoring(scan::STEP, scan::started(up)).await?;
     timed("fetch", verify::fetch(up, file, &archive_path)).await?;
+    // Structure first: a refused archive never ties up the scanner.
+    let archive = timed("validate", extract::validate(up, &archive_path)).await?;
     let av_status = timed(
         Step::AntivirusScan.as_str(),
         scan::archive(up, file, &archive_path, monitor),
     )
     .await?;
-    let archive = timed(
+    timed(
         Step::ExtractingFile.as_str(),
-        extract::open(up, &archive_path, av_status, monitor),
+        extract::report(&archive, av_status, monitor),
     )
     .await?;
     let total = archive.entries().len() as u64;

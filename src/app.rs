@@ -378,6 +378,10 @@ impl Application {
                 webhooks: settings.webhooks.clone(),
             }),
         };
+        // Leases of two thirds of a heartbeat, renewed every third: a killed node's
+        // sockets stop counting within a heartbeat, one missed renewal is survived.
+        let lease = settings.jobs.heartbeat * 2 / 3;
+        let sockets = Arc::new(SocketLimiter::new(db.clone(), lease));
         let state = AppState {
             settings: Arc::new(settings),
             db,
@@ -385,7 +389,7 @@ impl Application {
             uploads,
             history: Arc::new(history),
             jwt: Arc::new(jwt),
-            sockets: Arc::new(SocketLimiter::default()),
+            sockets,
         };
         Ok(Application {
             listener,
@@ -436,6 +440,9 @@ impl Application {
             if removed > 0 {
                 tracing::warn!(removed, "removed job temp dirs left by an earlier run");
             }
+            // The cluster-wide socket cap: this node's leases.
+            let sockets = self.state.sockets.clone();
+            workers.push(tokio::spawn(sockets.renew(stop_workers.clone())));
             if !self.state.settings.uploads.sweep_interval.is_zero() {
                 let sweeper = Sweeper::new(self.state.uploads.clone());
                 workers.push(tokio::spawn(sweeper.run(stop_workers.clone())));

@@ -201,10 +201,12 @@ schema::schema! {
         /// with jitter, capped at 5 min).
         retry_base: Duration as Dur = "job_retry_base",
             default Some("1s"), example "500ms", alias "job_retry_base_ms" in Millis;
-        /// How often a running job refreshes its heartbeat. Each node looks at the
-        /// running jobs six times a heartbeat: a job silent for a heartbeat and a third
-        /// gets an `ERR_WORKER_SILENT` notice to its client (again every heartbeat),
-        /// a stale one is taken over.
+        /// The longest a job's client goes without a word when the job's node dies or
+        /// stalls. A running job writes its heartbeat three times per interval; each
+        /// node looks at the running jobs six times per interval: a job whose heartbeat
+        /// is older than two thirds of it gets an `ERR_WORKER_SILENT` notice to its
+        /// client (again every interval while the silence lasts), a stale one
+        /// (`job_stale`) is taken over.
         heartbeat: Duration as Dur = "job_heartbeat",
             default Some("3s"), example "10s", alias "job_heartbeat_secs" in Secs;
         /// A running job whose heartbeat is older than this is taken over by another

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::watch;
@@ -78,9 +79,17 @@ pub fn current_state(log: Vec<(i64, String)>) -> Vec<(i64, Value)> {
         .collect()
 }
 
-/// Counts open sockets per user on this node and enforces the cap.
-#[derive(Debug, Default)]
+/// Counts open sockets per user and enforces the cap across the cluster: each
+/// node's count per user is mirrored in the database under a lease of two thirds of
+/// a heartbeat that the node renews every third ([`SocketLimiter::renew`]), so a
+/// killed node's sockets stop counting within one heartbeat.
+#[derive(Debug)]
 pub struct SocketLimiter {
+    db: Db,
+    /// This process's id in `socket_leases` (a restarted node is a new one).
+    node: String,
+    /// How long a lease runs without renewal: one heartbeat.
+    lease: Duration,
     counts: Mutex<HashMap<i64, u32>>,
 }
 
@@ -92,35 +101,92 @@ pub struct SocketSlot {
 }
 
 impl SocketLimiter {
-    /// Takes a slot for `user_id` unless the user already holds `max`.
-    pub fn acquire(self: &Arc<Self>, user_id: i64, max: u32) -> Option<SocketSlot> {
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let n = counts.entry(user_id).or_insert(0);
-        if *n >= max {
-            return None;
+    /// A limiter for this node, its leases running `lease`.
+    pub fn new(db: Db, lease: Duration) -> SocketLimiter {
+        SocketLimiter {
+            db,
+            node: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            lease,
+            counts: Mutex::default(),
         }
-        *n += 1;
+    }
+
+    fn lease_ms(&self) -> i64 {
+        self.lease.as_millis() as i64
+    }
+
+    /// Takes a slot for `user_id` unless the user already holds `max` sockets on
+    /// any node of the cluster.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        user_id: i64,
+        max: u32,
+    ) -> Result<Option<SocketSlot>, sqlx::Error> {
+        let here = self.counts().get(&user_id).copied().unwrap_or(0);
+        if here >= max {
+            return Ok(None);
+        }
+        if !self
+            .db
+            .take_socket(&self.node, user_id, i64::from(max), self.lease_ms())
+            .await?
+        {
+            return Ok(None);
+        }
+        *self.counts().entry(user_id).or_insert(0) += 1;
         crate::telemetry::socket_open(1.0);
-        Some(SocketSlot {
+        Ok(Some(SocketSlot {
             limiter: self.clone(),
             user_id,
-        })
+        }))
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<i64, u32>> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Renews this node's leases twice a lease until `shutdown`, then
+    /// forgets this node's sockets at once.
+    pub async fn renew(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut every = tokio::time::interval((self.lease / 2).max(Duration::from_millis(100)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {
+                    if let Err(e) = self.db.renew_socket_leases(&self.node, self.lease_ms()).await {
+                        tracing::warn!(error = %e, "renewing the socket leases");
+                    }
+                }
+                () = shutdown.cancelled() => break,
+            }
+        }
+        if let Err(e) = self.db.release_node_sockets(&self.node).await {
+            tracing::warn!(error = %e, "releasing the socket leases");
+        }
     }
 }
 
 impl Drop for SocketSlot {
     fn drop(&mut self) {
-        let mut counts = self
-            .limiter
-            .counts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut counts = self.limiter.counts();
         if let Some(n) = counts.get_mut(&self.user_id) {
             *n -= 1;
             crate::telemetry::socket_open(-1.0);
             if *n == 0 {
                 counts.remove(&self.user_id);
             }
+        }
+        drop(counts);
+        // The database's count follows. Were this write lost (the database down
+        // just then), the user would count one socket too many on this node until
+        // it restarts: the cap errs on the side of refusing.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (limiter, user_id) = (self.limiter.clone(), self.user_id);
+            rt.spawn(async move {
+                if let Err(e) = limiter.db.release_socket(&limiter.node, user_id).await {
+                    tracing::warn!(error = %e, "releasing a socket lease");
+                }
+            });
         }
     }
 }
@@ -142,14 +208,29 @@ mod tests {
         assert_eq!(ids, vec![1, 3, 4]);
     }
 
-    #[test]
-    fn limiter_caps_and_releases() {
-        let limiter = Arc::new(SocketLimiter::default());
-        let a = limiter.acquire(1, 2).unwrap();
-        let _b = limiter.acquire(1, 2).unwrap();
-        assert!(limiter.acquire(1, 2).is_none());
-        assert!(limiter.acquire(2, 2).is_some());
+    #[tokio::test]
+    async fn limiter_caps_and_releases() {
+        let db = Db::connect("sqlite::memory:", 1).await.unwrap();
+        db.migrate().await.unwrap();
+        let limiter = Arc::new(SocketLimiter::new(db.clone(), Duration::from_secs(3)));
+        let a = limiter.acquire(1, 2).await.unwrap().unwrap();
+        let _b = limiter.acquire(1, 2).await.unwrap().unwrap();
+        assert!(limiter.acquire(1, 2).await.unwrap().is_none());
+        assert!(limiter.acquire(2, 2).await.unwrap().is_some());
+        // Another node's sockets count while their lease runs, not after.
+        let other = Arc::new(SocketLimiter::new(db.clone(), Duration::from_millis(300)));
         drop(a);
-        assert!(limiter.acquire(1, 2).is_some());
+        tokio::time::sleep(Duration::from_millis(100)).await; // the release is written
+        let c = other.acquire(1, 2).await.unwrap().unwrap();
+        assert!(
+            limiter.acquire(1, 2).await.unwrap().is_none(),
+            "one per node"
+        );
+        std::mem::forget(c); // the other node dies with it
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(
+            limiter.acquire(1, 2).await.unwrap().is_some(),
+            "its lease ran out"
+        );
     }
 }

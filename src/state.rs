@@ -27,6 +27,6 @@ pub struct AppState {
     pub history: Arc<History>,
     /// JWT keys.
     pub jwt: Arc<JwtKeys>,
-    /// Per-user cap on open upload sockets (per node).
+    /// Per-user cap on open upload sockets (across the cluster).
     pub sockets: Arc<SocketLimiter>,
 }

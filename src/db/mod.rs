@@ -15,6 +15,7 @@ pub mod overview;
 pub mod progress;
 pub mod record_events;
 pub mod records;
+pub mod sockets;
 pub mod sweep;
 pub mod uploads;
 pub mod users;

@@ -145,8 +145,8 @@ impl Worker {
             jobs.stale.as_millis() as i64,
         );
         let silent_ms = silent_after(jobs.heartbeat).as_millis() as i64;
-        // Again a check before the next heartbeat is due: never a heartbeat between two.
-        let renotice_ms = heartbeat_ms - check_interval(jobs.heartbeat).as_millis() as i64;
+        // Again two looks before a heartbeat has passed: never a heartbeat between two.
+        let renotice_ms = heartbeat_ms - 2 * check_interval(jobs.heartbeat).as_millis() as i64;
         let db = &self.up.db;
         let mut n = 0;
         for (job, heartbeat_at) in db.silent_jobs(silent_ms, stale_ms, renotice_ms).await? {
@@ -537,20 +537,28 @@ impl Worker {
     }
 }
 
-/// How often a worker looks at the other workers' running jobs (quiet ones
-/// announced, stale ones taken over): a sixth of the heartbeat, at least 250 ms.
-fn check_interval(heartbeat: Duration) -> Duration {
-    (heartbeat / 6).max(Duration::from_millis(250))
+/// How often a running job writes its heartbeat: three times per
+/// `job_heartbeat`, so that a missed write is noticed well within one.
+pub fn beat_interval(heartbeat: Duration) -> Duration {
+    heartbeat / 3
 }
 
-/// A running job whose heartbeat is older than this has a quiet worker: one
-/// heartbeat and a third (a heartbeat a little late under load is not a death).
+/// How often a node looks at the running jobs (quiet ones announced, stale ones
+/// taken over): a sixth of the heartbeat, at least 100 ms.
+pub fn check_interval(heartbeat: Duration) -> Duration {
+    (heartbeat / 6).max(Duration::from_millis(100))
+}
+
+/// A running job whose heartbeat is older than this has a quiet worker: two thirds
+/// of `job_heartbeat` (two writes missed). With a look every sixth, its client hears
+/// within `job_heartbeat` of the worker's death, then every heartbeat until the
+/// takeover: never a silence longer than `job_heartbeat`.
 pub fn silent_after(heartbeat: Duration) -> Duration {
-    heartbeat + heartbeat / 3
+    heartbeat * 2 / 3
 }
 
 async fn heartbeat(up: Uploads, job_id: i64, worker: String, lost: CancellationToken) {
-    let every = up.settings.jobs.heartbeat;
+    let every = beat_interval(up.settings.jobs.heartbeat);
     loop {
         tokio::time::sleep(every).await;
         match up.db.heartbeat_job(job_id, &worker).await {

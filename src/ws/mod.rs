@@ -86,6 +86,7 @@ async fn handshake(
     let Some(slot) = state
         .sockets
         .acquire(user.id, state.settings.socket.max_sockets_per_user)
+        .await?
     else {
         return Ok(Handshake::Refuse(WsError::TooManyConnections));
     };

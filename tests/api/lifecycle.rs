@@ -142,7 +142,7 @@ async fn heartbeat_ago(app: &TestApp, job: i64, ms_ago: i64) {
 /// while the heartbeat is fresh, never counted as an attempt; the takeover follows.
 #[tokio::test]
 async fn a_silent_worker_is_announced_before_the_takeover() {
-    let app = app().await; // heartbeat 3 s, stale 10 s: silent after 4 s
+    let app = app().await; // heartbeat 3 s, stale 10 s: silent after 2 s
     let (mut sock, session, _upload) = queued(&app, 1).await;
     let db = &app.state.db;
     let job = db.claim_job("frozen-worker").await.unwrap().unwrap();
@@ -151,11 +151,11 @@ async fn a_silent_worker_is_announced_before_the_takeover() {
         Worker::new(app.state.uploads.clone()),
     );
 
-    heartbeat_ago(&app, job.id, 2_000).await;
+    heartbeat_ago(&app, job.id, 1_500).await;
     assert_eq!(
         a.notice_silent().await.unwrap(),
         0,
-        "a heartbeat 2 s old is fine"
+        "a heartbeat 1.5 s old is fine"
     );
 
     heartbeat_ago(&app, job.id, 5_000).await;

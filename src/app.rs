@@ -440,6 +440,17 @@ impl Application {
             if removed > 0 {
                 tracing::warn!(removed, "removed job temp dirs left by an earlier run");
             }
+            // Other nodes' writes wake this node's sockets (PostgreSQL; SQLite is
+            // one node, where the hub alone suffices).
+            if self.state.db.backend == crate::db::Backend::Postgres {
+                let url = self.state.settings.effective_database_url();
+                crate::bus::PgBus::start(
+                    url.expose_secret().to_string(),
+                    self.state.db.clone(),
+                    self.state.uploads.hub.clone(),
+                    stop_workers.clone(),
+                );
+            }
             // The cluster-wide socket cap: this node's leases.
             let sockets = self.state.sockets.clone();
             workers.push(tokio::spawn(sockets.renew(stop_workers.clone())));

@@ -176,6 +176,10 @@ schema::schema! {
         /// Close a socket that has been silent (no pong or message) this long.
         idle_timeout: Duration as Dur = "ws_idle_timeout",
             default Some("2m"), example "45s", alias "ws_idle_timeout_secs" in Secs;
+        /// How often an upload socket reads its log without being woken: the bound on
+        /// a lost wake-up. Writes on this node wake its sockets at once, other nodes'
+        /// through PostgreSQL `LISTEN/NOTIFY`.
+        socket_poll: Duration as Dur = "socket_poll", default Some("5s"), example "1s";
     }
     /// Limits on an archive's contents.
     archive: ArchiveSettings {
@@ -418,6 +422,9 @@ impl Settings {
         let jobs = &self.jobs;
         if jobs.stale <= jobs.heartbeat * 2 {
             return bad("JOB_STALE", "must be more than twice INTAKE_JOB_HEARTBEAT");
+        }
+        if self.socket.socket_poll < Duration::from_millis(100) {
+            return bad("SOCKET_POLL", "must be at least 100ms");
         }
         if jobs.poll.is_zero() {
             return bad("JOB_POLL", "must be more than 0");

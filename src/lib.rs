@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bus;
 pub mod cause;
 pub mod client;
 pub mod config;

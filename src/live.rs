@@ -12,33 +12,78 @@ use tokio::sync::watch;
 
 use crate::db::Db;
 
-/// Wakes local socket tails when a message is appended.
-#[derive(Debug)]
-pub struct Hub {
-    tx: watch::Sender<u64>,
+/// Carries "upload X's log grew" to the other nodes (PostgreSQL `LISTEN/NOTIFY`
+/// in [`crate::bus`]); a deployment could put NATS or Redis pub/sub behind it.
+pub trait Bus: Send + Sync + std::fmt::Debug {
+    /// Tells the other nodes; never blocks, never fails the caller (a lost
+    /// notice costs a socket one fallback poll).
+    fn publish(&self, upload_id: &str);
 }
 
-impl Default for Hub {
-    fn default() -> Self {
-        Hub {
-            tx: watch::channel(0).0,
-        }
-    }
+/// Wakes the sockets of an upload when its log grows: at once for this node's
+/// writes, through the [`Bus`] for other nodes'. Only the sockets of that upload
+/// wake; an idle socket costs one map entry and one watch receiver.
+#[derive(Debug, Default)]
+pub struct Hub {
+    uploads: Mutex<HashMap<String, watch::Sender<u64>>>,
+    bus: std::sync::OnceLock<Arc<dyn Bus>>,
 }
 
 impl Hub {
-    /// Signals that some upload's log grew.
-    pub fn notify(&self) {
-        self.tx.send_modify(|n| *n = n.wrapping_add(1));
+    /// Sends this node's notices to the other nodes through `bus` from now on.
+    pub fn set_bus(&self, bus: Arc<dyn Bus>) {
+        let _ = self.bus.set(bus);
     }
 
-    /// A receiver that changes on every append in this process.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.tx.subscribe()
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Sender<u64>>> {
+        self.uploads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Signals that `upload_id`'s log grew (committed): its sockets here wake, and
+    /// the other nodes are told.
+    pub fn notify(&self, upload_id: &str) {
+        self.wake(upload_id);
+        if let Some(bus) = self.bus.get() {
+            bus.publish(upload_id);
+        }
+    }
+
+    /// Wakes this node's sockets of `upload_id` (a notice from another node).
+    pub fn wake(&self, upload_id: &str) {
+        let mut map = self.map();
+        if let Some(tx) = map.get(upload_id) {
+            if tx.receiver_count() == 0 {
+                map.remove(upload_id);
+            } else {
+                tx.send_modify(|n| *n = n.wrapping_add(1));
+            }
+        }
+    }
+
+    /// Wakes every socket of this node (notices may have been missed: the bus
+    /// reconnected).
+    pub fn wake_all(&self) {
+        let mut map = self.map();
+        map.retain(|_, tx| tx.receiver_count() > 0);
+        for tx in map.values() {
+            tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// A receiver that changes whenever `upload_id`'s log grows.
+    pub fn subscribe(&self, upload_id: &str) -> watch::Receiver<u64> {
+        let mut map = self.map();
+        // Sockets come and go: forget uploads nobody follows any more.
+        if map.len() >= 1024 && map.len().is_power_of_two() {
+            map.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        map.entry(upload_id.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 }
 
-/// Appends `message` to `upload_id`'s log and wakes local tails.
+/// Appends `message` to `upload_id`'s log and wakes its sockets.
 pub async fn publish(
     db: &Db,
     hub: &Hub,
@@ -46,7 +91,7 @@ pub async fn publish(
     message: &Value,
 ) -> Result<i64, sqlx::Error> {
     let id = db.append_message(upload_id, &message.to_string()).await?;
-    hub.notify();
+    hub.notify(upload_id);
     Ok(id)
 }
 

@@ -144,6 +144,17 @@ impl Cluster {
 
     /// [`Cluster::node`] with its own database URL and clamd address (through a proxy).
     async fn node_with(&self, name: &str, db_url: &str, clamd: Option<&str>) -> Node {
+        self.node_env(name, db_url, clamd, &[]).await
+    }
+
+    /// [`Cluster::node_with`] with more environment variables.
+    async fn node_env(
+        &self,
+        name: &str,
+        db_url: &str,
+        clamd: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Node {
         let data_dir = self.dir.path().join(name);
         std::fs::create_dir_all(&data_dir).unwrap();
         let addr = free_addr();
@@ -177,6 +188,9 @@ impl Cluster {
             .stderr(Stdio::from(log));
         if let Some(clamd) = clamd {
             cmd.env("INTAKE_CLAMD_ADDR", clamd);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         let child = cmd.spawn().expect("the intake binary starts");
         let mut node = Node {
@@ -889,4 +903,88 @@ async fn the_socket_cap_counts_every_node_and_forgets_a_killed_one() {
     );
     drop(reopened);
     drop(held);
+}
+
+/// Messages written on one node reach a socket on another through PostgreSQL
+/// `LISTEN/NOTIFY`, not the fallback poll (set to 30 s here): node B runs no
+/// workers, so every message of the job is written by node A. Prints the delivery
+/// delay of each message (its `timestamp` to its arrival; both nodes share this
+/// machine's clock) and checks the median is under 100 ms.
+#[tokio::test]
+async fn a_message_written_on_one_node_reaches_a_socket_on_another() {
+    let cluster = Cluster::new().await;
+    let clamd = std::env::var("INTAKE_TEST_CLAMD_ADDR").ok();
+    let slow_poll = [("INTAKE_SOCKET_POLL", "30s")];
+    let a = cluster
+        .node_env("a", &cluster.db_url, clamd.as_deref(), &slow_poll)
+        .await;
+    let b = cluster
+        .node_env(
+            "b",
+            &cluster.db_url,
+            clamd.as_deref(),
+            &[
+                ("INTAKE_SOCKET_POLL", "30s"),
+                ("INTAKE_RUN_WORKERS", "false"),
+            ],
+        )
+        .await;
+    let (token, class, field, upload) = cluster.upload(&a).await;
+    let files: Vec<(String, Vec<u8>)> = (0..200)
+        .map(|i| (format!("f{i}.txt"), vec![b'x'; 2048]))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let zip = testkit::zip_of(&refs);
+    let mut sock = cluster.socket(&b, &token, &upload).await;
+    sock.send(json!({
+        "type": "request_presigned_url", "temp_upload_id": "temp_1", "file_name": "batch.zip",
+        "file_size": zip.len(), "file_type": "application/zip",
+        "object_class": class, "class_field": field,
+    }))
+    .await;
+    let ready = sock.recv().await;
+    let m = &ready["message"];
+    let r = cluster
+        .client
+        .put(m["presigned_url"].as_str().unwrap())
+        .header("Content-Type", "application/zip")
+        .body(zip)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    sock.send(
+        json!({ "type": "upload_complete", "upload_id": m["upload_id"], "s3_key": m["s3_key"] }),
+    )
+    .await;
+    let mut delays = Vec::new();
+    loop {
+        let msg = sock.recv().await;
+        let at = msg["message"]["timestamp"].as_str().unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339(at).unwrap();
+        let delay = chrono::Utc::now().signed_duration_since(at);
+        // The first (`queued`) is written by node B itself.
+        if msg["message"]["status"] != "queued" {
+            delays.push(delay.num_microseconds().unwrap() as f64 / 1000.0);
+        }
+        let status = &msg["message"]["status"];
+        if msg["type"] == "monitoring_update" && (status == "success" || status == "error") {
+            assert_eq!(status, "success", "{msg}");
+            break;
+        }
+    }
+    drop(a);
+    delays.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let median = delays[delays.len() / 2];
+    let max = delays[delays.len() - 1];
+    eprintln!(
+        "A→B delivery over {} messages: median {median:.1} ms, max {max:.1} ms",
+        delays.len()
+    );
+    assert!(delays.len() >= 4, "{delays:?}");
+    assert!(median < 100.0, "median {median:.1} ms: {delays:?}");
+    assert!(max < 5_000.0, "a message waited for a poll: {delays:?}");
 }

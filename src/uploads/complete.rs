@@ -184,7 +184,7 @@ async fn enqueue(up: &Uploads, upload: &UploadRow, file: &UploadFileRow) -> Resu
         .await
         .map_err(server("enqueueing processing"))?;
     if fresh {
-        up.hub.notify();
+        up.hub.notify(&upload.id);
         up.wake_workers();
     }
     tracing::info!(upload_id = %upload.id, upload_file = %file.id, "upload completed; processing queued");

@@ -90,7 +90,7 @@ impl<'a> Monitor<'a> {
 
     /// An update made by [`Monitor::update`] was committed: wake the sockets.
     pub fn sent(&mut self, change: ProgressChange) {
-        self.hub.notify();
+        self.hub.notify(&self.upload_id);
         if let Some(av) = change.av_status {
             self.av_status = av;
         }

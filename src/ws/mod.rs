@@ -147,7 +147,8 @@ async fn entry(
                 .socket
                 .idle_timeout
                 .max(Duration::from_secs(1));
-            session::Session::new(state.uploads.clone(), upload, idle)
+            let poll = state.settings.socket.socket_poll;
+            session::Session::new(state.uploads.clone(), upload, idle, poll)
                 .run(sink, stream)
                 .await;
             drop(slot);

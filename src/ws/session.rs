@@ -18,9 +18,6 @@ use crate::uploads::{Uploads, complete, presign};
 /// How long a closing socket waits for the client's close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
-/// How often the log is polled for messages written by other nodes.
-const POLL: Duration = Duration::from_millis(500);
-
 /// What a handled message asks the loop to do.
 enum Outcome {
     Reply(Value),
@@ -32,17 +29,21 @@ pub struct Session {
     up: Uploads,
     upload: UploadRow,
     idle: Duration,
+    /// The fallback read of the log, for a lost wake-up.
+    poll: Duration,
     last_log_id: i64,
 }
 
 impl Session {
     /// A session on `upload` (its owner was checked by the handshake) that closes
-    /// after `idle` without a frame from the client.
-    pub fn new(up: Uploads, upload: UploadRow, idle: Duration) -> Session {
+    /// after `idle` without a frame from the client and reads its log every `poll`
+    /// when not woken.
+    pub fn new(up: Uploads, upload: UploadRow, idle: Duration, poll: Duration) -> Session {
         Session {
             up,
             upload,
             idle,
+            poll,
             last_log_id: 0,
         }
     }
@@ -87,8 +88,9 @@ impl Session {
         Ok(())
     }
 
-    /// The loop: client frames, log growth (woken locally, polled for other
-    /// nodes), and pings that also find idle clients.
+    /// The loop: client frames, log growth (woken by the hub for this node's and,
+    /// through the bus, other nodes' writes; a slow poll for a lost wake-up), and
+    /// pings that also find idle clients.
     async fn serve<S, R>(&mut self, sink: &mut S, stream: &mut R)
     where
         S: Sink<Message> + Unpin,
@@ -97,8 +99,9 @@ impl Session {
         let idle = self.idle;
         let mut ping = tokio::time::interval((idle / 3).max(Duration::from_millis(100)));
         ping.tick().await;
-        let mut poll = tokio::time::interval(POLL);
-        let mut wake = self.up.hub.subscribe();
+        let mut poll = tokio::time::interval(self.poll);
+        poll.tick().await;
+        let mut wake = self.up.hub.subscribe(&self.upload.id);
         let mut last_seen = Instant::now();
         loop {
             let go_on = tokio::select! {

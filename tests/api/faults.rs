@@ -144,7 +144,13 @@ impl ChannelSocket {
         let upload = app.state.db.upload_by_id(upload_id).await.unwrap().unwrap();
         let (to_server, server_in) = mpsc::unbounded();
         let (server_out, from_server) = mpsc::unbounded();
-        let session = Session::new(app.state.uploads.clone(), upload, Duration::from_secs(60));
+        let poll = app.state.settings.socket.socket_poll;
+        let session = Session::new(
+            app.state.uploads.clone(),
+            upload,
+            Duration::from_secs(60),
+            poll,
+        );
         tokio::spawn(session.run(server_out, server_in));
         ChannelSocket {
             to_server,

@@ -195,11 +195,19 @@ impl SocketLimiter {
     pub async fn renew(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut every = tokio::time::interval((self.lease / 2).max(Duration::from_millis(100)));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A node without sockets writes nothing (after one pass that forgets its
+        // emptied rows): an idle node costs the database no writes.
+        let mut idle_cleaned = false;
         loop {
             tokio::select! {
                 _ = every.tick() => {
-                    if let Err(e) = self.db.renew_socket_leases(&self.node, self.lease_ms()).await {
-                        tracing::warn!(error = %e, "renewing the socket leases");
+                    let idle = self.counts().is_empty();
+                    if idle && idle_cleaned {
+                        continue;
+                    }
+                    match self.db.renew_socket_leases(&self.node, self.lease_ms()).await {
+                        Ok(()) => idle_cleaned = idle,
+                        Err(e) => tracing::warn!(error = %e, "renewing the socket leases"),
                     }
                 }
                 () = shutdown.cancelled() => break,

@@ -95,10 +95,12 @@ impl Db {
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; the busy timeout
-                        // makes writers queue instead of failing with SQLITE_BUSY.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        // The busy timeout makes writers queue instead of failing with
+                        // SQLITE_BUSY; first, since switching to WAL takes a lock too
+                        // (a CLI command beside a busy server failed on it). WAL lets
+                        // readers run beside the one writer.
                         conn.execute("PRAGMA busy_timeout = 10000").await?;
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         conn.execute("PRAGMA synchronous = NORMAL").await?;
                     }

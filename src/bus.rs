@@ -78,6 +78,11 @@ async fn publish(
                         _ => {
                             notify(&db, &node, &upload).await;
                             sent.insert(upload, now);
+                            // Only the last interval matters: the map stays as small
+                            // as the set of uploads active in it.
+                            if sent.len() > 1024 {
+                                sent.retain(|_, at| now.duration_since(*at) < COALESCE);
+                            }
                         }
                     }
                 }

@@ -133,7 +133,7 @@ pub struct SocketLimiter {
     db: Db,
     /// This process's id in `socket_leases` (a restarted node is a new one).
     node: String,
-    /// How long a lease runs without renewal: one heartbeat.
+    /// How long a lease runs without renewal (two thirds of the heartbeat).
     lease: Duration,
     counts: Mutex<HashMap<i64, u32>>,
 }

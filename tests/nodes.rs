@@ -275,26 +275,12 @@ impl Cluster {
         (token, class, field, upload)
     }
 
+    /// Opens an upload socket at `node` that the handshake must accept.
     async fn socket(&self, node: &Node, token: &str, upload: &str) -> Sock {
-        let r = self
-            .client
-            .get(format!("{}/api/users/ws-auth/", node.base))
-            .header("Authorization", format!("JWT {token}"))
-            .send()
-            .await
-            .unwrap();
-        let ticket = r.json::<Value>().await.unwrap()["uuid"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let url = format!(
-            "ws://{}/ws/object-records/uploads/{upload}/?uuid={ticket}",
-            node.addr
-        );
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
-        let mut sock = Sock { ws };
-        assert_eq!(sock.recv().await["type"], "connection_established");
-        sock
+        match self.try_socket(node, token, upload).await {
+            Ok(sock) => sock,
+            Err(m) => panic!("the socket was refused: {m}"),
+        }
     }
 
     /// Opens an upload socket at `node`: the socket, or the first message of a

@@ -71,12 +71,8 @@ impl JobSettlement<'_> {
 /// A running job with its heartbeat ([`Db::silent_jobs`]).
 #[derive(sqlx::FromRow)]
 struct SilentRow {
-    id: i64,
-    kind: JobKind,
-    payload: String,
-    attempts: i64,
-    max_attempts: i64,
-    last_error: Option<String>,
+    #[sqlx(flatten)]
+    job: Job,
     heartbeat_at: i64,
 }
 
@@ -256,20 +252,7 @@ impl Db {
         .bind(now - renotice_ms)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                let job = Job {
-                    id: r.id,
-                    kind: r.kind,
-                    payload: r.payload,
-                    attempts: r.attempts,
-                    max_attempts: r.max_attempts,
-                    last_error: r.last_error,
-                };
-                (job, r.heartbeat_at)
-            })
-            .collect())
+        Ok(rows.into_iter().map(|r| (r.job, r.heartbeat_at)).collect())
     }
 
     /// Announces silent job `id` (its heartbeat still `heartbeat_at`, not

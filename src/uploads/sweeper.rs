@@ -62,15 +62,19 @@ impl Sweeper {
         Sweeper { up, holder }
     }
 
-    /// Sweeps every `sweep_interval` until `shutdown` (the lease permitting),
-    /// then gives the lease up so another node takes over at once.
-    pub async fn run(self, shutdown: CancellationToken) {
-        let every = self
-            .up
+    /// The time between passes: `sweep_interval`, at least a second.
+    fn interval(&self) -> Duration {
+        self.up
             .settings
             .uploads
             .sweep_interval
-            .max(Duration::from_secs(1));
+            .max(Duration::from_secs(1))
+    }
+
+    /// Sweeps every `sweep_interval` until `shutdown` (the lease permitting),
+    /// then gives the lease up so another node takes over at once.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let every = self.interval();
         loop {
             match self.sweep_if_leader().await {
                 Ok(Some(s)) if s != Swept::default() => tracing::info!(?s, "sweeper pass"),
@@ -96,12 +100,7 @@ impl Sweeper {
             ..Swept::default()
         };
         // The lease outlives two intervals, so a live sweeper keeps it.
-        let every = self
-            .up
-            .settings
-            .uploads
-            .sweep_interval
-            .max(Duration::from_secs(1));
+        let every = self.interval();
         let ttl_ms = (every.as_millis() * 2) as i64;
         if !self.up.db.take_lease(LEASE, &self.holder, ttl_ms).await? {
             return Ok(None);

@@ -442,7 +442,9 @@ impl Application {
             }
             // Other nodes' writes wake this node's sockets (PostgreSQL; SQLite is
             // one node, where the hub alone suffices).
-            if self.state.db.backend == crate::db::Backend::Postgres {
+            if self.state.db.backend == crate::db::Backend::Postgres
+                && self.state.settings.socket.socket_notify
+            {
                 let url = self.state.settings.effective_database_url();
                 crate::bus::PgBus::start(
                     url.expose_secret().to_string(),
@@ -451,6 +453,13 @@ impl Application {
                     stop_workers.clone(),
                 );
             }
+            // A lost wake-up is found by one slow poll of the log per node.
+            workers.push(tokio::spawn(crate::live::poll_log(
+                self.state.db.clone(),
+                self.state.uploads.hub.clone(),
+                self.state.settings.socket.socket_poll,
+                stop_workers.clone(),
+            )));
             // The cluster-wide socket cap: this node's leases.
             let sockets = self.state.sockets.clone();
             workers.push(tokio::spawn(sockets.renew(stop_workers.clone())));

@@ -176,10 +176,15 @@ schema::schema! {
         /// Close a socket that has been silent (no pong or message) this long.
         idle_timeout: Duration as Dur = "ws_idle_timeout",
             default Some("2m"), example "45s", alias "ws_idle_timeout_secs" in Secs;
-        /// How often an upload socket reads its log without being woken: the bound on
-        /// a lost wake-up. Writes on this node wake its sockets at once, other nodes'
+        /// How often a node reads which uploads' logs grew, to wake their sockets:
+        /// the bound on a lost wake-up (one query per node, whatever the number of
+        /// sockets). Writes on this node wake its sockets at once, other nodes'
         /// through PostgreSQL `LISTEN/NOTIFY`.
         socket_poll: Duration as Dur = "socket_poll", default Some("5s"), example "1s";
+        /// Wake sockets on other nodes through PostgreSQL `LISTEN/NOTIFY` (ignored on
+        /// SQLite, one node). Off, another node's messages reach a socket within
+        /// `INTAKE_SOCKET_POLL`.
+        socket_notify: bool as Bool = "socket_notify", default Some("true"), example "false";
     }
     /// Limits on an archive's contents.
     archive: ArchiveSettings {

@@ -32,4 +32,22 @@ impl Db {
         .fetch_all(&self.pool)
         .await
     }
+
+    /// The uploads whose log has a message with an id above `after`, each with its
+    /// highest such id (the fallback poll, [`crate::live::poll_log`]).
+    pub async fn log_growth(&self, after: i64) -> Result<Vec<(String, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT upload_id, MAX(id) FROM upload_messages WHERE id > $1 GROUP BY upload_id",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// The highest message id so far (0 for none).
+    pub async fn last_message_id(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM upload_messages")
+            .fetch_one(&self.pool)
+            .await
+    }
 }

@@ -11,6 +11,7 @@
 
 mod embedded;
 mod error;
+mod presign;
 mod s3;
 
 use std::path::Path;

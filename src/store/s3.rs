@@ -26,6 +26,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use tokio::io::AsyncWriteExt as _;
 use tracing::{debug, info, warn};
 
+use super::presign::QueryPresigner;
 use super::{Checksum, ObjectMeta, ObjectStore, Result, S3Config, StoreError};
 
 const MIB: u64 = 1024 * 1024;
@@ -138,6 +139,9 @@ pub struct S3Store {
     client: Client,
     /// Presigned URLs are signed for `S3Config::public_url` when set.
     presigner: Client,
+    /// The same URLs as `presigner`'s for the hot paths, without the SDK's
+    /// orchestrator (`super::presign`).
+    fast: std::sync::Arc<QueryPresigner>,
     bucket: String,
     region: String,
     limits: Limits,
@@ -167,10 +171,27 @@ impl S3Store {
         Ok(Self {
             client,
             presigner,
+            fast: std::sync::Arc::new(QueryPresigner::new(
+                &cfg.access_key_id,
+                &cfg.secret_access_key,
+                &cfg.region,
+            )),
             bucket: cfg.bucket.clone(),
             region: cfg.region.clone(),
             limits: Limits::default(),
         })
+    }
+
+    /// [`ObjectStore::presign_put_any`] through the SDK's presigner (what the fast
+    /// path is checked against).
+    async fn sdk_presign_put_any(&self, key: &str, expires: Duration) -> Result<String> {
+        self.presigner
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(presigning(expires)?)
+            .await
+            .uri_or_store("PutObject(presign)", key)
     }
 
     /// The bucket this store writes to.
@@ -509,13 +530,18 @@ impl ObjectStore for S3Store {
     }
 
     async fn presign_put_any(&self, key: &str, expires: Duration) -> Result<String> {
-        self.presigner
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .presigned(presigning(expires)?)
-            .await
-            .uri_or_store("PutObject(presign)", key)
+        let base = self
+            .fast
+            .base(|probe| self.sdk_presign_put_any(probe, expires))
+            .await?;
+        self.fast.sign(
+            base,
+            "PUT",
+            key,
+            &[("x-id", "PutObject")],
+            expires,
+            std::time::SystemTime::now(),
+        )
     }
 
     async fn presign_put_checked(
@@ -879,14 +905,19 @@ impl ObjectStore for S3Store {
         expires: Duration,
         download_name: Option<&str>,
     ) -> Result<String> {
-        self.presigner
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .set_response_content_disposition(download_name.map(attachment_disposition))
-            .presigned(presigning(expires)?)
-            .await
-            .uri_or_store("GetObject(presign)", key)
+        let base = self
+            .fast
+            .base(|probe| self.sdk_presign_put_any(probe, expires))
+            .await?;
+        let disposition = download_name.map(attachment_disposition);
+        self.fast.sign(
+            base,
+            "GET",
+            key,
+            &get_query(disposition.as_deref()),
+            expires,
+            std::time::SystemTime::now(),
+        )
     }
 
     async fn ping(&self) -> Result<()> {
@@ -981,6 +1012,15 @@ async fn file_body(op: &'static str, path: &Path, offset: u64, len: u64) -> Resu
         .build()
         .await
         .map_err(|e| StoreError::io(op, path, std::io::Error::other(e)))
+}
+
+/// The query of a presigned `GetObject` before the signature, in the SDK's order.
+fn get_query(disposition: Option<&str>) -> Vec<(&'static str, &str)> {
+    let mut query = vec![("x-id", "GetObject")];
+    if let Some(d) = disposition {
+        query.push(("response-content-disposition", d));
+    }
+    query
 }
 
 fn presigning(expires: Duration) -> Result<PresigningConfig> {
@@ -1094,6 +1134,97 @@ mod tests {
         assert_eq!(part_size_for(1, 1), S3_PART_MIN);
         let huge = 5 * 1024 * GIB;
         assert!(part_size_for(huge, 64 * MIB).saturating_mul(S3_MAX_PARTS) >= huge);
+    }
+
+    /// The fast presigner gives exactly the SDK's URLs, for every way of addressing
+    /// a bucket and for keys that need encoding.
+    #[tokio::test]
+    async fn fast_presigned_urls_are_the_sdks() {
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        let expires = Duration::from_secs(900);
+        let config = |endpoint: Option<&str>, path_style: bool, public: Option<&str>| S3Config {
+            endpoint: endpoint.map(str::to_owned),
+            region: "eu-west-1".into(),
+            bucket: "intake-bucket".into(),
+            access_key_id: "AKIDEXAMPLE".into(),
+            secret_access_key: "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY".into(),
+            force_path_style: path_style,
+            public_url: public.map(str::to_owned),
+        };
+        let configs = [
+            config(Some("http://127.0.0.1:9000"), true, None),
+            config(Some("https://s3.example.com:8443/"), false, None),
+            config(None, false, None),
+            config(None, true, None),
+            config(
+                Some("http://10.0.0.1:3900"),
+                true,
+                Some("https://files.example.com"),
+            ),
+        ];
+        let keys = [
+            "tenant_a/8c1f3e2a-6d2b-4a57-9a53-0c8f4e1b2d3c",
+            "a dir/é+x%y~z_(1)!*'.zip",
+            "deep/er/key.txt",
+        ];
+        for cfg in &configs {
+            let store = S3Store::new(cfg).unwrap();
+            let base = store
+                .fast
+                .base(|probe| store.sdk_presign_put_any(probe, expires))
+                .await
+                .unwrap()
+                .to_owned();
+            for key in keys {
+                let sdk = |op: PresigningConfig| async {
+                    store
+                        .presigner
+                        .put_object()
+                        .bucket(&store.bucket)
+                        .key(key)
+                        .presigned(op)
+                        .await
+                        .unwrap()
+                        .uri()
+                        .to_owned()
+                };
+                let op = PresigningConfig::builder()
+                    .start_time(at)
+                    .expires_in(expires)
+                    .build()
+                    .unwrap();
+                let fast = store
+                    .fast
+                    .sign(&base, "PUT", key, &[("x-id", "PutObject")], expires, at)
+                    .unwrap();
+                assert_eq!(fast, sdk(op).await, "PUT {key} with {cfg:?}");
+                for name in [None, Some("Bericht \"ä\" 1.zip")] {
+                    let op = PresigningConfig::builder()
+                        .start_time(at)
+                        .expires_in(expires)
+                        .build()
+                        .unwrap();
+                    let sdk = store
+                        .presigner
+                        .get_object()
+                        .bucket(&store.bucket)
+                        .key(key)
+                        .set_response_content_disposition(name.map(attachment_disposition))
+                        .presigned(op)
+                        .await
+                        .unwrap()
+                        .uri()
+                        .to_owned();
+                    let disposition = name.map(attachment_disposition);
+                    let query = get_query(disposition.as_deref());
+                    let fast = store
+                        .fast
+                        .sign(&base, "GET", key, &query, expires, at)
+                        .unwrap();
+                    assert_eq!(fast, sdk, "GET {key} ({name:?}) with {cfg:?}");
+                }
+            }
+        }
     }
 
     #[test]

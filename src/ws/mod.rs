@@ -32,6 +32,12 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 /// the close frame on its way.
 pub const TRANSPORT_MAX_BYTES: usize = 1024 * 1024;
 
+/// The transport's read buffer at the start, grown to fit a bigger frame. The
+/// default (128 KiB, allocated when the socket opens) was most of an idle socket's
+/// memory; client messages are a few hundred bytes (docs/PERFORMANCE.md). Writes
+/// go out as they are sent (`write_buffer_size(0)`): every send is flushed anyway.
+pub const READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// The routes of this module: everything under `/ws/`.
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -136,7 +142,9 @@ async fn entry(
     };
     let ws = ws
         .max_message_size(TRANSPORT_MAX_BYTES)
-        .max_frame_size(TRANSPORT_MAX_BYTES);
+        .max_frame_size(TRANSPORT_MAX_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(0);
     match decision {
         Handshake::Refuse(err) => ws.on_upgrade(move |socket| refuse(socket, err)),
         Handshake::Accept { user, upload, slot } => ws.on_upgrade(move |socket| async move {
@@ -147,8 +155,7 @@ async fn entry(
                 .socket
                 .idle_timeout
                 .max(Duration::from_secs(1));
-            let poll = state.settings.socket.socket_poll;
-            session::Session::new(state.uploads.clone(), upload, idle, poll)
+            session::Session::new(state.uploads.clone(), upload, idle)
                 .run(sink, stream)
                 .await;
             drop(slot);

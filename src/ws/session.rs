@@ -29,21 +29,19 @@ pub struct Session {
     up: Uploads,
     upload: UploadRow,
     idle: Duration,
-    /// The fallback read of the log, for a lost wake-up.
-    poll: Duration,
     last_log_id: i64,
 }
 
 impl Session {
     /// A session on `upload` (its owner was checked by the handshake) that closes
-    /// after `idle` without a frame from the client and reads its log every `poll`
-    /// when not woken.
-    pub fn new(up: Uploads, upload: UploadRow, idle: Duration, poll: Duration) -> Session {
+    /// after `idle` without a frame from the client. It reads its log when the hub
+    /// wakes it (this node's writes at once; other nodes' through the bus; a lost
+    /// wake-up through the node's one fallback poll, [`crate::live::poll_log`]).
+    pub fn new(up: Uploads, upload: UploadRow, idle: Duration) -> Session {
         Session {
             up,
             upload,
             idle,
-            poll,
             last_log_id: 0,
         }
     }
@@ -89,8 +87,9 @@ impl Session {
     }
 
     /// The loop: client frames, log growth (woken by the hub for this node's and,
-    /// through the bus, other nodes' writes; a slow poll for a lost wake-up), and
-    /// pings that also find idle clients.
+    /// through the bus, other nodes' writes), and pings that also find idle
+    /// clients. An idle socket holds one timer and one watch receiver, and costs
+    /// nothing between pings.
     async fn serve<S, R>(&mut self, sink: &mut S, stream: &mut R)
     where
         S: Sink<Message> + Unpin,
@@ -99,8 +98,6 @@ impl Session {
         let idle = self.idle;
         let mut ping = tokio::time::interval((idle / 3).max(Duration::from_millis(100)));
         ping.tick().await;
-        let mut poll = tokio::time::interval(self.poll);
-        poll.tick().await;
         let mut wake = self.up.hub.subscribe(&self.upload.id);
         let mut last_seen = Instant::now();
         loop {
@@ -112,7 +109,6 @@ impl Session {
                 changed = wake.changed() => {
                     changed.is_ok() && self.forward_log(sink).await.is_ok()
                 }
-                _ = poll.tick() => self.forward_log(sink).await.is_ok(),
                 _ = ping.tick() => {
                     if last_seen.elapsed() > idle {
                         close(sink, CLOSE_GOING_AWAY, "Idle timeout").await;

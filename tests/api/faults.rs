@@ -144,13 +144,7 @@ impl ChannelSocket {
         let upload = app.state.db.upload_by_id(upload_id).await.unwrap().unwrap();
         let (to_server, server_in) = mpsc::unbounded();
         let (server_out, from_server) = mpsc::unbounded();
-        let poll = app.state.settings.socket.socket_poll;
-        let session = Session::new(
-            app.state.uploads.clone(),
-            upload,
-            Duration::from_secs(60),
-            poll,
-        );
+        let session = Session::new(app.state.uploads.clone(), upload, Duration::from_secs(60));
         tokio::spawn(session.run(server_out, server_in));
         ChannelSocket {
             to_server,

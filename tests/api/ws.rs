@@ -1400,3 +1400,30 @@ async fn a_client_answering_pings_stays_connected() {
     let ready = fx.request(&mut ws, "temp_alive", 10).await;
     assert_eq!(ready["temp_upload_id"], "temp_alive");
 }
+
+/// A message that reaches the log without a wake-up (written by another node whose
+/// notice was lost) is delivered by the node's one fallback poll, not by a poll of
+/// each socket; and an idle socket's upload sees nothing else.
+#[tokio::test]
+async fn a_message_without_a_wake_up_arrives_through_the_node_poll() {
+    let app = TestApp::spawn_with(|s| s.socket.socket_poll = Duration::from_millis(200)).await;
+    let (_, token) = app.user(AccountType::ConfigAdmin).await;
+    let (class, field) = app.class_with_document_field(&token).await;
+    let upload = app.create_upload(&token, class, field).await;
+    let other = app.create_upload(&token, class, field).await;
+    let mut ws = Socket::connect(&app, &token, &upload).await;
+    let mut idle = Socket::connect(&app, &token, &other).await;
+    // Let the poll take its first reading of the log.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let message =
+        json!({ "type": "monitoring_update", "message": { "status": "written elsewhere" } });
+    app.state
+        .db
+        .append_message(&upload, &message.to_string())
+        .await
+        .unwrap();
+    assert_eq!(ws.recv().await, message);
+    // The other upload's socket got nothing.
+    let nothing = tokio::time::timeout(Duration::from_millis(600), idle.next_frame()).await;
+    assert!(nothing.is_err(), "{nothing:?}");
+}

@@ -396,12 +396,12 @@ pub fn closest(name: &str) -> Option<&'static str> {
     }
     // Measuring is what makes a typo's message slow (a fuzzed file is mostly typos),
     // so a candidate that cannot pass is not measured. `common` is how many characters
-    // it shares with `name` (repeats counted). Within two edits, at most two characters
-    // are added or removed: the lengths differ by at most two and all but two
-    // characters of the longer are shared. At least 0.9 alike: Jaro is (m/|a| + m/|b|
-    // + (m - t)/m) / 3, where the m matches pair equal characters, each once, so
-    // m ≤ common, and Jaro < 0.75 when common/|a| + common/|b| < 1.2; the prefix boost,
-    // at most 0.4 × (1 - Jaro), then leaves Jaro-Winkler under 0.9.
+    // it shares with `name` (repeats counted). Within two edits (each removes at most
+    // one character and adds at most one), the lengths differ by at most two and all
+    // but two characters of the longer are shared. At least 0.9 alike: Jaro is
+    // (m/|a| + m/|b| + (m - t)/m) / 3, where the m matches pair equal characters, each
+    // once, so m ≤ common, and Jaro < 0.75 when common/|a| + common/|b| < 1.2; the
+    // prefix boost, at most 0.4 × (1 - Jaro), then leaves Jaro-Winkler under 0.9.
     let near = |n: usize, common: usize| len.abs_diff(n) <= 2 && common + 2 >= len.max(n);
     let alike = |n: usize, common: usize| 5 * common * (len + n) >= 6 * len * n;
     SCHEMA

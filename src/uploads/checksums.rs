@@ -51,8 +51,7 @@ impl Algorithm {
         }
     }
 
-    /// The length of the algorithm's digest in bytes.
-    pub fn digest_len(self) -> usize {
+    fn digest_len(self) -> usize {
         match self {
             Algorithm::Crc32c => 4,
             Algorithm::Sha256 => 32,

@@ -309,7 +309,28 @@ impl Settings {
             Some(path) => Some(path.to_path_buf()),
             None => Some(PathBuf::from("intake.toml")).filter(|p| p.exists()),
         };
-        let (settings, warnings) = schema::load(path.as_deref(), env)?;
+        let text = match &path {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!(
+                    "config file {}: {}",
+                    path.display(),
+                    schema::io_reason(&e)
+                ))
+            })?),
+            None => None,
+        };
+        Self::load_text(path.as_deref().zip(text.as_deref()), env)
+    }
+
+    /// What [`Settings::load`] does once it has read the file, in memory: defaults,
+    /// then `file` (the path its messages name and the file's text), then the
+    /// `INTAKE_*` variables of `env` (nothing else of the process environment), and
+    /// validates. Touches no file (the fuzz target's entry point).
+    pub fn load_text(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let (settings, warnings) = schema::load(file, env)?;
         settings.validate()?;
         Ok((settings, warnings))
     }
@@ -854,6 +875,93 @@ mod tests {
             doc[start..end] == table,
             "docs/CONFIGURATION.md is out of date: run UPDATE_DOCS=1 cargo test --lib config"
         );
+    }
+
+    /// `load_from` is reading the file and then `load_text` (what the fuzz target
+    /// calls): the same settings, warnings and errors.
+    #[test]
+    fn loading_in_memory_is_loading_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("intake.toml");
+        let env = [("INTAKE_JOB_POLL_MS", "250"), ("INTAKE_DATADIR", "/x")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        for text in [
+            "",
+            "presign_ttl_secs = 60\nmax_upload_bytes = \"2 GB\"",
+            "databse_url = \"x\"",
+            "this is not toml",
+            "presign_ttl = \"8d\"",
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let shown = |r: Result<(Settings, Vec<String>), ConfigError>| match r {
+                Ok((s, w)) => format!("{s:?} {w:?}"),
+                Err(e) => e.to_string(),
+            };
+            assert_eq!(
+                shown(Settings::load_from(Some(&path), env.clone())),
+                shown(Settings::load_text(Some((&path, text)), env.clone())),
+                "{text}"
+            );
+        }
+        let e = Settings::load_from(Some(dir.path()), []).unwrap_err();
+        assert!(e.to_string().starts_with("config file "), "{e}");
+        assert!(!e.to_string().contains("os error"), "{e}");
+    }
+
+    /// `closest` skips candidates it need not measure; it answers as measuring every
+    /// candidate does.
+    #[test]
+    fn closest_answers_as_measuring_every_name() {
+        fn measured(name: &str) -> Option<&'static str> {
+            let name = name.to_ascii_lowercase();
+            SCHEMA
+                .iter()
+                .flat_map(|s| std::iter::once(s.name).chain(s.aliases.iter().map(|a| a.name)))
+                .map(|c| {
+                    let score = strsim::jaro_winkler(&name, c);
+                    (c, score, strsim::damerau_levenshtein(&name, c))
+                })
+                .filter(|(_, score, edits)| *edits <= 2 || *score >= 0.9)
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(c, ..)| c)
+                .map(|c| schema::find(c).map_or(c, |(spec, _)| spec.name))
+        }
+        let mut names = vec![String::new(), "x".into(), "ab".into(), "é".into()];
+        for spec in SCHEMA {
+            for name in std::iter::once(spec.name).chain(spec.aliases.iter().map(|a| a.name)) {
+                let chars: Vec<char> = name.chars().collect();
+                names.push(name.to_ascii_uppercase());
+                names.push(format!("{name}{name}{name}{name}{name}x"));
+                names.push(name.repeat(6));
+                for i in 0..chars.len() {
+                    let mut cut = chars.clone();
+                    cut.remove(i);
+                    names.push(cut.iter().collect());
+                    let mut swapped = chars.clone();
+                    swapped.swap(i, (i + 1) % chars.len());
+                    names.push(swapped.iter().collect());
+                    names.push(chars[..i].iter().collect());
+                    names.push(chars[i..].iter().collect());
+                }
+            }
+        }
+        // And strings of the names' letters, of every length up to 60.
+        let letters: Vec<char> = "abcdeghilmnoprstuwxyz_3é".chars().collect();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..1000 {
+            let word: String = (0..i % 61)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    letters[(state % letters.len() as u64) as usize]
+                })
+                .collect();
+            names.push(word);
+        }
+        for name in &names {
+            assert_eq!(closest(name), measured(name), "{name:?}");
+        }
     }
 
     #[test]

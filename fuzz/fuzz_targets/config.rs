@@ -1,10 +1,16 @@
 //! The settings loader (`src/config.rs`, compiled here on its own) on arbitrary
-//! `intake.toml` contents: no panic, and what loads passes its own checks. Kept to
-//! the one public entry point so that it survives changes to the settings' shape.
+//! `intake.toml` contents: no panic, and what loads passes its own checks. It calls
+//! `Settings::load_text`, the part of `Settings::load` after the file is read (defaults,
+//! the file, the variables, validation), so no file is written and the process
+//! environment is not read; kept to that entry point so that it survives changes to
+//! the settings' shape.
+//!
+//! Lines of the input that start with `#$ ` (TOML comments) are the environment:
+//! `#$ INTAKE_PRESIGN_TTL=15m` sets that variable, so the variables' path and their
+//! precedence over the file are fuzzed too.
 #![no_main]
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 
@@ -13,26 +19,21 @@ use libfuzzer_sys::fuzz_target;
 #[path = "../../src/config.rs"]
 mod config;
 
-/// The file the input is written to, in memory where the machine has it.
-fn file() -> &'static PathBuf {
-    static FILE: OnceLock<PathBuf> = OnceLock::new();
-    FILE.get_or_init(|| {
-        let base = std::path::Path::new("/dev/shm");
-        let base = if base.is_dir() {
-            base.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("intake-config-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        dir.join("intake.toml")
-    })
-}
-
 fuzz_target!(|data: &[u8]| {
-    std::fs::write(file(), data).expect("write input");
-    match config::Settings::load(Some(file())) {
-        Ok(settings) => settings.validate().expect("loaded settings are valid"),
+    // A file that is not UTF-8 is refused when it is read, before this.
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let env: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("#$ ")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    match config::Settings::load_text(Some((Path::new("intake.toml"), text)), env) {
+        Ok((settings, warnings)) => {
+            settings.validate().expect("loaded settings are valid");
+            assert!(warnings.iter().all(|w| !w.is_empty()));
+        }
         Err(e) => assert!(!e.to_string().is_empty()),
     }
 });

@@ -2,7 +2,7 @@
 //! own) on arbitrary text frames: the envelope (`type`) and `complete_multipart_upload`'s
 //! parts. Every refusal is one of the page's errors and serialises; accepted parts
 //! hold what the socket relies on. (`request_presigned_url`'s fields are parsed by
-//! `uploads::presign`, which needs the service's checksum code: not fuzzed here.)
+//! `uploads::presign_request`: the `presign_request` target.)
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

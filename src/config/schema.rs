@@ -384,22 +384,60 @@ pub fn find(name: &str) -> Option<(&'static Spec, Option<&'static Alias>)> {
     })
 }
 
-/// The setting whose name is closest to `name` (a typo), if one is close enough.
+/// The setting whose name is closest to `name` (a typo), if one is close enough: within
+/// two edits (Damerau-Levenshtein) or at least 0.9 alike (Jaro-Winkler), the most alike.
 pub fn closest(name: &str) -> Option<&'static str> {
     let name = name.to_ascii_lowercase();
+    let len = name.chars().count();
+    // How often each ASCII character occurs in `name` (the names are ASCII).
+    let mut letters = [0u32; 128];
+    for b in name.bytes().filter(u8::is_ascii) {
+        letters[usize::from(b)] = letters[usize::from(b)].saturating_add(1);
+    }
+    // Measuring is what makes a typo's message slow (a fuzzed file is mostly typos),
+    // so a candidate that cannot pass is not measured. `common` is how many characters
+    // it shares with `name` (repeats counted). Within two edits (each removes at most
+    // one character and adds at most one), the lengths differ by at most two and all
+    // but two characters of the longer are shared. At least 0.9 alike: Jaro is
+    // (m/|a| + m/|b| + (m - t)/m) / 3, where the m matches pair equal characters, each
+    // once, so m ≤ common, and Jaro < 0.75 when common/|a| + common/|b| < 1.2; the
+    // prefix boost, at most 0.4 × (1 - Jaro), then leaves Jaro-Winkler under 0.9.
+    let near = |n: usize, common: usize| len.abs_diff(n) <= 2 && common + 2 >= len.max(n);
+    let alike = |n: usize, common: usize| 5 * common * (len + n) >= 6 * len * n;
     SCHEMA
         .iter()
         .flat_map(|s| std::iter::once(s.name).chain(s.aliases.iter().map(|a| a.name)))
-        .map(|candidate| {
-            let score = strsim::jaro_winkler(&name, candidate);
-            let edits = strsim::damerau_levenshtein(&name, candidate);
-            (candidate, score, edits)
+        .map(|candidate| (candidate, shared(&letters, candidate)))
+        .filter(|(candidate, common)| {
+            near(candidate.len(), *common) || alike(candidate.len(), *common)
         })
-        .filter(|(_, score, edits)| *edits <= 2 || *score >= 0.9)
-        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(candidate, common)| {
+            let score = strsim::jaro_winkler(&name, candidate);
+            (candidate, common, score)
+        })
+        .filter(|(candidate, common, score)| {
+            *score >= 0.9
+                || (near(candidate.len(), *common)
+                    && strsim::damerau_levenshtein(&name, candidate) <= 2)
+        })
+        .max_by(|a, b| a.2.total_cmp(&b.2))
         .map(|(candidate, ..)| candidate)
         // An old name resolves to the setting it stands for.
         .map(|c| find(c).map_or(c, |(spec, _)| spec.name))
+}
+
+/// How many characters of the ASCII `candidate` the counts `letters` hold (repeats
+/// counted).
+fn shared(letters: &[u32; 128], candidate: &str) -> usize {
+    let mut used = [0u32; 128];
+    candidate
+        .bytes()
+        .filter(|b| {
+            let i = usize::from(b & 0x7f);
+            used[i] += 1;
+            b.is_ascii() && used[i] <= letters[i]
+        })
+        .count()
 }
 
 /// Where a value came from, for messages.
@@ -408,19 +446,17 @@ enum Origin<'a> {
     Env,
 }
 
-/// Defaults, then `file` (TOML, flat keys), then the `INTAKE_*` variables of `env`.
-/// Returns the settings (not yet validated) and the warnings to log once logging
-/// is up: variables that name no setting, old names.
+/// Defaults, then `file` (its path, which messages name, and its text: TOML, flat
+/// keys), then the `INTAKE_*` variables of `env`. Returns the settings (not yet
+/// validated) and the warnings to log once logging is up: variables that name no
+/// setting, old names.
 pub fn load(
-    file: Option<&Path>,
+    file: Option<(&Path, &str)>,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(Settings, Vec<String>), ConfigError> {
     let mut settings = Settings::default();
     let mut warnings = Vec::new();
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(format!("config file {}: {}", path.display(), io_reason(&e)))
-        })?;
+    if let Some((path, text)) = file {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             let why = e.message().to_string();
             ConfigError(format!(

@@ -14,11 +14,14 @@
 //! `parts` are the checksums of the file cut at `part_size` (used when the
 //! session is multipart, and then `part_size` is its part size), `object` the
 //! checksum of the whole file (used for a single PUT).
+//!
+//! This file imports nothing of the crate (only serde_json and base64): `fuzz/`
+//! compiles it on its own with `presign_request.rs` (`tests/architecture.rs` keeps it
+//! so). The store's form of these checksums (`store::Checksum`) is made in
+//! `uploads/mod.rs`.
 
 use base64::Engine as _;
 use serde_json::Value;
-
-use crate::store::Checksum;
 
 /// S3's limits on a part.
 const MIN_PART: u64 = 5 * 1024 * 1024;
@@ -52,13 +55,6 @@ impl Algorithm {
         match self {
             Algorithm::Crc32c => 4,
             Algorithm::Sha256 => 32,
-        }
-    }
-
-    fn checksum(self, b64: &str) -> Checksum {
-        match self {
-            Algorithm::Crc32c => Checksum::Crc32c(b64.to_owned()),
-            Algorithm::Sha256 => Checksum::Sha256(b64.to_owned()),
         }
     }
 }
@@ -133,20 +129,26 @@ impl Checksums {
         Ok(())
     }
 
-    /// Part `n`'s checksum (from 1).
-    pub fn part(&self, n: u64) -> Checksum {
-        self.algorithm.checksum(&self.parts[(n - 1) as usize])
+    /// How many parts the checksums are of.
+    pub fn part_count(&self) -> usize {
+        self.parts.len()
     }
 
-    /// The whole file's checksum.
-    pub fn object(&self) -> Checksum {
-        self.algorithm.checksum(&self.object)
+    /// Part `n`'s checksum (from 1), base64 as the client sent it.
+    pub fn part_value(&self, n: u64) -> &str {
+        &self.parts[(n - 1) as usize]
+    }
+
+    /// The whole file's checksum, base64 as the client sent it.
+    pub fn object_value(&self) -> &str {
+        &self.object
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Checksum;
     use serde_json::json;
 
     #[test]

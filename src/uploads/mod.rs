@@ -17,6 +17,7 @@ pub mod job;
 pub mod monitor;
 pub mod outcome;
 pub mod presign;
+pub mod presign_request;
 pub mod process;
 pub mod resume;
 pub mod sweeper;
@@ -32,7 +33,7 @@ use crate::config::{ArchiveSettings, JobSettings, UploadSettings, WebhookSetting
 use crate::db::Db;
 use crate::live::Hub;
 use crate::scan::Scanner;
-use crate::store::ObjectStore;
+use crate::store::{Checksum, ObjectStore};
 
 /// How many times a job is tried before it fails for good.
 pub const MAX_ATTEMPTS: i64 = 8;
@@ -67,6 +68,27 @@ pub struct Uploads {
     pub workers: Arc<Notify>,
     /// The settings of this flow.
     pub settings: Arc<FlowSettings>,
+}
+
+/// The store's form of a client's checksums, which a presigned URL is bound to (here
+/// rather than in `checksums.rs`, which `fuzz/` compiles without the store).
+impl checksums::Checksums {
+    /// Part `n`'s checksum (from 1).
+    pub fn part(&self, n: u64) -> Checksum {
+        store_checksum(self.algorithm, self.part_value(n))
+    }
+
+    /// The whole file's checksum.
+    pub fn object(&self) -> Checksum {
+        store_checksum(self.algorithm, self.object_value())
+    }
+}
+
+fn store_checksum(algorithm: checksums::Algorithm, b64: &str) -> Checksum {
+    match algorithm {
+        checksums::Algorithm::Crc32c => Checksum::Crc32c(b64.to_owned()),
+        checksums::Algorithm::Sha256 => Checksum::Sha256(b64.to_owned()),
+    }
 }
 
 impl Uploads {

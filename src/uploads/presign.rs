@@ -1,12 +1,12 @@
 //! `request_presigned_url`: validate the request in the page's order, make the
 //! object key (never from the client's file name), presign a single PUT bound to
 //! length and type or create a multipart upload and presign every part, and record
-//! the file session.
+//! the file session. The request's fields are parsed in `presign_request.rs`.
 
 use serde_json::{Map, Value};
 
 use super::Uploads;
-use super::checksums::Checksums;
+pub use super::presign_request::PresignRequest;
 use crate::config::UploadSettings;
 use crate::db::now_ms;
 use crate::db::uploads::{NewUploadFile, UploadRow};
@@ -24,17 +24,6 @@ pub use crate::protocol::MAX_PARTS;
 const DEFAULT_CHUNK: u64 = 16 * 1024 * 1024;
 const MIB: u64 = 1024 * 1024;
 
-/// The fields the page requires, in its order.
-const REQUIRED: [&str; 7] = [
-    "type",
-    "temp_upload_id",
-    "file_name",
-    "file_size",
-    "file_type",
-    "object_class",
-    "class_field",
-];
-
 /// Chooses the chunk size: the configured one or 16 MiB, grown (in whole MiB) so
 /// that there are at most 10,000 parts; never under 5 MiB.
 pub fn chunk_size(file_size: u64, configured: Option<u64>) -> u64 {
@@ -43,75 +32,7 @@ pub fn chunk_size(file_size: u64, configured: Option<u64>) -> u64 {
     base.max(needed)
 }
 
-/// A well-formed `request_presigned_url`, not yet checked against the settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PresignRequest {
-    pub temp_upload_id: String,
-    pub file_name: String,
-    pub file_size: i64,
-    pub file_type: String,
-    pub object_class: i64,
-    pub class_field: i64,
-    /// The optional `checksums` extension (`uploads::checksums`).
-    pub checksums: Option<Checksums>,
-}
-
 impl PresignRequest {
-    /// Parses the message's fields, refusing in the page's order.
-    pub fn parse(msg: &Map<String, Value>) -> Result<PresignRequest, WsError> {
-        if REQUIRED.iter().any(|f| !msg.contains_key(*f)) {
-            return Err(WsError::InvalidPayload);
-        }
-        for f in ["file_name", "file_size", "file_type"] {
-            if msg[f].is_null() {
-                return Err(WsError::NullField(f.into()));
-            }
-        }
-        let temp_upload_id = match &msg["temp_upload_id"] {
-            Value::String(s) if !s.is_empty() && s.len() <= 255 => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return Err(WsError::InvalidPayload),
-        };
-        let text = |f: &str| {
-            msg[f]
-                .as_str()
-                .map(|s| s.trim().to_string())
-                .ok_or(WsError::InvalidPayload)
-        };
-        let file_name = text("file_name")?;
-        let file_type = text("file_type")?;
-        for (name, value) in [("file_name", &file_name), ("file_type", &file_type)] {
-            if value.is_empty() {
-                return Err(WsError::EmptyField(name.into()));
-            }
-        }
-        if file_name.chars().count() > 1024 {
-            return Err(WsError::InvalidPayload);
-        }
-        // An integer beyond i64 is still a size: too large, not malformed.
-        let file_size = match &msg["file_size"] {
-            Value::Number(n) if n.is_u64() && n.as_i64().is_none() => i64::MAX,
-            v => v.as_i64().ok_or(WsError::InvalidPayload)?,
-        };
-        let checksums = match msg.get("checksums") {
-            None | Some(Value::Null) => None,
-            Some(v) if file_size > 0 => {
-                Some(Checksums::parse(v, file_size as u64).map_err(WsError::InvalidChecksums)?)
-            }
-            // An empty file is refused as such by `check`.
-            Some(_) => None,
-        };
-        Ok(PresignRequest {
-            checksums,
-            temp_upload_id,
-            file_name,
-            file_size,
-            file_type,
-            object_class: pk(&msg["object_class"]).ok_or(WsError::InvalidPayload)?,
-            class_field: pk(&msg["class_field"]).ok_or(WsError::InvalidPayload)?,
-        })
-    }
-
     /// Checks type, size and target against the settings and the upload.
     pub fn check(&self, settings: &UploadSettings, upload: &UploadRow) -> Result<(), WsError> {
         if !ALLOWED_FILE_TYPES.contains(&self.file_type.to_ascii_lowercase().as_str()) {
@@ -133,17 +54,6 @@ impl PresignRequest {
             return Err(WsError::DoesNotExist);
         }
         Ok(())
-    }
-}
-
-/// A primary key: an integer or a string of digits.
-fn pk(v: &Value) -> Option<i64> {
-    match v {
-        Value::Number(n) => n.as_i64(),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().ok()
-        }
-        _ => None,
     }
 }
 

@@ -5,6 +5,8 @@
 //! high-water mark is reset just before `upload_complete`).
 //!
 //! `cargo bench --bench pipeline` (both), or `-- small` / `-- large [GIB]`.
+//! `BENCH_DB=postgres` runs it on a fresh PostgreSQL database instead of SQLite;
+//! `BENCH_SOCKET_NOTIFY=false` turns the `LISTEN/NOTIFY` wake-ups off.
 
 use std::io::Write;
 use std::path::Path;
@@ -104,7 +106,21 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
     let (files, bytes) = make(&zip_path);
     let zip_len = std::fs::metadata(&zip_path).unwrap().len();
 
-    let settings = Settings::ephemeral(dir.path().join("data"));
+    let mut settings = Settings::ephemeral(dir.path().join("data"));
+    let pg = postgres_database().await;
+    if let Some(url) = &pg {
+        settings.database.url = Some(url.clone().into());
+    }
+    settings.socket.socket_notify = std::env::var("BENCH_SOCKET_NOTIFY").as_deref() != Ok("false");
+    println!(
+        "{name}: database {}, socket notices {}",
+        if pg.is_some() { "PostgreSQL" } else { "SQLite" },
+        if settings.socket.socket_notify {
+            "on"
+        } else {
+            "off"
+        }
+    );
     let app = Application::build(settings).await.unwrap();
     let base = format!("http://{}", app.local_addr());
     let state = app.state().clone();
@@ -272,6 +288,26 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
         floor,
         secs / floor,
     );
+}
+
+/// A fresh PostgreSQL database when `BENCH_DB=postgres` (at `BENCH_POSTGRES_URL`,
+/// default `postgres://postgres@127.0.0.1:5432`), else `None` (SQLite).
+async fn postgres_database() -> Option<String> {
+    use sqlx::Connection;
+    if std::env::var("BENCH_DB").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let base = std::env::var("BENCH_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let name = format!("intake_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("PostgreSQL at BENCH_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    Some(format!("{base}/{name}"))
 }
 
 /// The I/O floor of a case, measured on the same disk right after it: writing

@@ -136,7 +136,9 @@ impl Session {
                 close(sink, CLOSE_TOO_BIG, "Message too big").await;
                 Err(())
             }
-            Some(Ok(Message::Text(text))) => match self.handle(text.as_str()).await {
+            // Boxed: the handlers' futures (database and store calls) would otherwise
+            // be part of every idle socket's task (docs/PERFORMANCE.md).
+            Some(Ok(Message::Text(text))) => match Box::pin(self.handle(text.as_str())).await {
                 Ok(Outcome::Reply(v)) => send_json(sink, &v).await,
                 Ok(Outcome::Nothing) => Ok(()),
                 Err(err) => {

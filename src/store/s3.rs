@@ -194,6 +194,23 @@ impl S3Store {
             .uri_or_store("PutObject(presign)", key)
     }
 
+    /// `method` on `key` presigned now by the fast presigner (its base address
+    /// found through the SDK the first time).
+    async fn presign_fast(
+        &self,
+        method: &str,
+        key: &str,
+        query: &[(&str, &str)],
+        expires: Duration,
+    ) -> Result<String> {
+        let base = self
+            .fast
+            .base(|probe| self.sdk_presign_put_any(probe, expires))
+            .await?;
+        let now = std::time::SystemTime::now();
+        self.fast.sign(base, method, key, query, expires, now)
+    }
+
     /// The bucket this store writes to.
     pub fn bucket(&self) -> &str {
         &self.bucket
@@ -530,18 +547,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn presign_put_any(&self, key: &str, expires: Duration) -> Result<String> {
-        let base = self
-            .fast
-            .base(|probe| self.sdk_presign_put_any(probe, expires))
-            .await?;
-        self.fast.sign(
-            base,
-            "PUT",
-            key,
-            &[("x-id", "PutObject")],
-            expires,
-            std::time::SystemTime::now(),
-        )
+        self.presign_fast("PUT", key, &[("x-id", "PutObject")], expires)
+            .await
     }
 
     async fn presign_put_checked(
@@ -905,19 +912,9 @@ impl ObjectStore for S3Store {
         expires: Duration,
         download_name: Option<&str>,
     ) -> Result<String> {
-        let base = self
-            .fast
-            .base(|probe| self.sdk_presign_put_any(probe, expires))
-            .await?;
         let disposition = download_name.map(attachment_disposition);
-        self.fast.sign(
-            base,
-            "GET",
-            key,
-            &get_query(disposition.as_deref()),
-            expires,
-            std::time::SystemTime::now(),
-        )
+        self.presign_fast("GET", key, &get_query(disposition.as_deref()), expires)
+            .await
     }
 
     async fn ping(&self) -> Result<()> {
@@ -1142,6 +1139,13 @@ mod tests {
     async fn fast_presigned_urls_are_the_sdks() {
         let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_000_000);
         let expires = Duration::from_secs(900);
+        let op = || {
+            PresigningConfig::builder()
+                .start_time(at)
+                .expires_in(expires)
+                .build()
+                .unwrap()
+        };
         let config = |endpoint: Option<&str>, path_style: bool, public: Option<&str>| S3Config {
             endpoint: endpoint.map(str::to_owned),
             region: "eu-west-1".into(),
@@ -1188,29 +1192,19 @@ mod tests {
                         .uri()
                         .to_owned()
                 };
-                let op = PresigningConfig::builder()
-                    .start_time(at)
-                    .expires_in(expires)
-                    .build()
-                    .unwrap();
                 let fast = store
                     .fast
                     .sign(&base, "PUT", key, &[("x-id", "PutObject")], expires, at)
                     .unwrap();
-                assert_eq!(fast, sdk(op).await, "PUT {key} with {cfg:?}");
+                assert_eq!(fast, sdk(op()).await, "PUT {key} with {cfg:?}");
                 for name in [None, Some("Bericht \"ä\" 1.zip")] {
-                    let op = PresigningConfig::builder()
-                        .start_time(at)
-                        .expires_in(expires)
-                        .build()
-                        .unwrap();
                     let sdk = store
                         .presigner
                         .get_object()
                         .bucket(&store.bucket)
                         .key(key)
                         .set_response_content_disposition(name.map(attachment_disposition))
-                        .presigned(op)
+                        .presigned(op())
                         .await
                         .unwrap()
                         .uri()

@@ -2,13 +2,15 @@
 //! deployments without an external store (and for tests).
 //!
 //! `s3s` does the protocol and SigV4 checks (header and presigned-query
-//! auth, expiry, signed headers); `s3s-fs` keeps objects as plain files under
-//! the root directory, streaming bodies to and from disk. A thin layer
-//! ([`backend`]) fills the gaps of `s3s-fs` that matter to uploads, and
-//! [`Cors`] lets browsers on other origins use presigned URLs. Only
-//! path-style addressing (`http://host:port/bucket/key`) is served.
+//! auth, expiry, signed headers); [`backend`] maps the S3 operations intake
+//! uses onto intake's own storage, [`disk`] (an index in SQLite, small objects
+//! inside it, big ones and multipart parts as files; its layout and durability
+//! rule are documented there); [`Cors`] lets browsers on other origins use
+//! presigned URLs. Only path-style addressing (`http://host:port/bucket/key`)
+//! is served.
 
 mod backend;
+pub(crate) mod disk;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -67,8 +69,10 @@ impl EmbeddedS3 {
         tokio::fs::create_dir_all(&root)
             .await
             .with_context(|| format!("creating embedded S3 root {}", root.display()))?;
-        let backend = backend::Backend::new(&root)
+        let disk = disk::Disk::open(&root, disk::DEFAULT_INLINE_MAX)
+            .await
             .with_context(|| format!("opening embedded S3 root {}", root.display()))?;
+        let backend = backend::Backend::new(disk);
 
         let mut builder = S3ServiceBuilder::new(backend);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));

@@ -734,7 +734,7 @@ impl ObjectStore for S3Store {
                 .or_store("ListMultipartUploads", prefix)
             {
                 Ok(out) => out,
-                // s3s-fs (the embedded store) answers 501 NotImplemented.
+                // A store without the call (e.g. an older S3-compatible server) answers 501.
                 Err(e) if e.code() == Some("NotImplemented") || e.to_string().contains("501") => {
                     return Ok(None);
                 }

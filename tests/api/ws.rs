@@ -692,12 +692,21 @@ async fn err_invalid_type() {
 #[tokio::test]
 async fn err_generation_error_when_s3_fails_while_presigning() {
     if crate::helpers::external_s3().is_some() {
-        // Needs the embedded store: it is broken by removing its directory.
+        // Needs the embedded store: it is broken through its index.
         return;
     }
     let fx = fixture_with(small_multipart).await;
-    // Take the embedded store's storage away: CreateMultipartUpload now fails.
-    std::fs::remove_dir_all(fx.app.dir.path().join("s3")).unwrap();
+    // Take the embedded store's bucket away behind its back: CreateMultipartUpload
+    // now fails with NoSuchBucket.
+    let index = fx.app.dir.path().join("s3").join("objects.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", index.display()))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM buckets")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
     fx.rejects_field(
         "file_size",
         json!(6 * MIB),

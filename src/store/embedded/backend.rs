@@ -1,267 +1,225 @@
-//! The embedded endpoint's storage: `s3s-fs`, plus what it lacks for uploads.
+//! The S3 operations of the embedded endpoint, on intake's own storage ([`Disk`]).
 //!
-//! `s3s-fs` 0.14 accepts any ETag in CompleteMultipartUpload, reports no
-//! ETags and no order in ListParts, and destroys the upload when completion
-//! fails half-way (e.g. a too-small part). Real S3 does none of this, and
-//! the upload flow depends on it, so this layer records each part's ETag and
-//! size in a sidecar directory and checks a completion against it before
-//! `s3s-fs` touches anything. Every other operation is passed through; the
-//! ones not listed here answer `NotImplemented`.
+//! `s3s` parses requests, checks SigV4 (headers and presigned queries) and decodes
+//! `aws-chunked` bodies; this file maps exactly the operations intake, its uploader
+//! and browsers use onto [`Disk`]: buckets (create, head, list, delete, location),
+//! PutObject, GetObject (ranges, `response-content-*` overrides), HeadObject,
+//! CopyObject, DeleteObject(s), ListObjects(V2), and the multipart set (create,
+//! UploadPart, UploadPartCopy, ListParts, ListMultipartUploads, Complete, Abort).
+//! Every other operation answers `NotImplemented`.
 //!
-//! Layout under the root, next to `s3s-fs`'s own files:
-//! `.intake-upload-<upload id>/<part number>` holds `<md5 hex> <size>`.
-//! The names depend on `s3s-fs` 0.14 internals (`.upload-<id>.json` marks a
-//! live upload, `.upload_id-<id>.part-<n>` holds a part): re-check them when
-//! upgrading `s3s-fs` (tests/store.rs covers the multipart paths).
+//! Checksums are checked as S3 checks them: `Content-MD5` and every
+//! `x-amz-checksum-*` value given in headers or in `aws-chunked` trailers is
+//! computed over the body as it streams; on a mismatch the request is answered
+//! `BadDigest` and nothing of the body is kept.
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use futures::{StreamExt as _, TryStreamExt as _};
-
 use async_trait::async_trait;
+use futures::StreamExt as _;
+use s3s::checksum::ChecksumHasher;
 use s3s::dto::*;
-use s3s::{S3, S3Request, S3Response, S3Result, s3_error};
-use s3s_fs::FileSystem;
-use tracing::{debug, warn};
-use uuid::Uuid;
+use s3s::{S3, S3Error, S3Request, S3Response, S3Result, s3_error};
+use tracing::error;
 
-/// S3's minimum size for every part but the last.
-const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
-const MAX_PART_NUMBER: i32 = 10_000;
+use super::disk::{self, Attrs, Disk, DiskError, ObjectInfo, Staged, Sums};
+
 /// Parts per ListParts page when the client does not ask for fewer.
 const DEFAULT_MAX_PARTS: i32 = 1000;
+/// Keys per ListObjects page when the client does not ask for fewer.
+const DEFAULT_MAX_KEYS: i32 = 1000;
+const MAX_PART_NUMBER: i32 = 10_000;
 
-/// `s3s-fs` with multipart bookkeeping.
-#[derive(Debug)]
-pub(super) struct Backend {
-    fs: FileSystem,
-    /// Same canonical root `s3s-fs` resolves its paths against.
-    root: PathBuf,
-}
-
-/// What the sidecar remembers about a stored part.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct PartRecord {
-    number: i32,
-    md5: String,
-    size: u64,
-    modified: SystemTime,
+/// The embedded endpoint's S3 implementation.
+#[derive(Debug, Clone)]
+pub(crate) struct Backend {
+    disk: Disk,
 }
 
 impl Backend {
-    /// Opens (and cleans temp files of) the store rooted at an existing `root`.
-    pub(super) fn new(root: &Path) -> anyhow::Result<Self> {
-        let root = root.canonicalize()?;
-        let fs = FileSystem::new(&root).map_err(|e| anyhow::anyhow!("s3s-fs: {e:?}"))?;
-        Ok(Self { fs, root })
+    pub(crate) fn new(disk: Disk) -> Self {
+        Self { disk }
     }
+}
 
-    fn upload_marker(&self, id: Uuid) -> PathBuf {
-        self.root.join(format!(".upload-{id}.json"))
-    }
-
-    fn part_file(&self, id: Uuid, number: i32) -> PathBuf {
-        self.root.join(format!(".upload_id-{id}.part-{number}"))
-    }
-
-    fn sidecar_dir(&self, id: Uuid) -> PathBuf {
-        self.root.join(format!(".intake-upload-{id}"))
-    }
-
-    /// Fails with `NoSuchUpload` unless `upload_id` names a live upload.
-    async fn live_upload(&self, upload_id: &str) -> S3Result<Uuid> {
-        let id = Uuid::parse_str(upload_id).map_err(|_| s3_error!(NoSuchUpload))?;
-        match tokio::fs::try_exists(self.upload_marker(id)).await {
-            Ok(true) => Ok(id),
-            Ok(false) => Err(s3_error!(NoSuchUpload)),
-            Err(e) => Err(s3_error!(e, InternalError)),
+fn s3_err(e: DiskError) -> S3Error {
+    match e {
+        DiskError::NoSuchBucket => s3_error!(NoSuchBucket),
+        DiskError::BucketExists => s3_error!(BucketAlreadyOwnedByYou),
+        DiskError::BucketNotEmpty => s3_error!(BucketNotEmpty),
+        DiskError::NoSuchKey => s3_error!(NoSuchKey),
+        DiskError::NoSuchUpload => s3_error!(NoSuchUpload),
+        DiskError::InvalidPart(why) => s3_error!(InvalidPart, "{why}"),
+        DiskError::InvalidPartOrder => s3_error!(
+            InvalidPartOrder,
+            "The list of parts was not in ascending order."
+        ),
+        DiskError::EntityTooSmall(n) => s3_error!(
+            EntityTooSmall,
+            "Part {n}: your proposed upload is smaller than the minimum allowed size (5 MiB)."
+        ),
+        DiskError::Precondition(why) => s3_error!(PreconditionFailed, "{why}"),
+        DiskError::InvalidRange => s3_error!(InvalidRange),
+        e @ (DiskError::Io(_) | DiskError::Db(_) | DiskError::Corrupt(_)) => {
+            error!(error = %e, "embedded S3: storage failed");
+            s3_error!(InternalError, "the embedded store failed: {e}")
         }
     }
+}
 
-    /// Remembers the ETag `s3s-fs` gave a freshly written part.
-    async fn record_part(&self, id: Uuid, number: i32, etag: Option<&ETag>) -> S3Result<()> {
-        let md5 = etag
-            .map(|e| e.value().to_ascii_lowercase())
-            .ok_or_else(|| s3_error!(InternalError, "part stored without ETag"))?;
-        let size = tokio::fs::metadata(self.part_file(id, number))
-            .await
-            .map_err(|e| s3_error!(e, InternalError))?
-            .len();
-        let dir = self.sidecar_dir(id);
-        let write = async {
-            tokio::fs::create_dir_all(&dir).await?;
-            // Write-then-rename so a reader never sees half a record.
-            let tmp = dir.join(format!("{number}.{}.tmp", Uuid::new_v4()));
-            tokio::fs::write(&tmp, format!("{md5} {size}")).await?;
-            tokio::fs::rename(&tmp, dir.join(number.to_string())).await
+fn timestamp(t: SystemTime) -> Timestamp {
+    Timestamp::from(t)
+}
+
+fn attrs_of(
+    content_type: Option<String>,
+    content_disposition: Option<String>,
+    content_encoding: Option<String>,
+    content_language: Option<String>,
+    cache_control: Option<String>,
+    metadata: Option<Metadata>,
+) -> Attrs {
+    Attrs {
+        content_type,
+        content_disposition,
+        content_encoding,
+        content_language,
+        cache_control,
+        metadata: metadata.unwrap_or_default().into_iter().collect(),
+    }
+}
+
+fn metadata_of(attrs: &Attrs) -> Option<Metadata> {
+    (!attrs.metadata.is_empty()).then(|| attrs.metadata.clone().into_iter().collect())
+}
+
+/// The checksums a request declares, by header or (for `aws-chunked` bodies) by the
+/// `x-amz-trailer` header naming the trailer that will carry one.
+#[derive(Default)]
+struct Declared {
+    sums: Sums,
+    trailer: Option<String>,
+    content_md5: Option<String>,
+}
+
+impl Declared {
+    fn hasher(&self, algorithm: Option<&ChecksumAlgorithm>) -> ChecksumHasher {
+        let mut h = ChecksumHasher::default();
+        let trailer = self.trailer.as_deref().unwrap_or_default();
+        let algorithm = algorithm.map(ChecksumAlgorithm::as_str).unwrap_or_default();
+        let wants = |given: &Option<String>, name: &str, alg: &str| {
+            given.is_some() || trailer == name || algorithm == alg
         };
-        write.await.map_err(|e| s3_error!(e, InternalError))
+        if wants(
+            &self.sums.crc32,
+            "x-amz-checksum-crc32",
+            ChecksumAlgorithm::CRC32,
+        ) {
+            h.crc32 = Some(Default::default());
+        }
+        if wants(
+            &self.sums.crc32c,
+            "x-amz-checksum-crc32c",
+            ChecksumAlgorithm::CRC32C,
+        ) {
+            h.crc32c = Some(Default::default());
+        }
+        if wants(
+            &self.sums.sha1,
+            "x-amz-checksum-sha1",
+            ChecksumAlgorithm::SHA1,
+        ) {
+            h.sha1 = Some(Default::default());
+        }
+        if wants(
+            &self.sums.sha256,
+            "x-amz-checksum-sha256",
+            ChecksumAlgorithm::SHA256,
+        ) {
+            h.sha256 = Some(Default::default());
+        }
+        if wants(
+            &self.sums.crc64nvme,
+            "x-amz-checksum-crc64nvme",
+            ChecksumAlgorithm::CRC64NVME,
+        ) {
+            h.crc64nvme = Some(Default::default());
+        }
+        h
     }
+}
 
-    /// Every recorded part of an upload, by part number.
-    async fn recorded_parts(&self, id: Uuid) -> S3Result<Vec<PartRecord>> {
-        let read = async {
-            let mut parts = Vec::new();
-            let mut dir = match tokio::fs::read_dir(self.sidecar_dir(id)).await {
-                Ok(dir) => dir,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(parts),
-                Err(e) => return Err(e),
-            };
-            while let Some(entry) = dir.next_entry().await? {
-                let Some(number) = entry
-                    .file_name()
-                    .to_str()
-                    .and_then(|n| n.parse::<i32>().ok())
-                else {
-                    continue; // a temp file
-                };
-                let text = tokio::fs::read_to_string(entry.path()).await?;
-                let modified = entry.metadata().await?.modified()?;
-                let mut fields = text.split_whitespace();
-                let (Some(md5), Some(Ok(size))) = (fields.next(), fields.next().map(str::parse))
-                else {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("corrupt part record {}", entry.path().display()),
-                    ));
-                };
-                parts.push(PartRecord {
-                    number,
-                    md5: md5.to_owned(),
-                    size,
-                    modified,
-                });
-            }
-            parts.sort_by_key(|p| p.number);
-            Ok(parts)
+/// Streams a request body into the store, hashing it; checks every declared checksum
+/// and returns the body staged (not yet reachable) with the checksums to keep.
+async fn receive(
+    disk: &Disk,
+    body: Option<StreamingBlob>,
+    files_only: bool,
+    declared: Declared,
+    algorithm: Option<&ChecksumAlgorithm>,
+    trailers: Option<s3s::TrailingHeaders>,
+) -> S3Result<(Staged, Sums)> {
+    let mut body = body.ok_or_else(|| s3_error!(IncompleteBody))?;
+    let mut hasher = declared.hasher(algorithm);
+    let mut staging = disk.staging(files_only);
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| s3_error!(IncompleteBody, "reading the body: {e}"))?;
+        hasher.update(&chunk);
+        staging.write(&chunk).await.map_err(|e| s3_err(e.into()))?;
+    }
+    let staged = staging.finish().await.map_err(|e| s3_err(e.into()))?;
+    let mut expected = declared.sums;
+    if let Some(headers) = trailers.and_then(|t| t.take()) {
+        let get = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
         };
-        read.await
-            .map_err(|e: io::Error| s3_error!(e, InternalError))
+        expected.crc32 = expected.crc32.or_else(|| get("x-amz-checksum-crc32"));
+        expected.crc32c = expected.crc32c.or_else(|| get("x-amz-checksum-crc32c"));
+        expected.sha1 = expected.sha1.or_else(|| get("x-amz-checksum-sha1"));
+        expected.sha256 = expected.sha256.or_else(|| get("x-amz-checksum-sha256"));
+        expected.crc64nvme = expected
+            .crc64nvme
+            .or_else(|| get("x-amz-checksum-crc64nvme"));
     }
-
-    /// Drops the sidecar and any part file `s3s-fs` left behind.
-    async fn forget_upload(&self, id: Uuid, recorded: &[PartRecord]) {
-        for part in recorded {
-            remove_if_exists(&self.part_file(id, part.number)).await;
-        }
-        if let Err(e) = tokio::fs::remove_dir_all(self.sidecar_dir(id)).await
-            && e.kind() != io::ErrorKind::NotFound
-        {
-            warn!(upload_id = %id, error = %e, "could not remove multipart sidecar");
-        }
-    }
-}
-
-async fn remove_if_exists(path: &Path) {
-    if let Err(e) = tokio::fs::remove_file(path).await
-        && e.kind() != io::ErrorKind::NotFound
-    {
-        warn!(path = %path.display(), error = %e, "could not remove file");
-    }
-}
-
-/// The checksum a PUT declared (`x-amz-checksum-crc32c` / `-sha256`), base64.
-///
-/// `s3s-fs` 0.14 checks none on UploadPart, and on PutObject only after the
-/// object is in place; real S3 (and Garage) refuse the request and keep nothing.
-/// So this layer hashes the body as it streams and fails the stream at its end
-/// on a mismatch: `s3s-fs` then drops its temp file, and the request is answered
-/// 400 `BadDigest`.
-#[derive(Debug, Clone)]
-enum Expected {
-    Crc32c(String),
-    Sha256(String),
-}
-
-impl Expected {
-    fn of(crc32c: Option<&str>, sha256: Option<&str>) -> Option<Expected> {
-        match (crc32c, sha256) {
-            (Some(c), _) => Some(Expected::Crc32c(c.to_owned())),
-            (None, Some(s)) => Some(Expected::Sha256(s.to_owned())),
-            (None, None) => None,
-        }
-    }
-}
-
-/// Running digest of a body.
-enum Digest {
-    Crc32c(u32),
-    Sha256(sha2::Sha256),
-}
-
-impl Digest {
-    fn update(&mut self, data: &[u8]) {
-        match self {
-            Digest::Crc32c(c) => *c = crc32c::crc32c_append(*c, data),
-            Digest::Sha256(h) => sha2::Digest::update(h, data),
-        }
-    }
-
-    fn matches(self, expected: &Expected) -> bool {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD;
-        match (self, expected) {
-            (Digest::Crc32c(c), Expected::Crc32c(e)) => b64.encode(c.to_be_bytes()) == *e,
-            (Digest::Sha256(h), Expected::Sha256(e)) => b64.encode(sha2::Digest::finalize(h)) == *e,
-            _ => false,
-        }
-    }
-}
-
-/// Set when a body did not match its checksum.
-#[derive(Debug, Clone, Default)]
-struct Refused(Arc<AtomicBool>);
-
-impl Refused {
-    /// `BadDigest` if the body was refused, else `other` (the real failure).
-    fn or(&self, other: s3s::S3Error) -> s3s::S3Error {
-        if self.0.load(Ordering::SeqCst) {
-            s3_error!(
+    let got = hasher.finalize();
+    let pairs = [
+        ("CRC32", &expected.crc32, &got.checksum_crc32),
+        ("CRC32C", &expected.crc32c, &got.checksum_crc32c),
+        ("SHA1", &expected.sha1, &got.checksum_sha1),
+        ("SHA256", &expected.sha256, &got.checksum_sha256),
+        ("CRC64NVME", &expected.crc64nvme, &got.checksum_crc64nvme),
+    ];
+    for (name, want, have) in pairs {
+        if want.is_some() && want != have {
+            return Err(s3_error!(
                 BadDigest,
-                "The checksum you specified did not match the calculated checksum."
-            )
-        } else {
-            other
+                "The {name} you specified did not match the calculated checksum."
+            ));
         }
     }
+    if let Some(md5) = declared.content_md5 {
+        use base64::Engine as _;
+        let given = base64::engine::general_purpose::STANDARD
+            .decode(md5.as_bytes())
+            .map_err(|_| s3_error!(InvalidDigest, "The Content-MD5 you specified was invalid."))?;
+        if hex::encode(given) != staged.md5_hex() {
+            return Err(s3_error!(
+                BadDigest,
+                "The Content-MD5 you specified did not match what we received."
+            ));
+        }
+    }
+    Ok((staged, expected))
 }
 
-/// `body`, hashed on its way, ending in an error when it does not match.
-fn verified(body: Option<StreamingBlob>, expected: Expected) -> (Option<StreamingBlob>, Refused) {
-    let refused = Refused::default();
-    let Some(body) = body else {
-        return (None, refused);
-    };
-    let digest = Arc::new(Mutex::new(match expected {
-        Expected::Crc32c(_) => Digest::Crc32c(0),
-        Expected::Sha256(_) => Digest::Sha256(Default::default()),
-    }));
-    let hashing = digest.clone();
-    let data = body.map_err(io::Error::other).inspect_ok(move |chunk| {
-        hashing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .update(chunk);
-    });
-    let flag = refused.clone();
-    let end = futures::stream::once(async move {
-        let digest = std::mem::replace(
-            &mut *digest.lock().unwrap_or_else(|e| e.into_inner()),
-            Digest::Crc32c(0),
-        );
-        if digest.matches(&expected) {
-            None
-        } else {
-            flag.0.store(true, Ordering::SeqCst);
-            Some(Err(io::Error::other("checksum mismatch")))
-        }
-    })
-    .filter_map(futures::future::ready);
-    (Some(StreamingBlob::wrap(data.chain(end))), refused)
+fn trailer_of(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get("x-amz-trailer")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase())
 }
 
 fn check_part_number(number: i32) -> S3Result<()> {
@@ -275,42 +233,70 @@ fn check_part_number(number: i32) -> S3Result<()> {
     }
 }
 
-/// Checks a completion request against the recorded parts, as S3 does.
-fn check_completion(requested: &[CompletedPart], recorded: &[PartRecord]) -> S3Result<()> {
-    if requested.is_empty() {
-        return Err(s3_error!(InvalidPart, "You must specify at least one part"));
+fn object_entry(o: &ObjectInfo) -> Object {
+    Object {
+        key: Some(o.key.clone()),
+        size: Some(i64::try_from(o.size).unwrap_or(i64::MAX)),
+        e_tag: Some(ETag::Strong(o.etag.clone())),
+        last_modified: Some(timestamp(o.modified)),
+        storage_class: Some(ObjectStorageClass::from_static(
+            ObjectStorageClass::STANDARD,
+        )),
+        ..Default::default()
     }
-    for (index, part) in requested.iter().enumerate() {
-        let number = part
-            .part_number
-            .ok_or_else(|| s3_error!(InvalidPart, "missing part number"))?;
-        // s3s-fs only assembles parts numbered 1, 2, 3, ... (S3 allows gaps).
-        if usize::try_from(number).ok() != Some(index + 1) {
-            return Err(s3_error!(
-                InvalidPartOrder,
-                "parts must be numbered consecutively from 1"
-            ));
+}
+
+/// A listing page: objects and common prefixes in key order, at most `max` entries,
+/// resuming after `after`. Returns the entries, whether more follow, and the token
+/// to resume from (a common prefix resumes past every key under it).
+async fn list_page(
+    disk: &Disk,
+    bucket: &str,
+    prefix: &str,
+    delimiter: Option<&str>,
+    mut after: String,
+    max: usize,
+) -> S3Result<(Vec<Object>, Vec<CommonPrefix>, bool, Option<String>)> {
+    /// Sorts after every key that starts with what it is appended to.
+    const PAST: char = '\u{10FFFF}';
+    let (mut objects, mut prefixes) = (Vec::new(), Vec::<CommonPrefix>::new());
+    let mut token = None;
+    if max == 0 {
+        return Ok((objects, prefixes, false, None));
+    }
+    'pages: loop {
+        let page = disk
+            .list(bucket, prefix, &after, DEFAULT_MAX_KEYS as usize)
+            .await
+            .map_err(s3_err)?;
+        if page.is_empty() {
+            return Ok((objects, prefixes, false, None));
         }
-        let record = recorded
-            .iter()
-            .find(|r| r.number == number)
-            .ok_or_else(|| s3_error!(InvalidPart, "part {number} was not uploaded"))?;
-        let given = part.e_tag.as_ref().map(ETag::value).unwrap_or_default();
-        if !given.eq_ignore_ascii_case(&record.md5) {
-            return Err(s3_error!(
-                InvalidPart,
-                "part {number}: ETag does not match the stored part"
-            ));
-        }
-        let is_last = index + 1 == requested.len();
-        if !is_last && record.size < MIN_PART_SIZE {
-            return Err(s3_error!(
-                EntityTooSmall,
-                "part {number} is smaller than 5 MiB"
-            ));
+        for o in &page {
+            let common = delimiter.filter(|d| !d.is_empty()).and_then(|d| {
+                o.key[prefix.len()..]
+                    .find(d)
+                    .map(|at| prefix.len() + at + d.len())
+            });
+            if objects.len() + prefixes.len() == max {
+                return Ok((objects, prefixes, true, token));
+            }
+            match common {
+                Some(end) => {
+                    let cp = o.key[..end].to_owned();
+                    after = format!("{cp}{PAST}");
+                    token = Some(after.clone());
+                    prefixes.push(CommonPrefix { prefix: Some(cp) });
+                    continue 'pages;
+                }
+                None => {
+                    after.clone_from(&o.key);
+                    token = Some(o.key.clone());
+                    objects.push(object_entry(o));
+                }
+            }
         }
     }
-    Ok(())
 }
 
 #[async_trait]
@@ -319,158 +305,555 @@ impl S3 for Backend {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        self.fs.create_bucket(req).await
+        if !s3s::path::check_bucket_name(&req.input.bucket) {
+            return Err(s3_error!(InvalidBucketName));
+        }
+        self.disk
+            .create_bucket(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(format!("/{}", req.input.bucket)),
+        }))
     }
 
     async fn head_bucket(
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        self.fs.head_bucket(req).await
+        if !self
+            .disk
+            .bucket_exists(&req.input.bucket)
+            .await
+            .map_err(s3_err)?
+        {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
     async fn list_buckets(
         &self,
-        req: S3Request<ListBucketsInput>,
+        _req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        self.fs.list_buckets(req).await
+        let buckets = self.disk.list_buckets().await.map_err(s3_err)?;
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(
+                buckets
+                    .into_iter()
+                    .map(|(name, created)| Bucket {
+                        name: Some(name),
+                        creation_date: Some(timestamp(created)),
+                        bucket_region: None,
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
     }
 
     async fn delete_bucket(
         &self,
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
-        self.fs.delete_bucket(req).await
+        self.disk
+            .delete_bucket(&req.input.bucket)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(DeleteBucketOutput {}))
     }
 
     async fn get_bucket_location(
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        self.fs.get_bucket_location(req).await
+        if !self
+            .disk
+            .bucket_exists(&req.input.bucket)
+            .await
+            .map_err(s3_err)?
+        {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
 
     async fn put_object(
         &self,
-        mut req: S3Request<PutObjectInput>,
+        req: S3Request<PutObjectInput>,
     ) -> S3Result<S3Response<PutObjectOutput>> {
-        let expected = Expected::of(
-            req.input.checksum_crc32c.as_deref(),
-            req.input.checksum_sha256.as_deref(),
-        );
-        let Some(expected) = expected else {
-            return self.fs.put_object(req).await;
+        let trailer = trailer_of(&req.headers);
+        let input = req.input;
+        if let Some(condition) = &input.if_match {
+            let current = self
+                .disk
+                .head(&input.bucket, &input.key)
+                .await
+                .map_err(s3_err)?
+                .ok_or_else(|| s3_error!(PreconditionFailed, "Object does not exist"))?;
+            if let ETagCondition::ETag(etag) = condition
+                && !ETag::Strong(current.etag).strong_cmp(etag)
+            {
+                return Err(s3_error!(PreconditionFailed, "ETag does not match"));
+            }
+        }
+        let if_none_match = input.if_none_match.as_ref().is_some_and(|c| c.is_any());
+        let declared = Declared {
+            sums: Sums {
+                crc32: input.checksum_crc32,
+                crc32c: input.checksum_crc32c,
+                sha1: input.checksum_sha1,
+                sha256: input.checksum_sha256,
+                crc64nvme: input.checksum_crc64nvme,
+            },
+            trailer,
+            content_md5: input.content_md5,
         };
-        let (body, refused) = verified(req.input.body.take(), expected);
-        req.input.body = body;
-        self.fs.put_object(req).await.map_err(|e| refused.or(e))
+        let (staged, sums) = receive(
+            &self.disk,
+            input.body,
+            false,
+            declared,
+            input.checksum_algorithm.as_ref(),
+            req.trailing_headers,
+        )
+        .await?;
+        let attrs = attrs_of(
+            input.content_type,
+            input.content_disposition,
+            input.content_encoding,
+            input.content_language,
+            input.cache_control,
+            input.metadata,
+        );
+        let info = self
+            .disk
+            .commit_object(
+                &input.bucket,
+                &input.key,
+                staged,
+                &attrs,
+                &sums,
+                if_none_match,
+            )
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: Some(ETag::Strong(info.etag)),
+            checksum_crc32: sums.crc32,
+            checksum_crc32c: sums.crc32c,
+            checksum_sha1: sums.sha1,
+            checksum_sha256: sums.sha256,
+            checksum_crc64nvme: sums.crc64nvme,
+            ..Default::default()
+        }))
     }
 
     async fn get_object(
         &self,
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
-        // s3s-fs ignores the response-* overrides of presigned downloads.
-        let disposition = req.input.response_content_disposition.clone();
-        let content_type = req.input.response_content_type.clone();
-        let mut resp = self.fs.get_object(req).await?;
-        if disposition.is_some() {
-            resp.output.content_disposition = disposition;
-        }
-        if content_type.is_some() {
-            resp.output.content_type = content_type;
-        }
-        Ok(resp)
+        let input = req.input;
+        let (info, range, body) = self
+            .disk
+            .read(&input.bucket, &input.key, input.range)
+            .await
+            .map_err(s3_err)?;
+        let content_range = range.as_ref().map(|r| {
+            format!(
+                "bytes {}-{}/{}",
+                r.start,
+                r.end.saturating_sub(1),
+                info.size
+            )
+        });
+        // S3 returns an object's checksums only with the whole object.
+        let sums = if range.is_none() {
+            info.sums.clone()
+        } else {
+            Sums::default()
+        };
+        let metadata = metadata_of(&info.attrs);
+        Ok(S3Response::new(GetObjectOutput {
+            content_length: Some(i64::try_from(body.len()).unwrap_or(i64::MAX)),
+            body: Some(StreamingBlob::wrap(body)),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            last_modified: Some(timestamp(info.modified)),
+            e_tag: Some(ETag::Strong(info.etag)),
+            content_type: input.response_content_type.or(info.attrs.content_type),
+            content_disposition: input
+                .response_content_disposition
+                .or(info.attrs.content_disposition),
+            content_encoding: input
+                .response_content_encoding
+                .or(info.attrs.content_encoding),
+            content_language: input
+                .response_content_language
+                .or(info.attrs.content_language),
+            cache_control: input.response_cache_control.or(info.attrs.cache_control),
+            metadata,
+            checksum_crc32: sums.crc32,
+            checksum_crc32c: sums.crc32c,
+            checksum_sha1: sums.sha1,
+            checksum_sha256: sums.sha256,
+            checksum_crc64nvme: sums.crc64nvme,
+            ..Default::default()
+        }))
     }
 
     async fn head_object(
         &self,
         req: S3Request<HeadObjectInput>,
     ) -> S3Result<S3Response<HeadObjectOutput>> {
-        self.fs.head_object(req).await
+        let input = req.input;
+        let Some(info) = self
+            .disk
+            .head(&input.bucket, &input.key)
+            .await
+            .map_err(s3_err)?
+        else {
+            return Err(
+                if self
+                    .disk
+                    .bucket_exists(&input.bucket)
+                    .await
+                    .map_err(s3_err)?
+                {
+                    s3_error!(NoSuchKey)
+                } else {
+                    s3_error!(NoSuchBucket)
+                },
+            );
+        };
+        let metadata = metadata_of(&info.attrs);
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(i64::try_from(info.size).unwrap_or(i64::MAX)),
+            accept_ranges: Some("bytes".into()),
+            last_modified: Some(timestamp(info.modified)),
+            e_tag: Some(ETag::Strong(info.etag)),
+            content_type: info.attrs.content_type,
+            content_disposition: info.attrs.content_disposition,
+            content_encoding: info.attrs.content_encoding,
+            content_language: info.attrs.content_language,
+            cache_control: info.attrs.cache_control,
+            metadata,
+            checksum_crc32: info.sums.crc32,
+            checksum_crc32c: info.sums.crc32c,
+            checksum_sha1: info.sums.sha1,
+            checksum_sha256: info.sums.sha256,
+            checksum_crc64nvme: info.sums.crc64nvme,
+            ..Default::default()
+        }))
     }
 
     async fn copy_object(
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
-        self.fs.copy_object(req).await
+        let input = req.input;
+        let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented));
+        };
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == MetadataDirective::REPLACE);
+        let attrs = replace.then(|| {
+            attrs_of(
+                input.content_type.clone(),
+                input.content_disposition.clone(),
+                input.content_encoding.clone(),
+                input.content_language.clone(),
+                input.cache_control.clone(),
+                input.metadata.clone(),
+            )
+        });
+        let info = self
+            .disk
+            .copy(bucket, key, &input.bucket, &input.key, attrs)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: Some(ETag::Strong(info.etag)),
+                last_modified: Some(timestamp(info.modified)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
     }
 
     async fn delete_object(
         &self,
         req: S3Request<DeleteObjectInput>,
     ) -> S3Result<S3Response<DeleteObjectOutput>> {
-        self.fs.delete_object(req).await
+        self.disk
+            .delete(&req.input.bucket, &req.input.key)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
     }
 
     async fn delete_objects(
         &self,
         req: S3Request<DeleteObjectsInput>,
     ) -> S3Result<S3Response<DeleteObjectsOutput>> {
-        self.fs.delete_objects(req).await
+        let input = req.input;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for object in input.delete.objects {
+            match self.disk.delete(&input.bucket, &object.key).await {
+                Ok(()) => deleted.push(DeletedObject {
+                    key: Some(object.key),
+                    ..Default::default()
+                }),
+                Err(e) => {
+                    let e = s3_err(e);
+                    errors.push(Error {
+                        key: Some(object.key),
+                        code: Some(e.code().as_str().to_owned()),
+                        message: e.message().map(str::to_owned),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: (!quiet).then_some(deleted),
+            errors: (!errors.is_empty()).then_some(errors),
+            ..Default::default()
+        }))
     }
 
     async fn list_objects(
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        self.fs.list_objects(req).await
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max_keys = input
+            .max_keys
+            .unwrap_or(DEFAULT_MAX_KEYS)
+            .clamp(0, DEFAULT_MAX_KEYS);
+        let (contents, prefixes, truncated, token) = list_page(
+            &self.disk,
+            &input.bucket,
+            &prefix,
+            input.delimiter.as_deref(),
+            input.marker.clone().unwrap_or_default(),
+            usize::try_from(max_keys).unwrap_or(0),
+        )
+        .await?;
+        if !self
+            .disk
+            .bucket_exists(&input.bucket)
+            .await
+            .map_err(s3_err)?
+        {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            marker: input.marker,
+            max_keys: Some(max_keys),
+            is_truncated: Some(truncated),
+            next_marker: if truncated { token } else { None },
+            contents: Some(contents),
+            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
     }
 
     async fn list_objects_v2(
         &self,
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
-        self.fs.list_objects_v2(req).await
+        let input = req.input;
+        if !self
+            .disk
+            .bucket_exists(&input.bucket)
+            .await
+            .map_err(s3_err)?
+        {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let max_keys = input
+            .max_keys
+            .unwrap_or(DEFAULT_MAX_KEYS)
+            .clamp(0, DEFAULT_MAX_KEYS);
+        let after = match (&input.continuation_token, &input.start_after) {
+            (Some(token), _) => token.clone(),
+            (None, Some(start)) => start.clone(),
+            (None, None) => String::new(),
+        };
+        let (contents, prefixes, truncated, token) = list_page(
+            &self.disk,
+            &input.bucket,
+            &prefix,
+            input.delimiter.as_deref(),
+            after,
+            usize::try_from(max_keys).unwrap_or(0),
+        )
+        .await?;
+        let key_count = i32::try_from(contents.len() + prefixes.len()).unwrap_or(i32::MAX);
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: input.prefix,
+            delimiter: input.delimiter,
+            max_keys: Some(max_keys),
+            key_count: Some(key_count),
+            is_truncated: Some(truncated),
+            continuation_token: input.continuation_token,
+            next_continuation_token: if truncated { token } else { None },
+            start_after: input.start_after,
+            contents: (!contents.is_empty()).then_some(contents),
+            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            encoding_type: input.encoding_type,
+            ..Default::default()
+        }))
     }
 
     async fn create_multipart_upload(
         &self,
         req: S3Request<CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
-        self.fs.create_multipart_upload(req).await
+        let input = req.input;
+        let attrs = attrs_of(
+            input.content_type,
+            input.content_disposition,
+            input.content_encoding,
+            input.content_language,
+            input.cache_control,
+            input.metadata,
+        );
+        let id = self
+            .disk
+            .create_upload(&input.bucket, &input.key, &attrs)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(id),
+            ..Default::default()
+        }))
     }
 
     async fn upload_part(
         &self,
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
-        check_part_number(req.input.part_number)?;
-        let id = self.live_upload(&req.input.upload_id).await?;
-        let number = req.input.part_number;
-        let resp = match Expected::of(
-            req.input.checksum_crc32c.as_deref(),
-            req.input.checksum_sha256.as_deref(),
-        ) {
-            Some(expected) => {
-                let mut req = req;
-                let (body, refused) = verified(req.input.body.take(), expected);
-                req.input.body = body;
-                self.fs.upload_part(req).await.map_err(|e| refused.or(e))?
-            }
-            None => self.fs.upload_part(req).await?,
+        let trailer = trailer_of(&req.headers);
+        let input = req.input;
+        check_part_number(input.part_number)?;
+        // Refuse before reading a byte of the body.
+        self.disk
+            .require_upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(s3_err)?;
+        let declared = Declared {
+            sums: Sums {
+                crc32: input.checksum_crc32,
+                crc32c: input.checksum_crc32c,
+                sha1: input.checksum_sha1,
+                sha256: input.checksum_sha256,
+                crc64nvme: input.checksum_crc64nvme,
+            },
+            trailer,
+            content_md5: input.content_md5,
         };
-        self.record_part(id, number, resp.output.e_tag.as_ref())
-            .await?;
-        Ok(resp)
+        let (staged, sums) = receive(
+            &self.disk,
+            input.body,
+            true,
+            declared,
+            input.checksum_algorithm.as_ref(),
+            req.trailing_headers,
+        )
+        .await?;
+        let md5 = self
+            .disk
+            .commit_part(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                input.part_number,
+                staged,
+            )
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(md5)),
+            checksum_crc32: sums.crc32,
+            checksum_crc32c: sums.crc32c,
+            checksum_sha1: sums.sha1,
+            checksum_sha256: sums.sha256,
+            checksum_crc64nvme: sums.crc64nvme,
+            ..Default::default()
+        }))
     }
 
     async fn upload_part_copy(
         &self,
         req: S3Request<UploadPartCopyInput>,
     ) -> S3Result<S3Response<UploadPartCopyOutput>> {
-        check_part_number(req.input.part_number)?;
-        let id = self.live_upload(&req.input.upload_id).await?;
-        let number = req.input.part_number;
-        let resp = self.fs.upload_part_copy(req).await?;
-        let etag = resp
-            .output
-            .copy_part_result
-            .as_ref()
-            .and_then(|r| r.e_tag.as_ref());
-        self.record_part(id, number, etag).await?;
-        Ok(resp)
+        let input = req.input;
+        check_part_number(input.part_number)?;
+        self.disk
+            .require_upload(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(s3_err)?;
+        let CopySource::Bucket { bucket, key, .. } = &input.copy_source else {
+            return Err(s3_error!(NotImplemented));
+        };
+        let source = self
+            .disk
+            .head(bucket, key)
+            .await
+            .map_err(s3_err)?
+            .ok_or_else(|| s3_error!(NoSuchKey))?;
+        let range = match &input.copy_source_range {
+            Some(r) => Some(
+                disk::copy_range(r, source.size)
+                    .ok_or_else(|| s3_error!(InvalidRange, "bad x-amz-copy-source-range"))?,
+            ),
+            None => None,
+        };
+        let range = range.map(|r| Range::Int {
+            first: r.start,
+            last: Some(r.end - 1),
+        });
+        let (_, _, mut body) = self.disk.read(bucket, key, range).await.map_err(s3_err)?;
+        let mut staging = self.disk.staging(true);
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| s3_err(e.into()))?;
+            staging.write(&chunk).await.map_err(|e| s3_err(e.into()))?;
+        }
+        let staged = staging.finish().await.map_err(|e| s3_err(e.into()))?;
+        let md5 = self
+            .disk
+            .commit_part(
+                &input.bucket,
+                &input.key,
+                &input.upload_id,
+                input.part_number,
+                staged,
+            )
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(UploadPartCopyOutput {
+            copy_part_result: Some(CopyPartResult {
+                e_tag: Some(ETag::Strong(md5)),
+                last_modified: Some(timestamp(SystemTime::now())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
     }
 
     async fn list_parts(
@@ -478,15 +861,16 @@ impl S3 for Backend {
         req: S3Request<ListPartsInput>,
     ) -> S3Result<S3Response<ListPartsOutput>> {
         let input = req.input;
-        let id = self.live_upload(&input.upload_id).await?;
         let max_parts = input
             .max_parts
             .unwrap_or(DEFAULT_MAX_PARTS)
             .clamp(1, DEFAULT_MAX_PARTS);
         let marker = input.part_number_marker.unwrap_or(0);
-        let after_marker: Vec<PartRecord> = self
-            .recorded_parts(id)
-            .await?
+        let after_marker: Vec<_> = self
+            .disk
+            .list_parts(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(s3_err)?
             .into_iter()
             .filter(|p| p.number > marker)
             .collect();
@@ -499,7 +883,7 @@ impl S3 for Backend {
                 part_number: Some(p.number),
                 e_tag: Some(ETag::Strong(p.md5)),
                 size: i64::try_from(p.size).ok(),
-                last_modified: Some(Timestamp::from(p.modified)),
+                last_modified: Some(timestamp(p.modified)),
                 ..Default::default()
             })
             .collect();
@@ -517,92 +901,79 @@ impl S3 for Backend {
         }))
     }
 
+    async fn list_multipart_uploads(
+        &self,
+        req: S3Request<ListMultipartUploadsInput>,
+    ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        // Every upload in one page: the uploads in progress are few (each one is a
+        // client's open session), so paging is not needed.
+        let uploads = self
+            .disk
+            .list_uploads(&input.bucket, &prefix)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(ListMultipartUploadsOutput {
+            bucket: Some(input.bucket),
+            prefix: input.prefix,
+            is_truncated: Some(false),
+            max_uploads: Some(i32::try_from(uploads.len()).unwrap_or(i32::MAX)),
+            uploads: Some(
+                uploads
+                    .into_iter()
+                    .map(|u| MultipartUpload {
+                        key: Some(u.key),
+                        upload_id: Some(u.id),
+                        initiated: Some(timestamp(u.created)),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }))
+    }
+
     async fn complete_multipart_upload(
         &self,
         req: S3Request<CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
-        let id = self.live_upload(&req.input.upload_id).await?;
-        let recorded = self.recorded_parts(id).await?;
-        let requested = req
-            .input
+        let input = req.input;
+        let requested = input
             .multipart_upload
-            .as_ref()
-            .and_then(|m| m.parts.as_deref())
-            .unwrap_or_default();
-        check_completion(requested, &recorded)?;
-        let result = self.fs.complete_multipart_upload(req).await;
-        // s3s-fs forgets the upload as soon as it starts assembling, so
-        // whatever the outcome the bookkeeping is now stale.
-        if !matches!(
-            tokio::fs::try_exists(self.upload_marker(id)).await,
-            Ok(true)
-        ) {
-            self.forget_upload(id, &recorded).await;
-        }
-        debug!(upload_id = %id, ok = result.is_ok(), "multipart completion");
-        result
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| {
+                let number = p
+                    .part_number
+                    .ok_or_else(|| s3_error!(InvalidPart, "missing part number"))?;
+                let etag = p.e_tag.map(|e| e.value().to_owned()).unwrap_or_default();
+                Ok((number, etag))
+            })
+            .collect::<S3Result<Vec<_>>>()?;
+        let info = self
+            .disk
+            .complete(&input.bucket, &input.key, &input.upload_id, &requested)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(ETag::Strong(info.etag)),
+            ..Default::default()
+        }))
     }
 
     async fn abort_multipart_upload(
         &self,
         req: S3Request<AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
-        let id = self.live_upload(&req.input.upload_id).await?;
-        let recorded = self.recorded_parts(id).await?;
-        let resp = self.fs.abort_multipart_upload(req).await?;
-        self.forget_upload(id, &recorded).await;
-        Ok(resp)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(number: i32, md5: &str, size: u64) -> PartRecord {
-        PartRecord {
-            number,
-            md5: md5.into(),
-            size,
-            modified: SystemTime::UNIX_EPOCH,
-        }
-    }
-
-    fn part(number: i32, etag: &str) -> CompletedPart {
-        CompletedPart {
-            part_number: Some(number),
-            e_tag: Some(ETag::Strong(etag.into())),
-            ..Default::default()
-        }
-    }
-
-    fn code(r: S3Result<()>) -> String {
-        r.err()
-            .map(|e| e.code().as_str().to_owned())
-            .unwrap_or_default()
-    }
-
-    #[test]
-    fn completion_is_checked_against_recorded_parts() {
-        let recorded = [record(1, "aa", MIN_PART_SIZE), record(2, "bb", 1)];
-        assert!(check_completion(&[part(1, "AA"), part(2, "bb")], &recorded).is_ok());
-        assert_eq!(
-            code(check_completion(&[part(1, "aa"), part(2, "cc")], &recorded)),
-            "InvalidPart"
-        );
-        assert_eq!(
-            code(check_completion(&[part(2, "bb")], &recorded)),
-            "InvalidPartOrder"
-        );
-        assert_eq!(
-            code(check_completion(&[part(1, "aa"), part(3, "bb")], &recorded)),
-            "InvalidPartOrder"
-        );
-        assert_eq!(code(check_completion(&[], &recorded)), "InvalidPart");
-        let small = [record(1, "aa", 1), record(2, "bb", 1)];
-        assert_eq!(
-            code(check_completion(&[part(1, "aa"), part(2, "bb")], &small)),
-            "EntityTooSmall"
-        );
+        let input = req.input;
+        self.disk
+            .abort(&input.bucket, &input.key, &input.upload_id)
+            .await
+            .map_err(s3_err)?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
     }
 }

@@ -110,42 +110,60 @@ impl Declared {
         let wants = |given: &Option<String>, name: &str, alg: &str| {
             given.is_some() || trailer == name || algorithm == alg
         };
-        if wants(
-            &self.sums.crc32,
-            "x-amz-checksum-crc32",
-            ChecksumAlgorithm::CRC32,
-        ) {
-            h.crc32 = Some(Default::default());
-        }
-        if wants(
-            &self.sums.crc32c,
-            "x-amz-checksum-crc32c",
-            ChecksumAlgorithm::CRC32C,
-        ) {
-            h.crc32c = Some(Default::default());
-        }
-        if wants(
-            &self.sums.sha1,
-            "x-amz-checksum-sha1",
-            ChecksumAlgorithm::SHA1,
-        ) {
-            h.sha1 = Some(Default::default());
-        }
-        if wants(
-            &self.sums.sha256,
-            "x-amz-checksum-sha256",
-            ChecksumAlgorithm::SHA256,
-        ) {
-            h.sha256 = Some(Default::default());
-        }
-        if wants(
-            &self.sums.crc64nvme,
-            "x-amz-checksum-crc64nvme",
-            ChecksumAlgorithm::CRC64NVME,
-        ) {
-            h.crc64nvme = Some(Default::default());
-        }
+        let s = &self.sums;
+        use ChecksumAlgorithm as A;
+        on(
+            &mut h.crc32,
+            wants(&s.crc32, "x-amz-checksum-crc32", A::CRC32),
+        );
+        on(
+            &mut h.crc32c,
+            wants(&s.crc32c, "x-amz-checksum-crc32c", A::CRC32C),
+        );
+        on(&mut h.sha1, wants(&s.sha1, "x-amz-checksum-sha1", A::SHA1));
+        on(
+            &mut h.sha256,
+            wants(&s.sha256, "x-amz-checksum-sha256", A::SHA256),
+        );
+        on(
+            &mut h.crc64nvme,
+            wants(&s.crc64nvme, "x-amz-checksum-crc64nvme", A::CRC64NVME),
+        );
         h
+    }
+}
+
+/// [`receive`] for a PutObject or UploadPart input (the same checksum fields).
+macro_rules! receive_body {
+    ($disk:expr, $input:ident, $trailer:expr, $trailers:expr, $files_only:expr) => {{
+        let declared = Declared {
+            sums: Sums {
+                crc32: $input.checksum_crc32,
+                crc32c: $input.checksum_crc32c,
+                sha1: $input.checksum_sha1,
+                sha256: $input.checksum_sha256,
+                crc64nvme: $input.checksum_crc64nvme,
+            },
+            trailer: $trailer,
+            content_md5: $input.content_md5,
+        };
+        let algorithm = $input.checksum_algorithm.as_ref();
+        receive(
+            &$disk,
+            $input.body,
+            $files_only,
+            declared,
+            algorithm,
+            $trailers,
+        )
+        .await?
+    }};
+}
+
+/// Turns on the hasher in `slot` when `wanted`.
+fn on<T: Default>(slot: &mut Option<T>, wanted: bool) {
+    if wanted {
+        *slot = Some(T::default());
     }
 }
 
@@ -398,26 +416,7 @@ impl S3 for Backend {
             }
         }
         let if_none_match = input.if_none_match.as_ref().is_some_and(|c| c.is_any());
-        let declared = Declared {
-            sums: Sums {
-                crc32: input.checksum_crc32,
-                crc32c: input.checksum_crc32c,
-                sha1: input.checksum_sha1,
-                sha256: input.checksum_sha256,
-                crc64nvme: input.checksum_crc64nvme,
-            },
-            trailer,
-            content_md5: input.content_md5,
-        };
-        let (staged, sums) = receive(
-            &self.disk,
-            input.body,
-            false,
-            declared,
-            input.checksum_algorithm.as_ref(),
-            req.trailing_headers,
-        )
-        .await?;
+        let (staged, sums) = receive_body!(self.disk, input, trailer, req.trailing_headers, false);
         let attrs = attrs_of(
             input.content_type,
             input.content_disposition,
@@ -756,26 +755,7 @@ impl S3 for Backend {
             .require_upload(&input.bucket, &input.key, &input.upload_id)
             .await
             .map_err(s3_err)?;
-        let declared = Declared {
-            sums: Sums {
-                crc32: input.checksum_crc32,
-                crc32c: input.checksum_crc32c,
-                sha1: input.checksum_sha1,
-                sha256: input.checksum_sha256,
-                crc64nvme: input.checksum_crc64nvme,
-            },
-            trailer,
-            content_md5: input.content_md5,
-        };
-        let (staged, sums) = receive(
-            &self.disk,
-            input.body,
-            true,
-            declared,
-            input.checksum_algorithm.as_ref(),
-            req.trailing_headers,
-        )
-        .await?;
+        let (staged, sums) = receive_body!(self.disk, input, trailer, req.trailing_headers, true);
         let md5 = self
             .disk
             .commit_part(

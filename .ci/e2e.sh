@@ -11,6 +11,8 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The page test reads the embedded store's index to see stored parts.
+command -v sqlite3 >/dev/null 2>&1 || missing+=(sqlite3)
 # A font, so that the screenshot shows text (chromium recommends one; be explicit).
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -333,12 +333,14 @@ async function main() {
     await page.waitForFunction(() => !document.querySelector('#start').disabled);
     await page.getByRole('button', { name: 'Upload', exact: true }).click();
     const { upload_id: cancelledUpload } = await (await created).json();
-    // Once a part is stored, the store holds it (s3s-fs's layout under <data>/s3:
-    // `.upload_id-<s3 upload id>.part-<n>`; a store with another layout fails here,
-    // not silently below).
+    // Once a part is stored, the store holds it: a row of the embedded store's index
+    // (<data>/s3/objects.db, table `parts`) and its file under <data>/s3 (a store with
+    // another layout fails here, not silently below).
     const storedPut = await page.waitForResponse((r) => r.request().method() === 'PUT' && r.status() === 200, { timeout: 60_000 });
     const s3UploadId = new URL(storedPut.url()).searchParams.get('uploadId');
-    const partFiles = () => fs.readdirSync(path.join(dataDir, 's3')).filter((n) => n.startsWith(`.upload_id-${s3UploadId}.part-`));
+    const partFiles = () => execFileSync('sqlite3', ['-readonly', path.join(dataDir, 's3', 'objects.db'),
+      `SELECT file FROM parts WHERE upload_id = '${s3UploadId.replace(/'/g, '')}'`], { encoding: 'utf8' })
+      .split('\n').filter((f) => f && fs.existsSync(path.join(dataDir, 's3', f)));
     check(partFiles().length >= 1, `a stored part before cancelling: ${s3UploadId}`);
     await page.getByRole('button', { name: 'Cancel upload' }).click();
     await page.locator('#failure').filter({ hasText: 'Upload cancelled' }).waitFor({ timeout: 30_000 });

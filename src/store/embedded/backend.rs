@@ -629,40 +629,20 @@ impl S3 for Backend {
         &self,
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
-        let input = req.input;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let max_keys = input
-            .max_keys
-            .unwrap_or(DEFAULT_MAX_KEYS)
-            .clamp(0, DEFAULT_MAX_KEYS);
-        let (contents, prefixes, truncated, token) = list_page(
-            &self.disk,
-            &input.bucket,
-            &prefix,
-            input.delimiter.as_deref(),
-            input.marker.clone().unwrap_or_default(),
-            usize::try_from(max_keys).unwrap_or(0),
-        )
-        .await?;
-        if !self
-            .disk
-            .bucket_exists(&input.bucket)
-            .await
-            .map_err(s3_err)?
-        {
-            return Err(s3_error!(NoSuchBucket));
-        }
-        Ok(S3Response::new(ListObjectsOutput {
-            name: Some(input.bucket),
-            prefix: input.prefix,
-            delimiter: input.delimiter,
-            marker: input.marker,
-            max_keys: Some(max_keys),
-            is_truncated: Some(truncated),
-            next_marker: if truncated { token } else { None },
-            contents: Some(contents),
-            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
-            encoding_type: input.encoding_type,
+        // V1 is V2 with `marker` as `start_after`; its next marker is V2's token.
+        let marker = req.input.marker.clone();
+        let v2 = self.list_objects_v2(req.map_input(Into::into)).await?;
+        Ok(v2.map_output(|v2| ListObjectsOutput {
+            name: v2.name,
+            prefix: v2.prefix,
+            delimiter: v2.delimiter,
+            marker,
+            max_keys: v2.max_keys,
+            is_truncated: v2.is_truncated,
+            next_marker: v2.next_continuation_token,
+            contents: Some(v2.contents.unwrap_or_default()),
+            common_prefixes: v2.common_prefixes,
+            encoding_type: v2.encoding_type,
             ..Default::default()
         }))
     }

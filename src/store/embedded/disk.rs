@@ -44,6 +44,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row as _, Sqlite, Transaction};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::io::ReaderStream;
 use tracing::{info, warn};
 use uuid::Uuid;
@@ -212,8 +213,8 @@ pub struct UploadInfo {
 }
 
 /// A body on its way in: kept in memory while it fits `inline_max`, else in a new
-/// file under `data/`. Hashes (MD5 for the ETag, plus whatever the caller feeds
-/// elsewhere) are the caller's: this only places bytes.
+/// file under `data/`; its MD5 (the ETag) is computed on the way. Flexible checksums
+/// are the caller's (the S3 layer hashes what the request declares).
 pub struct Staging {
     root: PathBuf,
     inline_max: usize,
@@ -239,11 +240,6 @@ impl Staged {
     /// The row pointing at the content is committed: keep its file.
     fn committed(&mut self) {
         self.content = None;
-    }
-
-    /// Hands the content over to a committed row (the file is then the row's).
-    fn take(&mut self) -> Content {
-        self.content.take().unwrap_or(Content::Inline(Bytes::new()))
     }
 }
 
@@ -282,6 +278,8 @@ impl Staging {
         let content = match self.file.take() {
             None => Content::Inline(Bytes::from(std::mem::take(&mut self.buf))),
             Some((mut writer, rel)) => {
+                // Owned by a `Staged` before the flush and syncs, so that the file is
+                // removed if one of them fails.
                 let staged_file = Staged {
                     root: self.root.clone(),
                     content: Some(Content::Extents(vec![Extent {
@@ -341,6 +339,19 @@ async fn sync_dir(file: PathBuf) -> io::Result<()> {
     .map_err(io::Error::other)?
 }
 
+/// An object's info from the columns `size, etag, modified, attrs, checksum` of
+/// `row`, starting at column `at`.
+fn object_info(key: String, row: &sqlx::sqlite::SqliteRow, at: usize) -> ObjectInfo {
+    ObjectInfo {
+        key,
+        size: to_u64(row.get(at)),
+        etag: row.get(at + 1),
+        modified: from_millis(row.get(at + 2)),
+        attrs: parse_json(row.get::<&str, _>(at + 3)),
+        sums: parse_json(row.get::<&str, _>(at + 4)),
+    }
+}
+
 fn millis(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -376,6 +387,8 @@ pub struct Disk {
     write: SqlitePool,
     read: SqlitePool,
     inline_max: usize,
+    /// To the task that commits new objects in groups.
+    commits: mpsc::UnboundedSender<PendingCommit>,
 }
 
 impl Disk {
@@ -401,11 +414,14 @@ impl Disk {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
+        let (commits, pending) = mpsc::unbounded_channel();
+        tokio::spawn(group_commits(write.clone(), root.clone(), pending));
         let disk = Disk {
             root,
             write,
             read,
             inline_max,
+            commits,
         };
         disk.import_legacy().await?;
         disk.remove_unreferenced().await?;
@@ -502,47 +518,31 @@ impl Disk {
     // ----- objects -----
 
     /// Makes `staged` the object `bucket/key`, replacing any former one. With
-    /// `if_none_match`, fails when the key exists.
+    /// `if_none_match`, fails when the key exists. Commits of concurrent writers are
+    /// grouped into one transaction (one sync for the group): see [`group_commits`].
     pub async fn commit_object(
         &self,
         bucket: &str,
         key: &str,
-        mut staged: Staged,
+        staged: Staged,
         attrs: &Attrs,
         sums: &Sums,
         if_none_match: bool,
     ) -> Result<ObjectInfo> {
-        let modified = SystemTime::now();
-        let etag = staged.md5_hex();
-        let size = staged.size;
-        let mut tx = self.write.begin().await?;
-        require_bucket_in(&mut tx, bucket).await?;
-        if if_none_match && object_exists_in(&mut tx, bucket, key).await? {
-            return Err(DiskError::Precondition("the object already exists"));
-        }
-        let old = drop_object_in(&mut tx, bucket, key).await?;
-        let content = staged.take();
-        let insert = insert_object_in(
-            &mut tx, bucket, key, size, &etag, modified, attrs, sums, &content,
-        )
-        .await;
-        if let Err(e) = insert {
-            staged.content = Some(content); // its file is removed with `staged`
-            return Err(e);
-        }
-        if let Err(e) = tx.commit().await {
-            staged.content = Some(content);
-            return Err(e.into());
-        }
-        self.remove_files(old).await;
-        Ok(ObjectInfo {
-            key: key.to_owned(),
-            size,
-            etag,
-            modified,
-            attrs: attrs.clone(),
-            sums: sums.clone(),
-        })
+        let (reply, answer) = oneshot::channel();
+        let stopped = || DiskError::Io(io::Error::other("the embedded store's writer stopped"));
+        self.commits
+            .send(PendingCommit {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                staged,
+                attrs: attrs.clone(),
+                sums: sums.clone(),
+                if_none_match,
+                reply,
+            })
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
     }
 
     pub async fn head(&self, bucket: &str, key: &str) -> Result<Option<ObjectInfo>> {
@@ -553,14 +553,7 @@ impl Disk {
         .bind(key)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.map(|r| ObjectInfo {
-            key: key.to_owned(),
-            size: to_u64(r.get(0)),
-            etag: r.get(1),
-            modified: from_millis(r.get(2)),
-            attrs: parse_json(r.get::<&str, _>(3)),
-            sums: parse_json(r.get::<&str, _>(4)),
-        }))
+        Ok(row.map(|r| object_info(key.to_owned(), &r, 0)))
     }
 
     /// `bucket/key`, the byte range asked for (checked against its size), and a
@@ -586,14 +579,7 @@ impl Disk {
                 Err(DiskError::NoSuchBucket)
             };
         };
-        let info = ObjectInfo {
-            key: key.to_owned(),
-            size: to_u64(r.get(0)),
-            etag: r.get(1),
-            modified: from_millis(r.get(2)),
-            attrs: parse_json(r.get::<&str, _>(3)),
-            sums: parse_json(r.get::<&str, _>(4)),
-        };
+        let info = object_info(key.to_owned(), &r, 0);
         let asked = match range {
             Some(r) => Some(r.check(info.size).map_err(|_| DiskError::InvalidRange)?),
             None => None,
@@ -641,14 +627,7 @@ impl Disk {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| ObjectInfo {
-                key: r.get(0),
-                size: to_u64(r.get(1)),
-                etag: r.get(2),
-                modified: from_millis(r.get(3)),
-                attrs: parse_json(r.get::<&str, _>(4)),
-                sums: parse_json(r.get::<&str, _>(5)),
-            })
+            .map(|r| object_info(r.get(0), r, 1))
             .take_while(|o| o.key.starts_with(prefix))
             .collect())
     }
@@ -998,20 +977,7 @@ impl Disk {
     // ----- housekeeping -----
 
     async fn remove_files(&self, files: Vec<String>) {
-        if files.is_empty() {
-            return;
-        }
-        let root = self.root.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            for f in files {
-                if let Err(e) = std::fs::remove_file(root.join(&f))
-                    && e.kind() != io::ErrorKind::NotFound
-                {
-                    warn!(file = %f, error = %e, "embedded S3: could not remove a dropped file");
-                }
-            }
-        })
-        .await;
+        remove_files(&self.root, files).await;
     }
 
     /// Removes the files under `data/` that no row points at: bodies of writes that
@@ -1174,6 +1140,150 @@ impl io::Write for HashWriter<'_> {
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// Removes files of rows dropped by a committed transaction.
+async fn remove_files(root: &Path, files: Vec<String>) {
+    if files.is_empty() {
+        return;
+    }
+    let root = root.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || {
+        for f in files {
+            if let Err(e) = std::fs::remove_file(root.join(&f))
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                warn!(file = %f, error = %e, "embedded S3: could not remove a dropped file");
+            }
+        }
+    })
+    .await;
+}
+
+/// A new object waiting for its group's commit.
+struct PendingCommit {
+    bucket: String,
+    key: String,
+    staged: Staged,
+    attrs: Attrs,
+    sums: Sums,
+    if_none_match: bool,
+    reply: oneshot::Sender<Result<ObjectInfo>>,
+}
+
+impl std::fmt::Debug for PendingCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PendingCommit({}/{})", self.bucket, self.key)
+    }
+}
+
+/// Commits at most this many new objects per transaction.
+const MAX_GROUP: usize = 256;
+
+/// Group commit: takes every new object waiting (up to [`MAX_GROUP`]) and commits
+/// them in one transaction, each in its own savepoint (one refused write, e.g. a
+/// failed precondition, does not fail the others), so concurrent writers share one
+/// sync of the index instead of queueing for one each. Each writer is answered only
+/// after the group's commit is synced.
+async fn group_commits(
+    pool: SqlitePool,
+    root: PathBuf,
+    mut pending: mpsc::UnboundedReceiver<PendingCommit>,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP
+            && let Ok(next) = pending.try_recv()
+        {
+            group.push(next);
+        }
+        commit_group(&pool, &root, group).await;
+    }
+}
+
+async fn commit_group(pool: &SqlitePool, root: &Path, group: Vec<PendingCommit>) {
+    let fail_all = |group: Vec<PendingCommit>, e: &dyn std::fmt::Display| {
+        for c in group {
+            let _ = c.reply.send(Err(DiskError::Io(io::Error::other(format!(
+                "committing to the index: {e}"
+            )))));
+        }
+    };
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return fail_all(group, &e),
+    };
+    let mut outcomes = Vec::with_capacity(group.len());
+    for c in &group {
+        match commit_one(&mut tx, c).await {
+            Ok(outcome) => outcomes.push(outcome),
+            // A savepoint that could not be released or rolled back leaves the
+            // transaction in doubt: nothing of it is committed.
+            Err(e) => return fail_all(group, &e),
+        }
+    }
+    if let Err(e) = tx.commit().await {
+        return fail_all(group, &e);
+    }
+    for (mut c, outcome) in group.into_iter().zip(outcomes) {
+        let answer = match outcome {
+            Ok((info, old)) => {
+                c.staged.committed();
+                remove_files(root, old).await;
+                Ok(info)
+            }
+            Err(e) => Err(e),
+        };
+        let _ = c.reply.send(answer);
+    }
+}
+
+/// One new object, in a savepoint of the group's transaction: its own outcome, or
+/// (outer error) a savepoint failure that dooms the group.
+async fn commit_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    c: &PendingCommit,
+) -> Result<Result<(ObjectInfo, Vec<String>)>, sqlx::Error> {
+    let mut sp = sqlx::Acquire::begin(&mut **tx).await?;
+    let modified = SystemTime::now();
+    let etag = c.staged.md5_hex();
+    let result = async {
+        let content = c
+            .staged
+            .content
+            .as_ref()
+            .ok_or_else(|| DiskError::Corrupt("a staged body was committed twice".into()))?;
+        require_bucket_in(&mut sp, &c.bucket).await?;
+        if c.if_none_match && object_exists_in(&mut sp, &c.bucket, &c.key).await? {
+            return Err(DiskError::Precondition("the object already exists"));
+        }
+        let old = drop_object_in(&mut sp, &c.bucket, &c.key).await?;
+        let size = c.staged.size;
+        insert_object_in(
+            &mut sp, &c.bucket, &c.key, size, &etag, modified, &c.attrs, &c.sums, content,
+        )
+        .await?;
+        let info = ObjectInfo {
+            key: c.key.clone(),
+            size,
+            etag: etag.clone(),
+            modified,
+            attrs: c.attrs.clone(),
+            sums: c.sums.clone(),
+        };
+        Ok((info, old))
+    }
+    .await;
+    match result {
+        Ok(done) => {
+            sp.commit().await?;
+            Ok(Ok(done))
+        }
+        Err(e) => {
+            sp.rollback().await?;
+            Ok(Err(e))
+        }
     }
 }
 
@@ -1565,6 +1675,53 @@ mod tests {
         );
         let info = disk.head("old-bucket", "a/b/c.txt").await.unwrap().unwrap();
         assert_eq!(info.etag, hex::encode(Md5::checksum(b"legacy")));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writes_commit_together_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = disk(dir.path(), 16).await;
+        put(&disk, "taken", b"first").await;
+        let writes = (0..64).map(|i| {
+            let disk = disk.clone();
+            async move {
+                let body = if i % 2 == 0 {
+                    vec![i as u8; 8]
+                } else {
+                    vec![i as u8; 100]
+                };
+                let staged = disk.stage_bytes(&body).await.unwrap();
+                // Every 8th asks for a key that exists, and must be refused alone.
+                let (key, only_new) = if i % 8 == 0 {
+                    ("taken".to_owned(), true)
+                } else {
+                    (format!("k{i}"), false)
+                };
+                let r = disk
+                    .commit_object(
+                        "b",
+                        &key,
+                        staged,
+                        &Attrs::default(),
+                        &Sums::default(),
+                        only_new,
+                    )
+                    .await;
+                (i, body, r)
+            }
+        });
+        for (i, body, r) in futures::future::join_all(writes).await {
+            if i % 8 == 0 {
+                assert!(matches!(r, Err(DiskError::Precondition(_))), "{i}: {r:?}");
+            } else {
+                r.unwrap();
+                assert_eq!(read_all(&disk, "b", &format!("k{i}")).await.unwrap(), body);
+            }
+        }
+        assert_eq!(read_all(&disk, "b", "taken").await.unwrap(), b"first");
+        // Only the committed big bodies have files: the refused ones were removed.
+        let big_committed = (0..64).filter(|i| i % 2 == 1 && i % 8 != 0).count();
+        assert_eq!(data_files(disk.root()), big_committed);
     }
 
     #[test]

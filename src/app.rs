@@ -299,7 +299,17 @@ async fn connect_store(
     })
     .await
     .map_err(|e| store_startup_error(settings, &shown, e))?;
-    Ok((embedded, Arc::new(store)))
+    // The embedded store's server-side calls skip SigV4 and loopback HTTP.
+    let store: Arc<dyn ObjectStore> = match &embedded {
+        Some(server) => Arc::new(
+            server
+                .direct(store, &s3.bucket)
+                .await
+                .map_err(|e| store_startup_error(settings, &shown, e))?,
+        ),
+        None => Arc::new(store),
+    };
+    Ok((embedded, store))
 }
 
 /// clamd, when configured; a clamd that does not answer yet is not fatal (jobs
@@ -377,6 +387,11 @@ impl Application {
                 tmp_dir: settings.server.data_dir.join("tmp"),
                 webhooks: settings.webhooks.clone(),
             }),
+            memory: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(settings.jobs.memory_budget)
+                    .unwrap_or(usize::MAX)
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            )),
         };
         // Leases of two thirds of a heartbeat, renewed every third: a killed node's
         // sockets stop counting within a heartbeat, one missed renewal is survived.

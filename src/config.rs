@@ -227,6 +227,13 @@ schema::schema! {
             default Some("1s"), example "250ms", alias "job_poll_ms" in Millis;
         /// Uploads to the object store run at most this many at once per job.
         save_concurrency: u32 as Int<u32> = "save_concurrency", default Some("8"), example "16";
+        /// Entries up to this size are inflated into memory rather than a temp file
+        /// (scanned and stored from there); 0: every entry goes through a temp file.
+        memory_entry_max: u64 as Size = "memory_entry_max",
+            default Some("1 MiB"), example "256 KiB";
+        /// The most bytes of entries a node holds in memory at once, over all its jobs
+        /// (at least `memory_entry_max`); an entry waits for room.
+        memory_budget: u64 as Size = "memory_budget", default Some("32 MiB"), example "128 MiB";
     }
     /// The Event History API.
     history: HistorySettings {
@@ -474,6 +481,12 @@ impl Settings {
         }
         let a = &self.archive;
         let j = &self.jobs;
+        if j.memory_entry_max > 1024 * MIB {
+            return bad("MEMORY_ENTRY_MAX", "must be at most 1 GiB");
+        }
+        if j.memory_entry_max > j.memory_budget {
+            return bad("MEMORY_BUDGET", "must be at least INTAKE_MEMORY_ENTRY_MAX");
+        }
         for (name, value) in [
             ("MAX_UPLOAD_BYTES", u.max_upload_bytes),
             ("MAX_ARCHIVE_ENTRIES", a.max_archive_entries),

@@ -97,6 +97,9 @@ pub trait Scanner: Send + Sync {
     /// Scans the file at `path` and returns the verdict.
     async fn scan_file(&self, path: &Path) -> Result<Verdict, ScanError>;
 
+    /// Scans `bytes` (an entry held in memory; `name` is for logs and errors only).
+    async fn scan_bytes(&self, name: &str, bytes: &[u8]) -> Result<Verdict, ScanError>;
+
     /// Checks that the scanner is up and answering.
     async fn ping(&self) -> Result<(), ScanError>;
 }
@@ -305,21 +308,21 @@ impl ClamdScanner {
     }
 }
 
-#[async_trait]
-impl Scanner for ClamdScanner {
-    async fn scan_file(&self, path: &Path) -> Result<Verdict, ScanError> {
+impl ClamdScanner {
+    /// Streams `size` bytes of `source` (`what`, for logs and errors) to clamd.
+    async fn scan_stream<R>(
+        &self,
+        source: &mut R,
+        size: u64,
+        what: &str,
+    ) -> Result<Verdict, ScanError>
+    where
+        R: AsyncRead + Unpin + Send,
+    {
         let started = Instant::now();
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| ScanError::io(format!("opening {}", path.display()), e))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| ScanError::io(format!("reading metadata of {}", path.display()), e))?
-            .len();
         let deadline = self.timeouts.scan_deadline(size);
         let conn = self.connect().await?;
-        let result = match tokio::time::timeout(deadline, conn.instream(&mut file, path)).await {
+        let result = match tokio::time::timeout(deadline, conn.instream(source, what)).await {
             Ok(reply) => reply.and_then(|reply| parse_scan_reply(&reply)),
             Err(_) => Err(ScanError::Timeout {
                 stage: "scan",
@@ -336,14 +339,14 @@ impl Scanner for ClamdScanner {
         );
         match &result {
             Ok(verdict) => tracing::debug!(
-                path = %path.display(),
+                source = what,
                 size,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 ?verdict,
                 "clamd scan finished"
             ),
             Err(error) => tracing::warn!(
-                path = %path.display(),
+                source = what,
                 size,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 %error,
@@ -351,6 +354,27 @@ impl Scanner for ClamdScanner {
             ),
         }
         result
+    }
+}
+
+#[async_trait]
+impl Scanner for ClamdScanner {
+    async fn scan_file(&self, path: &Path) -> Result<Verdict, ScanError> {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ScanError::io(format!("opening {}", path.display()), e))?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| ScanError::io(format!("reading metadata of {}", path.display()), e))?
+            .len();
+        self.scan_stream(&mut file, size, &path.display().to_string())
+            .await
+    }
+
+    async fn scan_bytes(&self, name: &str, mut bytes: &[u8]) -> Result<Verdict, ScanError> {
+        let size = bytes.len() as u64;
+        self.scan_stream(&mut bytes, size, name).await
     }
 
     async fn ping(&self) -> Result<(), ScanError> {
@@ -386,11 +410,14 @@ impl Conn {
         }
     }
 
-    async fn instream(self, file: &mut tokio::fs::File, path: &Path) -> Result<String, ScanError> {
+    async fn instream<R>(self, source: &mut R, what: &str) -> Result<String, ScanError>
+    where
+        R: AsyncRead + Unpin,
+    {
         match self {
-            Self::Tcp(s) => instream(s, file, path).await,
+            Self::Tcp(s) => instream(s, source, what).await,
             #[cfg(unix)]
-            Self::Unix(s) => instream(s, file, path).await,
+            Self::Unix(s) => instream(s, source, what).await,
         }
     }
 }
@@ -406,16 +433,13 @@ where
     read_reply(stream).await
 }
 
-/// Streams `file` with `zINSTREAM` and returns clamd's reply (without its NUL).
-async fn instream<S>(
-    mut stream: S,
-    file: &mut tokio::fs::File,
-    path: &Path,
-) -> Result<String, ScanError>
+/// Streams `source` with `zINSTREAM` and returns clamd's reply (without its NUL).
+async fn instream<S, R>(mut stream: S, source: &mut R, what: &str) -> Result<String, ScanError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
 {
-    match send_stream(&mut stream, file, path).await {
+    match send_stream(&mut stream, source, what).await {
         Ok(()) => read_reply(&mut stream).await,
         Err(SendError::File(e)) => Err(e),
         Err(SendError::Socket(e)) => {
@@ -436,13 +460,10 @@ enum SendError {
     Socket(io::Error),
 }
 
-async fn send_stream<S>(
-    stream: &mut S,
-    file: &mut tokio::fs::File,
-    path: &Path,
-) -> Result<(), SendError>
+async fn send_stream<S, R>(stream: &mut S, source: &mut R, what: &str) -> Result<(), SendError>
 where
     S: AsyncWrite + Unpin,
+    R: AsyncRead + Unpin,
 {
     let send_err = SendError::Socket;
     stream.write_all(b"zINSTREAM\0").await.map_err(send_err)?;
@@ -451,9 +472,10 @@ where
     loop {
         let mut filled = 0;
         while filled < CHUNK_SIZE {
-            let n = file.read(&mut frame[4 + filled..]).await.map_err(|e| {
-                SendError::File(ScanError::io(format!("reading {}", path.display()), e))
-            })?;
+            let n = source
+                .read(&mut frame[4 + filled..])
+                .await
+                .map_err(|e| SendError::File(ScanError::io(format!("reading {what}"), e)))?;
             if n == 0 {
                 break;
             }

@@ -728,3 +728,108 @@ async fn checksum_checks(
     assert_eq!(h.store.head(one).await?.unwrap().size, 1000);
     Ok(())
 }
+
+/// The server's direct calls on the embedded store ([`intake::store::DirectStore`]) and
+/// the same calls over its S3 endpoint see one store: what one writes the other reads,
+/// with the same sizes, types and ETags, and the same answers for what is missing.
+#[tokio::test]
+async fn direct_calls_and_the_endpoint_see_the_same_objects() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let direct =
+        h.s3.direct(
+            S3Store::connect(&config(&h.s3, "uploads")).await?,
+            "uploads",
+        )
+        .await?;
+    direct.ping().await?;
+
+    // Small (kept in the index) and big (a file), from memory and from a file.
+    let small = pattern(3_000, 1);
+    direct
+        .put_bytes("files/a", Bytes::from(small.clone()), "text/plain")
+        .await?;
+    let big = pattern(3 * MIB + 17, 2);
+    let src = h.dir.path().join("big.bin");
+    tokio::fs::write(&src, &big).await?;
+    direct.put_file("files/b", &src, "image/png").await?;
+    for (key, bytes, ct) in [
+        ("files/a", &small, "text/plain"),
+        ("files/b", &big, "image/png"),
+    ] {
+        assert_eq!(h.store.get_bytes(key).await?.as_ref(), bytes.as_slice());
+        let (over_http, here) = (h.store.head(key).await?, direct.head(key).await?);
+        let here = here.expect("head");
+        assert_eq!(here.size, bytes.len() as u64);
+        assert_eq!(here.content_type.as_deref(), Some(ct));
+        let over_http = over_http.expect("head over HTTP");
+        assert_eq!((over_http.size, &over_http.etag), (here.size, &here.etag));
+        let out = h.dir.path().join("out");
+        assert_eq!(direct.get_to_file(key, &out).await?, bytes.len() as u64);
+        assert_eq!(&tokio::fs::read(&out).await?, bytes);
+    }
+
+    // A multipart upload begun here, its parts sent to presigned URLs, listed and
+    // completed here; read back over HTTP.
+    let upload = direct
+        .create_multipart("files/c", "application/zip")
+        .await?;
+    let (p1, p2) = (pattern(5 * MIB, 3), pattern(1_234, 4));
+    let e1 = h.put_part("files/c", &upload, 1, p1.clone()).await;
+    let e2 = h.put_part("files/c", &upload, 2, p2.clone()).await;
+    let listed = direct.list_parts("files/c", &upload).await?;
+    assert_eq!(
+        listed,
+        vec![
+            (1, e1.clone(), p1.len() as u64),
+            (2, e2.clone(), p2.len() as u64)
+        ]
+    );
+    assert_eq!(
+        direct.list_multipart_uploads("files/").await?,
+        Some(vec![("files/c".to_owned(), upload.clone())])
+    );
+    let wrong = direct
+        .complete_multipart("files/c", &upload, &[(1, e2.clone()), (2, e2.clone())])
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), Some("InvalidPart"), "{wrong}");
+    direct
+        .complete_multipart("files/c", &upload, &[(2, e2), (1, e1)])
+        .await?;
+    assert_eq!(h.store.get_bytes("files/c").await?, [p1, p2].concat());
+    assert!(
+        direct
+            .list_parts("files/c", &upload)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    let etag = direct.head("files/c").await?.unwrap().etag.unwrap();
+    assert!(etag.starts_with('"') && etag.ends_with("-2\""), "{etag}");
+
+    // Copies, listings by age, deletes.
+    direct.copy("files/a", "kept/a").await?;
+    assert_eq!(
+        h.store.get_bytes("kept/a").await?.as_ref(),
+        small.as_slice()
+    );
+    let future = std::time::SystemTime::now() + Duration::from_secs(5);
+    let mut old = direct.list_older_than("files/", future).await?;
+    old.sort();
+    assert_eq!(old, ["files/a", "files/b", "files/c"]);
+    assert!(
+        direct
+            .list_older_than("files/", std::time::UNIX_EPOCH)
+            .await?
+            .is_empty()
+    );
+    assert_eq!(direct.delete_prefix("files/").await?, 3);
+    assert!(h.store.head("files/b").await?.is_none());
+    assert!(direct.head("files/b").await?.is_none());
+    direct.delete("files/b").await?;
+    let missing = direct.get_to_file("files/b", &h.dir.path().join("x")).await;
+    assert!(missing.unwrap_err().is_not_found());
+    assert!(!h.dir.path().join("x").exists());
+    assert!(direct.delete_prefix("").await.is_err());
+    Ok(())
+}

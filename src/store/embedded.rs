@@ -10,7 +10,10 @@
 //! is served.
 
 mod backend;
+mod direct;
 pub(crate) mod disk;
+
+pub use direct::DirectStore;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
@@ -48,6 +51,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct EmbeddedS3 {
     local_addr: SocketAddr,
+    disk: disk::Disk,
     stop: CancellationToken,
     server: Option<JoinHandle<()>>,
 }
@@ -72,7 +76,7 @@ impl EmbeddedS3 {
         let disk = disk::Disk::open(&root, disk::DEFAULT_INLINE_MAX)
             .await
             .with_context(|| format!("opening embedded S3 root {}", root.display()))?;
-        let backend = backend::Backend::new(disk);
+        let backend = backend::Backend::new(disk.clone());
 
         let mut builder = S3ServiceBuilder::new(backend);
         builder.set_auth(SimpleAuth::from_single(access_key, secret_key));
@@ -87,6 +91,7 @@ impl EmbeddedS3 {
         info!(%local_addr, root = %root.display(), "embedded S3 listening");
         Ok(EmbeddedS3 {
             local_addr,
+            disk,
             stop,
             server: Some(server),
         })
@@ -101,6 +106,12 @@ impl EmbeddedS3 {
             ip => ip,
         };
         format!("http://{}", SocketAddr::new(ip, self.local_addr.port()))
+    }
+
+    /// The server's own handle on what the endpoint serves, for calls that need not
+    /// go through HTTP ([`DirectStore`]).
+    pub async fn direct(&self, urls: super::S3Store, bucket: &str) -> super::Result<DirectStore> {
+        DirectStore::new(urls, self.disk.clone(), bucket).await
     }
 
     /// Address the endpoint listens on.

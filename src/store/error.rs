@@ -85,6 +85,16 @@ impl StoreError {
         matches!(self, Self::NotFound { .. })
     }
 
+    /// The failure's kind as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotFound { .. } => "not_found",
+            Self::Rejected { .. } => "rejected",
+            Self::Transient { .. } => "transient",
+            _ => "other",
+        }
+    }
+
     /// The S3 error code, when the store answered with one.
     pub fn code(&self) -> Option<&str> {
         match self {

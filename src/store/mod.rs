@@ -18,8 +18,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
-pub use embedded::EmbeddedS3;
+pub use embedded::{DirectStore, EmbeddedS3};
 pub use error::{Result, StoreError};
 pub use s3::S3Store;
 
@@ -227,6 +228,9 @@ pub trait ObjectStore: Send + Sync {
     /// Streams the file at `path` to `key` without loading it in memory
     /// (single PUT, so at most 5 GiB).
     async fn put_file(&self, key: &str, path: &Path, content_type: &str) -> Result<()>;
+
+    /// Puts `body` (held in memory, so small) at `key`.
+    async fn put_bytes(&self, key: &str, body: Bytes, content_type: &str) -> Result<()>;
 
     /// Server-side copy of `src` to `dst` within the bucket, any size.
     async fn copy(&self, src: &str, dst: &str) -> Result<()>;

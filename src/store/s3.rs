@@ -93,13 +93,7 @@ where
     fn or_store(self, op: &'static str, target: &str) -> Result<T> {
         self.map_err(|e| {
             let e = StoreError::from_sdk(op, target, e);
-            let kind = match &e {
-                StoreError::NotFound { .. } => "not_found",
-                StoreError::Rejected { .. } => "rejected",
-                StoreError::Transient { .. } => "transient",
-                _ => "other",
-            };
-            crate::telemetry::s3_error(op, kind);
+            crate::telemetry::s3_error(op, e.kind());
             e
         })
     }
@@ -859,6 +853,12 @@ impl ObjectStore for S3Store {
         }
         let body = file_body("PutObject", path, 0, size).await?;
         self.put_object_body(key, content_type, body, size).await
+    }
+
+    async fn put_bytes(&self, key: &str, body: Bytes, content_type: &str) -> Result<()> {
+        let size = body.len() as u64;
+        self.put_object_body(key, content_type, ByteStream::from(body), size)
+            .await
     }
 
     async fn copy(&self, src: &str, dst: &str) -> Result<()> {

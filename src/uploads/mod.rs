@@ -68,6 +68,9 @@ pub struct Uploads {
     pub workers: Arc<Notify>,
     /// The settings of this flow.
     pub settings: Arc<FlowSettings>,
+    /// Room for entries held in memory, in bytes (`memory_budget`), shared by every
+    /// job of the node.
+    pub memory: Arc<tokio::sync::Semaphore>,
 }
 
 /// The store's form of a client's checksums, which a presigned URL is bound to (here

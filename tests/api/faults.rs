@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use axum::extract::ws::Message;
+use bytes::Bytes;
 use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use intake::db::uploads::UploadFileRow;
@@ -80,6 +81,16 @@ impl ObjectStore for FailingStore {
         }
         self.inner.put_file(k, p, t).await
     }
+    async fn put_bytes(&self, k: &str, b: Bytes, t: &str) -> StoreResult<()> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            return Err(StoreError::Transient {
+                op: "PutObject",
+                target: k.to_string(),
+                detail: "injected: connection reset".into(),
+            });
+        }
+        self.inner.put_bytes(k, b, t).await
+    }
     async fn copy(&self, s: &str, d: &str) -> StoreResult<()> {
         self.inner.copy(s, d).await
     }
@@ -107,13 +118,16 @@ enum FakeScanner {
 #[async_trait]
 impl Scanner for FakeScanner {
     async fn scan_file(&self, path: &Path) -> Result<Verdict, ScanError> {
+        let bytes = tokio::fs::read(path).await.unwrap();
+        self.scan_bytes(&path.display().to_string(), &bytes).await
+    }
+    async fn scan_bytes(&self, _name: &str, bytes: &[u8]) -> Result<Verdict, ScanError> {
         match self {
             FakeScanner::TimesOut => Err(ScanError::Timeout {
                 stage: "scan",
                 after: Duration::from_millis(1),
             }),
             FakeScanner::FindsIn { marker } => {
-                let bytes = tokio::fs::read(path).await.unwrap();
                 // Only files, not the archive: a threat deflated inside it is
                 // found when its entry is scanned.
                 let is_zip = bytes.starts_with(b"PK\x03\x04");

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -125,9 +125,37 @@ impl SafeArchive {
         entry: &EntryInfo,
         dest: &Path,
     ) -> Result<ExtractedFile, ExtractError> {
-        // Use our own copy of the entry, so a caller cannot loosen the declared sizes.
-        let entry = self
-            .entries
+        let entry = self.known(entry)?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dest)
+            .map_err(|e| ExtractError::io(format!("creating {}", dest.display()), e))?;
+        let result = self.inflate_into(&entry, &mut out, &dest.display().to_string());
+        drop(out);
+        if result.is_err() {
+            // Best effort: the file is incomplete or refused either way.
+            let _ = fs::remove_file(dest);
+        }
+        result
+    }
+
+    /// [`SafeArchive::extract_to`] into `out` (a buffer in memory, say) instead of a
+    /// file, with the same checks. On an error `out` holds a partial or refused entry:
+    /// the caller discards it.
+    pub fn extract_into<W: Write>(
+        &mut self,
+        entry: &EntryInfo,
+        out: &mut W,
+    ) -> Result<ExtractedFile, ExtractError> {
+        let entry = self.known(entry)?;
+        self.inflate_into(&entry, out, "the output")
+    }
+
+    /// Our own copy of `entry`, so a caller cannot loosen the declared sizes.
+    fn known(&self, entry: &EntryInfo) -> Result<EntryInfo, ExtractError> {
+        self.entries
             .binary_search_by_key(&entry.index, |known| known.index)
             .ok()
             .map(|at| &self.entries[at])
@@ -135,20 +163,7 @@ impl SafeArchive {
             .cloned()
             .ok_or_else(|| ExtractError::UnknownEntry {
                 name: entry.name.clone(),
-            })?;
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dest)
-            .map_err(|e| ExtractError::io(format!("creating {}", dest.display()), e))?;
-        let result = self.inflate_into(&entry, &mut out, dest);
-        drop(out);
-        if result.is_err() {
-            // Best effort: the file is incomplete or refused either way.
-            let _ = fs::remove_file(dest);
-        }
-        result
+            })
     }
 }
 

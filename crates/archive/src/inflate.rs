@@ -2,9 +2,7 @@
 //! counting the bytes really inflated against the limits, hashing, and sniffing the
 //! content type.
 
-use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::path::Path;
 
 use flate2::bufread::DeflateDecoder;
 use sha2::{Digest, Sha256};
@@ -25,11 +23,11 @@ impl SafeArchive {
     /// the deflate stream is required to end exactly where the compressed data does:
     /// bytes after its end would be the next header for a reader that streams local
     /// headers (Java's `ZipInputStream`), and data for one that follows the directory.
-    pub(crate) fn inflate_into(
+    pub(crate) fn inflate_into<W: Write>(
         &mut self,
         entry: &EntryInfo,
-        out: &mut File,
-        dest: &Path,
+        out: &mut W,
+        dest: &str,
     ) -> Result<ExtractedFile, ExtractError> {
         let Self {
             archive,
@@ -72,7 +70,7 @@ impl SafeArchive {
             seen.update(chunk);
             check_progress(limits, entry, seen.size, *inflated_total)?;
             out.write_all(chunk)
-                .map_err(|e| ExtractError::io(format!("writing {}", dest.display()), e))?;
+                .map_err(|e| ExtractError::io(format!("writing {dest}"), e))?;
         }
         let corrupt = |detail: String| ExtractError::CorruptEntry {
             name: entry.name.clone(),

@@ -445,7 +445,6 @@ impl Disk {
         }
     }
 
-    #[cfg(test)]
     /// Writes `bytes` as a staged body (for callers that already hold them).
     pub async fn stage_bytes(&self, bytes: &[u8]) -> io::Result<Staged> {
         let mut staging = self.staging(false);

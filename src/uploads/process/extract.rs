@@ -1,12 +1,16 @@
 //! Open the archive with every safety check on its directory (the validator in
 //! the `intake-archive` crate, off the async executor; before the scan), report
 //! how many files it holds (`extracting_file`, after the scan), and stream its entries, one blocking thread
-//! inflating them into temp files as the savers ask for more.
+//! inflating them as the savers ask for more: small ones into memory, within the node's
+//! byte budget (`memory_budget`), the others into temp files.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::super::Uploads;
 use super::super::failure::PipelineFailure;
@@ -15,8 +19,16 @@ use crate::config::ArchiveSettings;
 use crate::domain::{AvStatus, Step};
 use intake_archive::{EntryInfo, ExtractError, ExtractLimits, ExtractedFile, SafeArchive};
 
-/// One inflated entry in a temp file.
-pub type Extracted = (EntryInfo, ExtractedFile, PathBuf);
+/// Where an inflated entry's bytes are.
+pub enum Body {
+    /// A temp file, removed once the entry is saved.
+    File(PathBuf),
+    /// In memory, holding its room in the node's budget until dropped.
+    Memory(Bytes, OwnedSemaphorePermit),
+}
+
+/// One inflated entry.
+pub type Extracted = (EntryInfo, ExtractedFile, Body);
 
 /// The validator's limits from the settings.
 pub fn limits(settings: &ArchiveSettings) -> ExtractLimits {
@@ -59,11 +71,21 @@ pub async fn report(
     Ok(())
 }
 
-/// Inflates every entry into `tmp` on a blocking thread, at most `depth` ahead
-/// of the consumer; stops at the first failure (which it sends).
+/// Where [`stream`] puts entries: small ones in memory, the rest in temp files.
+pub struct Placement {
+    /// Directory of the temp files.
+    pub tmp: PathBuf,
+    /// Entries declaring at most this many bytes go to memory (0: none).
+    pub memory_entry_max: u64,
+    /// The node's room for entries in memory, in bytes.
+    pub memory: Arc<Semaphore>,
+}
+
+/// Inflates every entry on a blocking thread, at most `depth` ahead of the
+/// consumer, where `placement` says; stops at the first failure (which it sends).
 pub fn stream(
     mut archive: SafeArchive,
-    tmp: PathBuf,
+    placement: Placement,
     depth: usize,
 ) -> (
     mpsc::Receiver<Result<Extracted, ExtractError>>,
@@ -71,10 +93,27 @@ pub fn stream(
 ) {
     let (tx, rx) = mpsc::channel(depth.max(1));
     let entries = archive.entries().to_vec();
+    let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
         for entry in entries {
-            let dest = tmp.join(format!("entry-{}", entry.index));
-            let result = archive.extract_to(&entry, &dest).map(|f| (entry, f, dest));
+            let result = if entry.declared_size <= placement.memory_entry_max {
+                // The declared size bounds what extraction writes (it refuses more).
+                let room = u32::try_from(entry.declared_size).unwrap_or(u32::MAX);
+                let Ok(permit) =
+                    runtime.block_on(Arc::clone(&placement.memory).acquire_many_owned(room))
+                else {
+                    break;
+                };
+                let mut bytes = Vec::with_capacity(usize::try_from(room).unwrap_or(0));
+                archive
+                    .extract_into(&entry, &mut bytes)
+                    .map(|f| (entry, f, Body::Memory(Bytes::from(bytes), permit)))
+            } else {
+                let dest = placement.tmp.join(format!("entry-{}", entry.index));
+                archive
+                    .extract_to(&entry, &dest)
+                    .map(|f| (entry, f, Body::File(dest)))
+            };
             let failed = result.is_err();
             if tx.blocking_send(result).is_err() || failed {
                 break;

@@ -1,15 +1,17 @@
 //! `saving_files`: as entries come out of the archive, scan each on its own and
 //! put it in the object store under a deterministic key, with bounded concurrency.
-//! Memory stays bounded: entries go through temp files, a few at a time.
+//! Memory stays bounded: a few entries at a time, small ones in memory within the
+//! node's byte budget, the others through temp files.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use futures::StreamExt;
 
 use super::super::Uploads;
 use super::super::failure::PipelineFailure;
 use super::super::monitor::Monitor;
-use super::extract::{self, Extracted};
+use super::extract::{self, Body, Extracted};
 use super::{files_prefix, scan};
 use crate::db::uploads::UploadFileRow;
 use crate::domain::Step;
@@ -44,7 +46,12 @@ pub async fn all(
 ) -> Result<Vec<Saved>, PipelineFailure> {
     let concurrency = up.settings.jobs.save_concurrency as usize;
     let total = archive.entries().len() as u64;
-    let (mut rx, extractor) = extract::stream(archive, tmp.to_path_buf(), concurrency);
+    let placement = extract::Placement {
+        tmp: tmp.to_path_buf(),
+        memory_entry_max: up.settings.jobs.memory_entry_max,
+        memory: Arc::clone(&up.memory),
+    };
+    let (mut rx, extractor) = extract::stream(archive, placement, concurrency);
     let items = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let prefix = files_prefix(file);
     let mut saving = items
@@ -78,18 +85,23 @@ pub async fn all(
 
 /// Scans and saves one extracted entry; its temp file is removed either way.
 async fn one(up: &Uploads, prefix: &str, item: Extracted) -> Result<Outcome, PipelineFailure> {
-    let (entry, extracted, path) = item;
+    let (entry, extracted, body) = item;
     let result = async {
-        if let Some(signature) = scan::entry(up, &entry.name, &path).await? {
+        if let Some(signature) = scan::entry(up, &entry.name, &body).await? {
             return Ok(Outcome::Infected {
                 name: entry.name.clone(),
                 signature,
             });
         }
         let key = format!("{prefix}{:06}", entry.index);
-        up.store
-            .put_file(&key, &path, &extracted.content_type)
-            .await
+        let put = match &body {
+            Body::File(path) => up.store.put_file(&key, path, &extracted.content_type),
+            Body::Memory(bytes, _) => {
+                up.store
+                    .put_bytes(&key, bytes.clone(), &extracted.content_type)
+            }
+        };
+        put.await
             .map_err(|e| PipelineFailure::Storage(e.to_string()))?;
         Ok(Outcome::Saved(Saved {
             entry: entry.clone(),
@@ -98,6 +110,8 @@ async fn one(up: &Uploads, prefix: &str, item: Extracted) -> Result<Outcome, Pip
         }))
     }
     .await;
-    let _ = tokio::fs::remove_file(&path).await;
+    if let Body::File(path) = &body {
+        let _ = tokio::fs::remove_file(path).await;
+    }
     result
 }

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use super::super::Uploads;
 use super::super::failure::PipelineFailure;
 use super::super::monitor::Monitor;
+use super::extract::Body;
 use super::files_prefix;
 use crate::db::uploads::UploadFileRow;
 use crate::domain::{AvStatus, Step};
@@ -75,16 +76,20 @@ pub async fn archive(
     Ok(status)
 }
 
-/// Scans one extracted file; `Err(Some(signature))` when it is infected.
+/// Scans one extracted entry; `Ok(Some(signature))` when it is infected.
 pub async fn entry(
     up: &Uploads,
     name: &str,
-    path: &Path,
+    body: &Body,
 ) -> Result<Option<String>, PipelineFailure> {
     let Some(scanner) = &up.scanner else {
         return Ok(None);
     };
-    match scanner.scan_file(path).await {
+    let verdict = match body {
+        Body::File(path) => scanner.scan_file(path).await,
+        Body::Memory(bytes, _) => scanner.scan_bytes(name, bytes).await,
+    };
+    match verdict {
         Ok(Verdict::Clean) => Ok(None),
         Ok(Verdict::Infected { signature }) => Ok(Some(signature)),
         Err(e) => Err(PipelineFailure::from_scan(

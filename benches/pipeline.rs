@@ -2,11 +2,14 @@
 //! from `upload_complete` to the final `monitoring_update`, for
 //! (a) a ZIP of 10,000 files of 1–4 KiB and (b) a ZIP of 1 GiB in 64 files.
 //! Prints files/s, MB/s and the peak RSS of the process during processing (the
-//! high-water mark is reset just before `upload_complete`).
+//! high-water mark is reset just before `upload_complete`), and the ratio to the I/O
+//! floor measured right after on the same store: the archive read once and objects of
+//! the same sizes written with the same concurrency, no processing.
 //!
 //! `cargo bench --bench pipeline` (both), or `-- small` / `-- large [GIB]`.
 //! `BENCH_DB=postgres` runs it on a fresh PostgreSQL database instead of SQLite;
-//! `BENCH_SOCKET_NOTIFY=false` turns the `LISTEN/NOTIFY` wake-ups off.
+//! `BENCH_SOCKET_NOTIFY=false` turns the `LISTEN/NOTIFY` wake-ups off;
+//! `BENCH_SAVE_CONCURRENCY=N` sets `save_concurrency`.
 
 use std::io::Write;
 use std::path::Path;
@@ -34,13 +37,13 @@ impl Bytes {
     }
 }
 
-fn write_small_zip(path: &Path) -> (u64, u64) {
+fn write_small_zip(path: &Path) -> Vec<u64> {
     let mut w = zip::ZipWriter::new(std::io::BufWriter::new(
         std::fs::File::create(path).unwrap(),
     ));
     let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
     let mut src = Bytes(42);
-    let mut total = 0;
+    let mut sizes = Vec::new();
     for i in 0..10_000u64 {
         let size = 1024 + (i * 7919) % 3072;
         // Text-like content: compressible, like real small documents.
@@ -52,13 +55,13 @@ fn write_small_zip(path: &Path) -> (u64, u64) {
             .collect();
         w.start_file(format!("batch/doc-{i:05}.txt"), opts).unwrap();
         w.write_all(&text).unwrap();
-        total += size;
+        sizes.push(size);
     }
     w.finish().unwrap();
-    (10_000, total)
+    sizes
 }
 
-fn write_large_zip(path: &Path, gib: u64) -> (u64, u64) {
+fn write_large_zip(path: &Path, gib: u64) -> Vec<u64> {
     let mut w = zip::ZipWriter::new(std::io::BufWriter::new(
         std::fs::File::create(path).unwrap(),
     ));
@@ -82,7 +85,7 @@ fn write_large_zip(path: &Path, gib: u64) -> (u64, u64) {
         }
     }
     w.finish().unwrap();
-    (64, per_file * 64)
+    vec![per_file; 64]
 }
 
 fn peak_rss_mib() -> f64 {
@@ -100,10 +103,11 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
+async fn run_case(name: &str, make: impl FnOnce(&Path) -> Vec<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let zip_path = dir.path().join("input.zip");
-    let (files, bytes) = make(&zip_path);
+    let sizes = make(&zip_path);
+    let (files, bytes) = (sizes.len() as u64, sizes.iter().sum::<u64>());
     let zip_len = std::fs::metadata(&zip_path).unwrap().len();
 
     let mut settings = Settings::ephemeral(dir.path().join("data"));
@@ -112,6 +116,12 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
         settings.database.url = Some(url.clone().into());
     }
     settings.socket.socket_notify = std::env::var("BENCH_SOCKET_NOTIFY").as_deref() != Ok("false");
+    if let Some(n) = std::env::var("BENCH_SAVE_CONCURRENCY")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        settings.jobs.save_concurrency = n;
+    }
     println!(
         "{name}: database {}, socket notices {}",
         if pg.is_some() { "PostgreSQL" } else { "SQLite" },
@@ -272,10 +282,10 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(last["message"]["status"], "success", "{last}");
     assert_eq!(last["message"]["extracted_files"], files);
-    let floor_dir = dir.path().join("floor");
-    let floor = tokio::task::spawn_blocking(move || io_floor(&floor_dir, files, bytes))
-        .await
-        .unwrap();
+    let peak_rss = peak_rss_mib();
+    let archive_key = m["s3_key"].as_str().unwrap();
+    let concurrency = state.settings.jobs.save_concurrency as usize;
+    let floor = io_floor(&state, archive_key, &sizes, concurrency, dir.path()).await;
     println!(
         "{name}: {files} files, {:.1} MB inflated ({:.1} MB zip); upload {:.2} s; upload_complete → success {:.2} s: {:.0} files/s, {:.1} MB/s; {messages} messages; peak RSS {:.1} MiB; I/O floor {:.2} s, ratio {:.2}",
         bytes as f64 / 1e6,
@@ -284,7 +294,7 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> (u64, u64)) {
         secs,
         files as f64 / secs,
         bytes as f64 / 1e6 / secs,
-        peak_rss_mib(),
+        peak_rss,
         floor,
         secs / floor,
     );
@@ -310,31 +320,38 @@ async fn postgres_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
-/// The I/O floor of a case, measured on the same disk right after it: writing
-/// `files` files holding `bytes` in all and reading them back, the least any
-/// pipeline that stores every extracted file must do. Seconds.
-fn io_floor(dir: &Path, files: u64, bytes: u64) -> f64 {
-    use std::io::{Read, Write};
-    std::fs::create_dir_all(dir).unwrap();
-    let per_file = (bytes / files.max(1)) as usize;
-    let chunk = vec![0x5au8; per_file.clamp(1, 1 << 20)];
+/// The I/O floor of a case, measured on the same store right after it: GET the
+/// archive once and PUT objects of the same sizes with the same concurrency, through
+/// the store the pipeline writes to, with no processing. Seconds.
+async fn io_floor(
+    state: &intake::state::AppState,
+    archive_key: &str,
+    sizes: &[u64],
+    concurrency: usize,
+    dir: &Path,
+) -> f64 {
+    let largest = sizes.iter().copied().max().unwrap_or(0) as usize;
+    let body = bytes::Bytes::from(vec![0x5au8; largest]);
+    let store = &state.store;
     let started = Instant::now();
-    for i in 0..files {
-        let mut f = std::fs::File::create(dir.join(format!("{i:06}"))).unwrap();
-        let mut left = per_file;
-        while left > 0 {
-            let n = left.min(chunk.len());
-            f.write_all(&chunk[..n]).unwrap();
-            left -= n;
-        }
-    }
-    let mut buf = vec![0u8; 1 << 20];
-    for i in 0..files {
-        let mut f = std::fs::File::open(dir.join(format!("{i:06}"))).unwrap();
-        while f.read(&mut buf).unwrap() > 0 {}
-    }
+    let copy = dir.join("floor.zip");
+    store.get_to_file(archive_key, &copy).await.unwrap();
+    futures::stream::iter(sizes.iter().enumerate())
+        .map(|(i, &size)| {
+            let body = body.slice(..size as usize);
+            async move {
+                store
+                    .put_bytes(&format!("floor/{i:06}"), body, "application/octet-stream")
+                    .await
+                    .unwrap()
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
     let secs = started.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(dir);
+    store.delete_prefix("floor/").await.unwrap();
+    let _ = std::fs::remove_file(&copy);
     secs
 }
 

@@ -807,6 +807,13 @@ async fn direct_calls_and_the_endpoint_see_the_same_objects() -> anyhow::Result<
     let etag = direct.head("files/c").await?.unwrap().etag.unwrap();
     assert!(etag.starts_with('"') && etag.ends_with("-2\""), "{etag}");
 
+    // The SDK path's put_bytes, read back here.
+    h.store
+        .put_bytes("files/d", Bytes::from_static(b"over HTTP"), "text/csv")
+        .await?;
+    let d = direct.head("files/d").await?.expect("put over HTTP");
+    assert_eq!((d.size, d.content_type.as_deref()), (9, Some("text/csv")));
+
     // Copies, listings by age, deletes.
     direct.copy("files/a", "kept/a").await?;
     assert_eq!(
@@ -816,14 +823,14 @@ async fn direct_calls_and_the_endpoint_see_the_same_objects() -> anyhow::Result<
     let future = std::time::SystemTime::now() + Duration::from_secs(5);
     let mut old = direct.list_older_than("files/", future).await?;
     old.sort();
-    assert_eq!(old, ["files/a", "files/b", "files/c"]);
+    assert_eq!(old, ["files/a", "files/b", "files/c", "files/d"]);
     assert!(
         direct
             .list_older_than("files/", std::time::UNIX_EPOCH)
             .await?
             .is_empty()
     );
-    assert_eq!(direct.delete_prefix("files/").await?, 3);
+    assert_eq!(direct.delete_prefix("files/").await?, 4);
     assert!(h.store.head("files/b").await?.is_none());
     assert!(direct.head("files/b").await?.is_none());
     direct.delete("files/b").await?;

@@ -645,21 +645,7 @@ impl ObjectStore for S3Store {
         upload_id: &str,
         parts: &[(i32, String)],
     ) -> Result<()> {
-        if parts.is_empty() {
-            return Err(StoreError::Invalid(format!(
-                "cannot complete upload of {key} without parts"
-            )));
-        }
-        let mut sorted = parts.to_vec();
-        sorted.sort_by_key(|(number, _)| *number);
-        if sorted.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err(StoreError::Invalid(format!(
-                "duplicate part number completing {key}"
-            )));
-        }
-        for (number, _) in &sorted {
-            check_part_number(*number)?;
-        }
+        let sorted = completion_parts(key, parts)?;
         let completed = CompletedMultipartUpload::builder()
             .set_parts(Some(
                 sorted
@@ -1023,6 +1009,27 @@ fn get_query(disposition: Option<&str>) -> Vec<(&'static str, &str)> {
 fn presigning(expires: Duration) -> Result<PresigningConfig> {
     PresigningConfig::expires_in(expires)
         .map_err(|e| StoreError::Invalid(format!("presigned URL lifetime {expires:?}: {e}")))
+}
+
+/// The parts of a completion in S3's order (ascending numbers), checked: at least one,
+/// no number twice, each within 1..=10000.
+pub(super) fn completion_parts(key: &str, parts: &[(i32, String)]) -> Result<Vec<(i32, String)>> {
+    if parts.is_empty() {
+        return Err(StoreError::Invalid(format!(
+            "cannot complete upload of {key} without parts"
+        )));
+    }
+    let mut sorted = parts.to_vec();
+    sorted.sort_by_key(|(number, _)| *number);
+    if sorted.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(StoreError::Invalid(format!(
+            "duplicate part number completing {key}"
+        )));
+    }
+    for (number, _) in &sorted {
+        check_part_number(*number)?;
+    }
+    Ok(sorted)
 }
 
 fn check_part_number(part_number: i32) -> Result<()> {

@@ -35,6 +35,20 @@ struct FailingStore {
     puts: AtomicUsize,
 }
 
+impl FailingStore {
+    /// The `fail_at`-th put fails as a connection reset would.
+    fn maybe_fail(&self, key: &str) -> StoreResult<()> {
+        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+            return Err(StoreError::Transient {
+                op: "PutObject",
+                target: key.to_string(),
+                detail: "injected: connection reset".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl ObjectStore for FailingStore {
     async fn presign_put(&self, k: &str, n: u64, t: &str, e: Duration) -> StoreResult<String> {
@@ -72,23 +86,11 @@ impl ObjectStore for FailingStore {
         self.inner.get_to_file(k, p).await
     }
     async fn put_file(&self, k: &str, p: &Path, t: &str) -> StoreResult<()> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(StoreError::Transient {
-                op: "PutObject",
-                target: k.to_string(),
-                detail: "injected: connection reset".into(),
-            });
-        }
+        self.maybe_fail(k)?;
         self.inner.put_file(k, p, t).await
     }
     async fn put_bytes(&self, k: &str, b: Bytes, t: &str) -> StoreResult<()> {
-        if self.puts.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(StoreError::Transient {
-                op: "PutObject",
-                target: k.to_string(),
-                detail: "injected: connection reset".into(),
-            });
-        }
+        self.maybe_fail(k)?;
         self.inner.put_bytes(k, b, t).await
     }
     async fn copy(&self, s: &str, d: &str) -> StoreResult<()> {

@@ -194,18 +194,7 @@ impl ObjectStore for DirectStore {
         upload_id: &str,
         parts: &[(i32, String)],
     ) -> Result<()> {
-        if parts.is_empty() {
-            return Err(StoreError::Invalid(format!(
-                "cannot complete upload of {key} without parts"
-            )));
-        }
-        let mut sorted = parts.to_vec();
-        sorted.sort_by_key(|(number, _)| *number);
-        if sorted.windows(2).any(|w| w[0].0 == w[1].0) {
-            return Err(StoreError::Invalid(format!(
-                "duplicate part number completing {key}"
-            )));
-        }
+        let sorted = crate::store::s3::completion_parts(key, parts)?;
         self.disk
             .complete(&self.bucket, key, upload_id, &sorted)
             .await

@@ -736,6 +736,16 @@ mod tests {
                 "8d",
                 "INTAKE_PRESIGN_TTL: must be at most 7d (SigV4 presigned URLs live at most 7 days)",
             ),
+            (
+                "INTAKE_MEMORY_BUDGET",
+                "512 KiB",
+                "INTAKE_MEMORY_BUDGET: must be at least INTAKE_MEMORY_ENTRY_MAX",
+            ),
+            (
+                "INTAKE_MEMORY_ENTRY_MAX",
+                "2 GiB",
+                "INTAKE_MEMORY_ENTRY_MAX: must be at most 1 GiB",
+            ),
         ] {
             let e = load_env(&[(var, value)]).unwrap_err().to_string();
             assert_eq!(e, expected);

@@ -703,3 +703,69 @@ async fn a_refused_archive_is_never_scanned() {
     let prefix = format!("uploads/{}/{session}/files/", upload_row.id);
     assert!(app.s3.list(&prefix).await.unwrap().is_empty());
 }
+
+/// Where entries are inflated (a temp file each, memory under a byte budget that
+/// holds only a few of them at once, or both by size) changes nothing the user sees:
+/// the same records, the same bytes at their URLs, the same messages.
+#[tokio::test]
+async fn entries_in_memory_or_in_files_give_the_same_records() {
+    // 40 entries of 1–9 KiB and two of 3 MiB (over the default 1 MiB).
+    let mut files: Vec<(String, Vec<u8>)> = (0..40u32)
+        .map(|i| {
+            let n = 1024 + (i as usize * 211) % 8192;
+            let bytes = (0..n).map(|j| (j as u32 * 31 + i) as u8).collect();
+            (format!("docs/f{i:02}.bin"), bytes)
+        })
+        .collect();
+    for i in 0..2u32 {
+        let big = (0..3 << 20).map(|j: u32| (j.wrapping_mul(2_654_435_761) >> (8 + i)) as u8);
+        files.push((format!("big/b{i}.bin"), big.collect()));
+    }
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(n, b)| (n.as_str(), b.as_slice()))
+        .collect();
+    let zip = testkit::zip_of(&refs);
+    // (memory_entry_max, memory_budget): files only; memory with room for two 9 KiB
+    // entries at a time (the extractor waits for the savers); the defaults.
+    for (entry_max, budget) in [(0, 1 << 20), (16 << 10, 20 << 10), (1 << 20, 32 << 20)] {
+        let app = TestApp::spawn_with(|s| {
+            s.jobs.memory_entry_max = entry_max;
+            s.jobs.memory_budget = budget;
+        })
+        .await;
+        let mut q = queued(&app, &zip).await;
+        let msgs = q.sock.until_final().await;
+        let last = msgs.last().unwrap();
+        assert_eq!(last["message"]["status"], "success", "{entry_max}: {last}");
+        assert_eq!(last["message"]["extracted_files"], files.len());
+        let records = records_of(&app, &q.token, q.class).await;
+        assert_eq!(records.len(), files.len(), "{entry_max}");
+        for ((name, bytes), rec) in files.iter().zip(&records) {
+            let doc = rec
+                .as_object()
+                .unwrap()
+                .iter()
+                .find_map(|(k, v)| k.starts_with("field_").then_some(v))
+                .unwrap();
+            assert_eq!(doc["path"], *name);
+            assert_eq!(doc["sha256"], sha(bytes), "{entry_max}: {name}");
+            let got = app
+                .client
+                .get(doc["url"].as_str().unwrap())
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(&got[..], &bytes[..], "{entry_max}: {name}");
+        }
+        // Every byte of the budget is back once the job is done.
+        assert_eq!(
+            app.state.uploads.memory.available_permits(),
+            budget as usize,
+            "{entry_max}"
+        );
+    }
+}

@@ -75,7 +75,8 @@ pub async fn report(
 pub struct Placement {
     /// Directory of the temp files.
     pub tmp: PathBuf,
-    /// Entries declaring at most this many bytes go to memory (0: none).
+    /// Entries declaring at most this many bytes go to memory (0: none, not even
+    /// empty ones).
     pub memory_entry_max: u64,
     /// The node's room for entries in memory, in bytes.
     pub memory: Arc<Semaphore>,
@@ -96,7 +97,9 @@ pub fn stream(
     let runtime = tokio::runtime::Handle::current();
     let task = tokio::task::spawn_blocking(move || {
         for entry in entries {
-            let result = if entry.declared_size <= placement.memory_entry_max {
+            let in_memory =
+                placement.memory_entry_max > 0 && entry.declared_size <= placement.memory_entry_max;
+            let result = if in_memory {
                 // The declared size bounds what extraction writes (it refuses more).
                 let room = u32::try_from(entry.declared_size).unwrap_or(u32::MAX);
                 let Ok(permit) =

@@ -6,8 +6,13 @@
 //! floor measured right after on the same store: the archive read once and objects of
 //! the same sizes written with the same concurrency, no processing.
 //!
-//! `cargo bench --bench pipeline` (both), or `-- small` / `-- large [GIB]`.
+//! `-- refused` times the refusal of a 120,000-entry archive (over the default
+//! limit of entries) from `upload_complete` to its `ERR_ARCHIVE_TOO_MANY_ENTRIES`.
+//!
+//! `cargo bench --bench pipeline` (both), or `-- small` / `-- large [GIB]` /
+//! `-- refused`.
 //! `BENCH_DB=postgres` runs it on a fresh PostgreSQL database instead of SQLite;
+//! `BENCH_CLAMD_ADDR=tcp://127.0.0.1:3310` scans with that clamd;
 //! `BENCH_SOCKET_NOTIFY=false` turns the `LISTEN/NOTIFY` wake-ups off;
 //! `BENCH_SAVE_CONCURRENCY=N` sets `save_concurrency`.
 
@@ -61,6 +66,19 @@ fn write_small_zip(path: &Path) -> Vec<u64> {
     sizes
 }
 
+/// 120,000 empty entries: a small archive, refused by its count alone.
+fn write_many_entries_zip(path: &Path) -> Vec<u64> {
+    let mut w = zip::ZipWriter::new(std::io::BufWriter::new(
+        std::fs::File::create(path).unwrap(),
+    ));
+    let opts = SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..120_000u32 {
+        w.start_file(format!("e/{i:06}"), opts).unwrap();
+    }
+    w.finish().unwrap();
+    vec![0; 120_000]
+}
+
 fn write_large_zip(path: &Path, gib: u64) -> Vec<u64> {
     let mut w = zip::ZipWriter::new(std::io::BufWriter::new(
         std::fs::File::create(path).unwrap(),
@@ -103,7 +121,8 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-async fn run_case(name: &str, make: impl FnOnce(&Path) -> Vec<u64>) {
+/// Runs one case; `refusal` is the error code it must end with instead of success.
+async fn run_case(name: &str, make: impl FnOnce(&Path) -> Vec<u64>, refusal: Option<&str>) {
     let dir = tempfile::tempdir().unwrap();
     let zip_path = dir.path().join("input.zip");
     let sizes = make(&zip_path);
@@ -122,9 +141,11 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> Vec<u64>) {
     {
         settings.jobs.save_concurrency = n;
     }
+    settings.scan.clamd_addr = std::env::var("BENCH_CLAMD_ADDR").ok();
     println!(
-        "{name}: database {}, socket notices {}",
+        "{name}: database {}, clamd {}, socket notices {}",
         if pg.is_some() { "PostgreSQL" } else { "SQLite" },
+        settings.scan.clamd_addr.as_deref().unwrap_or("off"),
         if settings.socket.socket_notify {
             "on"
         } else {
@@ -280,6 +301,15 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> Vec<u64>) {
         }
     };
     let secs = started.elapsed().as_secs_f64();
+    if let Some(code) = refusal {
+        assert_eq!(last["message"]["status"], "error", "{last}");
+        assert_eq!(last["message"]["error_code"], code, "{last}");
+        println!(
+            "{name}: {files} entries ({:.1} MB zip); upload_complete → {code} {secs:.3} s; {messages} messages",
+            zip_len as f64 / 1e6
+        );
+        return;
+    }
     assert_eq!(last["message"]["status"], "success", "{last}");
     assert_eq!(last["message"]["extracted_files"], files);
     let peak_rss = peak_rss_mib();
@@ -364,12 +394,22 @@ async fn main() {
     let which = args.first().map(String::as_str).unwrap_or("all");
     let gib: u64 = args.get(1).and_then(|g| g.parse().ok()).unwrap_or(1);
     if which == "all" || which == "small" {
-        run_case("(a) 10,000 files of 1-4 KiB", write_small_zip).await;
+        run_case("(a) 10,000 files of 1-4 KiB", write_small_zip, None).await;
     }
     if which == "all" || which == "large" {
-        run_case(&format!("(b) {gib} GiB in 64 files"), |p| {
-            write_large_zip(p, gib)
-        })
+        run_case(
+            &format!("(b) {gib} GiB in 64 files"),
+            |p| write_large_zip(p, gib),
+            None,
+        )
+        .await;
+    }
+    if which == "refused" {
+        run_case(
+            "120,000 empty entries",
+            write_many_entries_zip,
+            Some("ERR_ARCHIVE_TOO_MANY_ENTRIES"),
+        )
         .await;
     }
 }

@@ -1,9 +1,12 @@
 //! Antivirus scanning of uploaded files.
 //!
 //! The pipeline depends only on the small [`Scanner`] trait. [`ClamdScanner`] is the
-//! real implementation: it streams a file from disk to ClamAV's `clamd` with the
-//! `zINSTREAM` command, over TCP or a Unix socket, with bounded memory and a
-//! deadline that grows with the file's size.
+//! real implementation: it streams a file from disk (or an entry from memory) to
+//! ClamAV's `clamd` with the `zINSTREAM` command, over TCP or a Unix socket, with
+//! bounded memory and a deadline that grows with the file's size. Connections are
+//! reused: each is a clamd session (`zIDSESSION`, replies tagged with the request's
+//! number), kept in a small pool between scans, so that a job scanning thousands of
+//! small files does not open a connection (and a clamd thread hand-off) for each.
 //!
 //! The verdict is fail-closed: only clamd's exact `stream: OK` reply means
 //! [`Verdict::Clean`]; any reply that is neither that nor `stream: <name> FOUND` is
@@ -13,6 +16,7 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -228,11 +232,75 @@ const MAX_REPLY_LEN: usize = 4096;
 /// How long to wait for clamd's explanation after it stopped accepting the stream.
 const EARLY_REPLY_WAIT: Duration = Duration::from_secs(2);
 
-/// A [`Scanner`] backed by ClamAV's clamd, one connection per request.
-#[derive(Debug, Clone)]
+/// Idle sessions kept for reuse; more scans at once open more, which are then closed.
+const POOL_MAX: usize = 16;
+
+/// How long an idle session is kept: well under clamd's `IdleTimeout` (30 s by
+/// default), after which clamd closes it.
+const SESSION_IDLE_MAX: Duration = Duration::from_secs(10);
+
+/// Scans in one session before it is closed and a new one opened (clamd numbers
+/// its replies; a long-lived session also pins one clamd connection slot).
+const SESSION_SCANS_MAX: u32 = 10_000;
+
+/// A [`Scanner`] backed by ClamAV's clamd, with a pool of idle sessions.
+#[derive(Clone)]
 pub struct ClamdScanner {
     addr: ClamdAddr,
     timeouts: ClamdTimeouts,
+    idle: Arc<Mutex<Vec<Session>>>,
+}
+
+impl fmt::Debug for ClamdScanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClamdScanner")
+            .field("addr", &self.addr)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One clamd connection in session mode (`zIDSESSION` sent).
+struct Session {
+    conn: Conn,
+    /// The number clamd gives the session's next reply (its first is 1).
+    next: u32,
+    /// When it was last put back in the pool.
+    idle_since: Instant,
+}
+
+/// What is scanned, opened again when a scan is retried on a fresh connection.
+enum Source<'a> {
+    File(&'a Path),
+    Bytes(&'a str, &'a [u8]),
+}
+
+impl Source<'_> {
+    fn name(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Bytes(name, _) => (*name).to_owned(),
+        }
+    }
+
+    async fn open(&self) -> Result<(Box<dyn AsyncRead + Unpin + Send + '_>, u64), ScanError> {
+        match self {
+            Self::File(path) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(|e| ScanError::io(format!("opening {}", path.display()), e))?;
+                let size = file
+                    .metadata()
+                    .await
+                    .map_err(|e| {
+                        ScanError::io(format!("reading metadata of {}", path.display()), e)
+                    })?
+                    .len();
+                Ok((Box::new(file), size))
+            }
+            Self::Bytes(_, bytes) => Ok((Box::new(*bytes), bytes.len() as u64)),
+        }
+    }
 }
 
 impl ClamdScanner {
@@ -241,6 +309,7 @@ impl ClamdScanner {
         Self {
             addr,
             timeouts: ClamdTimeouts::default(),
+            idle: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
@@ -309,36 +378,102 @@ impl ClamdScanner {
 }
 
 impl ClamdScanner {
-    /// Streams `size` bytes of `source` (`what`, for logs and errors) to clamd.
-    async fn scan_stream<R>(
-        &self,
-        source: &mut R,
-        size: u64,
-        what: &str,
-    ) -> Result<Verdict, ScanError>
-    where
-        R: AsyncRead + Unpin + Send,
-    {
+    /// An idle session that is still open, or none.
+    fn take_idle(&self) -> Option<Session> {
+        let mut idle = self.idle.lock().expect("pool lock");
+        // The others are closed as they are dropped.
+        while let Some(session) = idle.pop() {
+            if session.idle_since.elapsed() < SESSION_IDLE_MAX && session.conn.is_open() {
+                return Some(session);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, mut session: Session) {
+        if session.next > SESSION_SCANS_MAX {
+            return;
+        }
+        session.idle_since = Instant::now();
+        let mut idle = self.idle.lock().expect("pool lock");
+        if idle.len() < POOL_MAX {
+            idle.push(session);
+        }
+    }
+
+    /// A new session: connected, `zIDSESSION` sent (clamd does not answer it).
+    async fn open_session(&self) -> Result<Session, ScanError> {
+        let mut conn = self.connect().await?;
+        conn.send(b"zIDSESSION\0")
+            .await
+            .map_err(|e| ScanError::io("starting a clamd session", e))?;
+        Ok(Session {
+            conn,
+            next: 1,
+            idle_since: Instant::now(),
+        })
+    }
+
+    /// Streams `source` to clamd in a session: a pooled one when there is one (and,
+    /// should clamd have closed it meanwhile, once more on a fresh one), else a new
+    /// one. The session goes back to the pool after a verdict.
+    async fn scan_source(&self, source: Source<'_>) -> Result<Verdict, ScanError> {
         let started = Instant::now();
-        let deadline = self.timeouts.scan_deadline(size);
-        let conn = self.connect().await?;
-        let result = match tokio::time::timeout(deadline, conn.instream(source, what)).await {
-            Ok(reply) => reply.and_then(|reply| parse_scan_reply(&reply)),
-            Err(_) => Err(ScanError::Timeout {
-                stage: "scan",
-                after: deadline,
-            }),
+        let what = source.name();
+        let mut reused = self.take_idle();
+        let result = loop {
+            let (mut reader, size) = match source.open().await {
+                Ok(opened) => opened,
+                Err(e) => {
+                    if let Some(session) = reused.take() {
+                        self.put_back(session);
+                    }
+                    break Err(e);
+                }
+            };
+            let was_reused = reused.is_some();
+            let mut session = match reused.take() {
+                Some(session) => session,
+                None => match self.open_session().await {
+                    Ok(session) => session,
+                    Err(e) => break Err(e),
+                },
+            };
+            let deadline = self.timeouts.scan_deadline(size);
+            let scanned =
+                tokio::time::timeout(deadline, session.conn.instream(&mut reader, &what)).await;
+            let reply = match scanned {
+                Ok(Ok(reply)) => reply,
+                // A reused session that fails before a reply was most likely closed
+                // by clamd (restart, idle timeout): once more, on a new connection.
+                Ok(Err(e)) if was_reused && (e.is_transient() || closed_without_reply(&e)) => {
+                    continue;
+                }
+                Ok(Err(e)) => break Err(e),
+                Err(_) => {
+                    break Err(ScanError::Timeout {
+                        stage: "scan",
+                        after: deadline,
+                    });
+                }
+            };
+            let verdict = session_reply(&reply, session.next).and_then(parse_scan_reply);
+            if verdict.is_ok() {
+                session.next += 1;
+                self.put_back(session);
+            }
+            break verdict.map(|v| (v, size));
         };
         crate::telemetry::scan(
             match &result {
-                Ok(Verdict::Clean) => "clean",
+                Ok((Verdict::Clean, _)) => "clean",
                 Ok(_) => "infected",
                 Err(_) => "error",
             },
             started.elapsed(),
         );
         match &result {
-            Ok(verdict) => tracing::debug!(
+            Ok((verdict, size)) => tracing::debug!(
                 source = what,
                 size,
                 elapsed_ms = started.elapsed().as_millis() as u64,
@@ -347,34 +482,45 @@ impl ClamdScanner {
             ),
             Err(error) => tracing::warn!(
                 source = what,
-                size,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 %error,
                 "clamd scan failed"
             ),
         }
-        result
+        result.map(|(verdict, _)| verdict)
+    }
+}
+
+/// The reply `reply` to request number `number` of a session, without its tag
+/// (`"3: stream: OK"` is `"stream: OK"`). A verdict must carry the request's own
+/// number; clamd may answer an error that ends the session without one, which is
+/// returned whole to be classified as any reply.
+fn session_reply(reply: &str, number: u32) -> Result<&str, ScanError> {
+    match reply.split_once(": ") {
+        Some((tag, rest)) if !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_digit()) => {
+            if tag.parse::<u32>().ok() == Some(number) {
+                Ok(rest)
+            } else {
+                Err(ScanError::Protocol(format!(
+                    "reply {reply:?} in a session where request {number} was expected"
+                )))
+            }
+        }
+        _ if parse_scan_reply(reply).is_ok() => Err(ScanError::Protocol(format!(
+            "verdict {reply:?} without its request number in a session"
+        ))),
+        _ => Ok(reply),
     }
 }
 
 #[async_trait]
 impl Scanner for ClamdScanner {
     async fn scan_file(&self, path: &Path) -> Result<Verdict, ScanError> {
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| ScanError::io(format!("opening {}", path.display()), e))?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| ScanError::io(format!("reading metadata of {}", path.display()), e))?
-            .len();
-        self.scan_stream(&mut file, size, &path.display().to_string())
-            .await
+        self.scan_source(Source::File(path)).await
     }
 
-    async fn scan_bytes(&self, name: &str, mut bytes: &[u8]) -> Result<Verdict, ScanError> {
-        let size = bytes.len() as u64;
-        self.scan_stream(&mut bytes, size, name).await
+    async fn scan_bytes(&self, name: &str, bytes: &[u8]) -> Result<Verdict, ScanError> {
+        self.scan_source(Source::Bytes(name, bytes)).await
     }
 
     async fn ping(&self) -> Result<(), ScanError> {
@@ -410,7 +556,7 @@ impl Conn {
         }
     }
 
-    async fn instream<R>(self, source: &mut R, what: &str) -> Result<String, ScanError>
+    async fn instream<R>(&mut self, source: &mut R, what: &str) -> Result<String, ScanError>
     where
         R: AsyncRead + Unpin,
     {
@@ -419,6 +565,26 @@ impl Conn {
             #[cfg(unix)]
             Self::Unix(s) => instream(s, source, what).await,
         }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Self::Tcp(s) => s.write_all(bytes).await,
+            #[cfg(unix)]
+            Self::Unix(s) => s.write_all(bytes).await,
+        }
+    }
+
+    /// Whether the peer has not closed it (nor sent anything unasked), without
+    /// waiting: an idle session has nothing to read.
+    fn is_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        let read = match self {
+            Self::Tcp(s) => s.try_read(&mut probe),
+            #[cfg(unix)]
+            Self::Unix(s) => s.try_read(&mut probe),
+        };
+        matches!(read, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 }
 
@@ -434,19 +600,19 @@ where
 }
 
 /// Streams `source` with `zINSTREAM` and returns clamd's reply (without its NUL).
-async fn instream<S, R>(mut stream: S, source: &mut R, what: &str) -> Result<String, ScanError>
+async fn instream<S, R>(stream: &mut S, source: &mut R, what: &str) -> Result<String, ScanError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
 {
-    match send_stream(&mut stream, source, what).await {
-        Ok(()) => read_reply(&mut stream).await,
+    match send_stream(stream, source, what).await {
+        Ok(()) => read_reply(stream).await,
         Err(SendError::File(e)) => Err(e),
         Err(SendError::Socket(e)) => {
             // clamd answers and hangs up mid-stream when it refuses the stream (size
             // limit, ERROR): its reply explains the failed write better than the
             // write error does, so prefer it when it is there.
-            match tokio::time::timeout(EARLY_REPLY_WAIT, read_reply(&mut stream)).await {
+            match tokio::time::timeout(EARLY_REPLY_WAIT, read_reply(stream)).await {
                 Ok(Ok(reply)) => Ok(reply),
                 _ => Err(ScanError::io("streaming the file to clamd", e)),
             }
@@ -496,6 +662,13 @@ where
     stream.flush().await.map_err(send_err)
 }
 
+const CLOSED_WITHOUT_REPLY: &str = "connection closed without a reply";
+
+/// Whether clamd hung up before answering at all (as it does a session it closed).
+fn closed_without_reply(e: &ScanError) -> bool {
+    matches!(e, ScanError::Protocol(reply) if reply == CLOSED_WITHOUT_REPLY)
+}
+
 /// Reads one NUL-terminated reply.
 async fn read_reply<S>(stream: &mut S) -> Result<String, ScanError>
 where
@@ -510,7 +683,7 @@ where
             .map_err(|e| ScanError::io("reading clamd's reply", e))?;
         if n == 0 {
             return Err(ScanError::Protocol(if reply.is_empty() {
-                "connection closed without a reply".to_owned()
+                CLOSED_WITHOUT_REPLY.to_owned()
             } else {
                 format!(
                     "connection closed mid-reply: {:?}",
@@ -581,6 +754,31 @@ mod tests {
                 "{reply:?} must not be clean"
             );
         }
+    }
+
+    #[test]
+    fn session_replies_carry_their_request_number() {
+        assert_eq!(session_reply("1: stream: OK", 1).unwrap(), "stream: OK");
+        assert_eq!(
+            session_reply("12: stream: Eicar-Test-Signature FOUND", 12).unwrap(),
+            "stream: Eicar-Test-Signature FOUND"
+        );
+        for (reply, number) in [
+            ("2: stream: OK", 1),
+            ("1: stream: OK", 2),
+            ("stream: OK", 1),
+            ("stream: X FOUND", 1),
+        ] {
+            assert!(
+                matches!(session_reply(reply, number), Err(ScanError::Protocol(_))),
+                "{reply:?} to request {number}"
+            );
+        }
+        // Errors that end a session may come untagged.
+        assert_eq!(
+            session_reply("INSTREAM size limit exceeded. ERROR", 1).unwrap(),
+            "INSTREAM size limit exceeded. ERROR"
+        );
     }
 
     #[test]

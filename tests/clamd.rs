@@ -314,9 +314,15 @@ async fn read_command(stream: &mut TcpStream) -> Vec<u8> {
     }
 }
 
-/// Reads a whole `zINSTREAM` request as clamd does, checking its framing, and
-/// returns the streamed bytes.
+/// Reads the start of a session and then a whole `zINSTREAM` request, as clamd
+/// does, checking its framing; returns the streamed bytes.
 async fn read_instream(stream: &mut TcpStream) -> Vec<u8> {
+    assert_eq!(read_command(stream).await, b"zIDSESSION");
+    read_next_instream(stream).await
+}
+
+/// Reads one `zINSTREAM` request of a session; the streamed bytes.
+async fn read_next_instream(stream: &mut TcpStream) -> Vec<u8> {
     assert_eq!(read_command(stream).await, b"zINSTREAM");
     let mut data = Vec::new();
     loop {
@@ -361,7 +367,7 @@ async fn stream_framing_matches_the_protocol() {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let verdict = scan_with_fake(&content, |mut s| async move {
         let data = read_instream(&mut s).await;
-        s.write_all(b"stream: OK\0").await.unwrap();
+        s.write_all(b"1: stream: OK\0").await.unwrap();
         tx.send(data).unwrap();
     })
     .await
@@ -372,7 +378,7 @@ async fn stream_framing_matches_the_protocol() {
 
 #[tokio::test]
 async fn found_reply_is_infected_with_its_name() {
-    let verdict = scan_with_reply(b"stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0")
+    let verdict = scan_with_reply(b"1: stream: Heuristics.Limits.Exceeded.MaxScanSize FOUND\0")
         .await
         .unwrap();
     assert_eq!(
@@ -385,7 +391,7 @@ async fn found_reply_is_infected_with_its_name() {
 
 #[tokio::test]
 async fn error_reply_is_a_protocol_error() {
-    let err = scan_with_reply(b"stream: ERROR\0").await.unwrap_err();
+    let err = scan_with_reply(b"1: stream: ERROR\0").await.unwrap_err();
     assert!(
         matches!(&err, ScanError::Protocol(r) if r == "stream: ERROR"),
         "{err:?}"
@@ -396,7 +402,7 @@ async fn error_reply_is_a_protocol_error() {
 #[tokio::test]
 async fn ok_without_terminator_is_not_clean() {
     // The fake hangs up after its reply, so the NUL never comes.
-    let err = scan_with_reply(b"stream: OK").await.unwrap_err();
+    let err = scan_with_reply(b"1: stream: OK").await.unwrap_err();
     assert!(matches!(err, ScanError::Protocol(_)), "{err:?}");
 }
 
@@ -418,6 +424,7 @@ async fn early_close_is_an_error() {
 async fn size_limit_reply_mid_stream_is_size_limit_exceeded() {
     let err = scan_with_fake(&vec![7u8; 4 * MIB], |mut s| async move {
         // Like clamd over StreamMaxLength: read part of the stream, explain, hang up.
+        assert_eq!(read_command(&mut s).await, b"zIDSESSION");
         assert_eq!(read_command(&mut s).await, b"zINSTREAM");
         let mut part = vec![0u8; 64 * 1024];
         s.read_exact(&mut part).await.unwrap();
@@ -501,4 +508,128 @@ async fn ping_needs_exact_pong() {
     );
     drop(hold_tx);
     server.abort();
+}
+
+/// Serves `connections` connections one after another on a fresh port, each with
+/// `serve` (given the connection's number, from 0); a scanner for it and the task.
+async fn fake_clamd_many<F, Fut>(
+    connections: usize,
+    serve: F,
+) -> (ClamdScanner, tokio::task::JoinHandle<()>)
+where
+    F: Fn(usize, TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        for n in 0..connections {
+            let (stream, _) = listener.accept().await.unwrap();
+            serve(n, stream).await;
+        }
+    });
+    let scanner = ClamdScanner::from_addr(&format!("tcp://127.0.0.1:{port}"))
+        .unwrap()
+        .with_timeouts(short_timeouts());
+    (scanner, server)
+}
+
+#[tokio::test]
+async fn one_session_serves_scan_after_scan() {
+    // One connection only: every scan after the first must come on it.
+    let (scanner, server) = fake_clamd_many(1, |_, mut s| async move {
+        assert_eq!(read_command(&mut s).await, b"zIDSESSION");
+        for n in 1..=5u32 {
+            let data = read_next_instream(&mut s).await;
+            let verdict = if data == b"bad" {
+                "stream: Test.Sig FOUND"
+            } else {
+                "stream: OK"
+            };
+            s.write_all(format!("{n}: {verdict}\0").as_bytes())
+                .await
+                .unwrap();
+        }
+        assert_eq!(read_command(&mut s).await, b"zINSTREAM", "a sixth scan");
+    })
+    .await;
+    for content in [&b"a"[..], b"bad", b"c", b"", b"bad"] {
+        let verdict = scanner.scan_bytes("entry", content).await.unwrap();
+        assert_eq!(verdict == Verdict::Clean, content != b"bad", "{content:?}");
+    }
+    // The sixth scan times out on the fake; the fake saw it arrive on its one socket.
+    let _ = scanner.scan_bytes("entry", b"x").await;
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_session_clamd_closed_is_replaced_and_the_scan_sent_again() {
+    let (scanner, server) = fake_clamd_many(2, |n, mut s| async move {
+        assert_eq!(read_command(&mut s).await, b"zIDSESSION");
+        let data = read_next_instream(&mut s).await;
+        assert_eq!(data, if n == 0 { &b"first"[..] } else { b"second" });
+        s.write_all(b"1: stream: OK\0").await.unwrap();
+        if n == 0 {
+            // clamd's IdleTimeout, or a restart: the next request finds it closed
+            // (read what comes so the close is not a reset racing the write).
+            let mut rest = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_millis(200), s.read_to_end(&mut rest)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        scanner.scan_bytes("one", b"first").await.unwrap(),
+        Verdict::Clean
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        scanner.scan_bytes("two", b"second").await.unwrap(),
+        Verdict::Clean
+    );
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_reply_for_another_request_or_untagged_is_not_a_verdict() {
+    for reply in [
+        &b"2: stream: OK\0"[..],
+        b"stream: OK\0",
+        b"stream: Test.Sig FOUND\0",
+        b"0: stream: OK\0",
+    ] {
+        let err = scan_with_reply(reply).await.unwrap_err();
+        assert!(matches!(err, ScanError::Protocol(_)), "{reply:?}: {err:?}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_scans_on_pooled_sessions_get_their_own_verdicts() {
+    let Some(live) = live().await else { return };
+    let scanner = live.clamd;
+    let eicar = eicar();
+    // Rounds of scans in parallel on one scanner: the pooled sessions are reused
+    // across rounds and each verdict is the one for its own bytes.
+    for round in 0..4 {
+        let scans = (0..24).map(|i| {
+            let scanner = scanner.clone();
+            let infected = (i + round) % 5 == 0;
+            let content = if infected {
+                eicar.clone()
+            } else {
+                format!("clean {round} {i}").into_bytes()
+            };
+            async move {
+                let verdict = scanner.scan_bytes("entry", &content).await.unwrap();
+                (infected, verdict)
+            }
+        });
+        for (infected, verdict) in futures::future::join_all(scans).await {
+            if infected {
+                assert_infected(verdict);
+            } else {
+                assert_eq!(verdict, Verdict::Clean);
+            }
+        }
+    }
 }

@@ -7,66 +7,21 @@
 //! upload's detail over REST and prints the real outcome with exit status 0.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use intake_archive::testkit;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::helpers::process::{
+    class_with_document_field, create_admin, free_port, serve, upload_client,
+};
+
 const EMAIL: &str = "crash@example.com";
 const PASSWORD: &str = "correct horse battery";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn intake(data: &Path, http: u16, s3: u16) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("INTAKE_") {
-            c.env_remove(k);
-        }
-    }
-    c.env("INTAKE_DATA_DIR", data)
-        .env("INTAKE_HTTP_ADDR", format!("127.0.0.1:{http}"))
-        .env("INTAKE_S3_EMBEDDED_ADDR", format!("127.0.0.1:{s3}"))
-        .env("INTAKE_LOG", "warn")
-        .current_dir(data);
-    c
-}
-
-/// Starts `intake serve` and waits until it is ready.
-async fn serve(data: &Path, http: u16, s3: u16) -> tokio::process::Child {
-    let mut cmd: tokio::process::Command = intake(data, http, s3).into();
-    let child = cmd
-        .arg("serve")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{http}/readyz")).await
-            && r.status().is_success()
-        {
-            return child;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "intake serve is not ready"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// A forwarder to the server that, once armed, drops every connection whose
 /// server side sends a `queued` update, and refuses connections until let in.
@@ -131,55 +86,9 @@ async fn a_server_killed_after_settling_still_gives_the_client_its_outcome() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let (http, s3) = (free_port(), free_port());
-    let created = intake(&data, http, s3)
-        .args([
-            "admin",
-            "create-user",
-            "--email",
-            EMAIL,
-            "--password",
-            PASSWORD,
-        ])
-        .args(["--account-type", "config_admin"])
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
+    create_admin(&data, http, s3, EMAIL, PASSWORD);
     let mut server = serve(&data, http, s3).await;
-    let base = format!("http://127.0.0.1:{http}");
-    let rest = reqwest::Client::new();
-    let token: Value = rest
-        .post(format!("{base}/api/auth/token/"))
-        .json(&json!({ "email": EMAIL, "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let auth = format!("JWT {}", token["access"].as_str().unwrap());
-    let post = |path: &str, body: Value| {
-        rest.post(format!("{base}{path}"))
-            .header("Authorization", &auth)
-            .json(&body)
-            .send()
-    };
-    let class: Value = post("/api/object-classes/", json!({ "name": "Crash" }))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let class = class["id"].as_i64().unwrap();
-    let field: Value = post(
-        &format!("/api/object-classes/{class}/fields/"),
-        json!({ "label": "File", "alias": "file", "type": "document" }),
-    )
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
-    let field = field["id"].as_i64().unwrap();
+    let target = class_with_document_field(http, EMAIL, PASSWORD).await;
 
     let cutter = Cutter::start(format!("127.0.0.1:{http}").parse().unwrap()).await;
     let file = dir.path().join("batch.zip");
@@ -188,24 +97,13 @@ async fn a_server_killed_after_settling_still_gives_the_client_its_outcome() {
         testkit::zip_of(&[("a.txt", b"a"), ("b.txt", b"b"), ("c.txt", b"c")]),
     )
     .unwrap();
-    let client = tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"))
-        .arg("upload")
-        .arg(&file)
-        .args(["--server", &format!("http://{}", cutter.addr)])
-        .args(["--class", &class.to_string(), "--field", &field.to_string()])
-        .arg("--json")
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .env("INTAKE_EMAIL", EMAIL)
-        .env("INTAKE_PASSWORD", PASSWORD)
-        .env_remove("INTAKE_TOKEN")
-        .env_remove("INTAKE_CONFIG")
-        .env("INTAKE_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let client = upload_client(
+        &file,
+        &format!("http://{}", cutter.addr),
+        target,
+        &dir.path().join("state"),
+        (EMAIL, PASSWORD),
+    );
 
     // The client is cut off at `queued`; the server goes on and settles.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -5,6 +5,7 @@
 
 #[path = "../common/clamd.rs"]
 pub mod clamd;
+pub mod process;
 pub mod proxy;
 pub mod socket;
 

@@ -15,6 +15,7 @@ mod cli_many;
 mod cli_outcome;
 mod cli_resume;
 mod cli_server_crash;
+mod crash_saving;
 mod errors;
 mod faults;
 mod health;

@@ -314,7 +314,16 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> Vec<u64>, refusal: Opt
     assert_eq!(last["message"]["extracted_files"], files);
     let peak_rss = peak_rss_mib();
     let archive_key = m["s3_key"].as_str().unwrap();
-    let concurrency = state.settings.jobs.save_concurrency as usize;
+    // As the pipeline: entries held in memory MEMORY_FANOUT times as many at once
+    // as those through temp files.
+    let jobs = &state.settings.jobs;
+    let in_memory = sizes.iter().all(|&s| s <= jobs.memory_entry_max);
+    let concurrency = jobs.save_concurrency.max(1) as usize
+        * if in_memory {
+            intake::uploads::process::save::MEMORY_FANOUT
+        } else {
+            1
+        };
     let floor = io_floor(&state, archive_key, &sizes, concurrency, dir.path()).await;
     println!(
         "{name}: {files} files, {:.1} MB inflated ({:.1} MB zip); upload {:.2} s; upload_complete → success {:.2} s: {:.0} files/s, {:.1} MB/s; {messages} messages; peak RSS {:.1} MiB; I/O floor {:.2} s, ratio {:.2}",

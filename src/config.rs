@@ -225,7 +225,8 @@ schema::schema! {
         /// How often idle workers look for jobs enqueued by other nodes.
         poll: Duration as Dur = "job_poll",
             default Some("1s"), example "250ms", alias "job_poll_ms" in Millis;
-        /// Uploads to the object store run at most this many at once per job.
+        /// Entries in temp files are saved to the object store at most this many at
+        /// once per job; entries held in memory, up to twice as many.
         save_concurrency: u32 as Int<u32> = "save_concurrency", default Some("8"), example "16";
         /// Entries up to this size are inflated into memory rather than a temp file
         /// (scanned and stored from there); 0: every entry goes through a temp file.

@@ -1213,16 +1213,26 @@ async fn commit_group(pool: &SqlitePool, root: &Path, group: Vec<PendingCommit>)
         Ok(tx) => tx,
         Err(e) => return fail_all(group, &e),
     };
-    let mut outcomes = Vec::with_capacity(group.len());
-    let mut buckets = HashSet::new();
-    for c in &group {
-        match commit_one(&mut tx, c, &mut buckets).await {
-            Ok(outcome) => outcomes.push(outcome),
-            // A statement failed half-way through an object: nothing of the group is
-            // committed (the transaction rolls back when dropped).
+    // A statement that fails half-way through dooms the group: nothing of it is
+    // committed (the transaction rolls back when dropped).
+    let outcomes = if repeats_a_key(&group) {
+        // In arrival order, one at a time: the later write of a key replaces the
+        // earlier, as if each had committed alone.
+        let mut outcomes = Vec::with_capacity(group.len());
+        let mut buckets = HashSet::new();
+        for c in &group {
+            match commit_one(&mut tx, c, &mut buckets).await {
+                Ok(outcome) => outcomes.push(outcome),
+                Err(e) => return fail_all(group, &e),
+            }
+        }
+        outcomes
+    } else {
+        match commit_batch(&mut tx, &group).await {
+            Ok(outcomes) => outcomes,
             Err(e) => return fail_all(group, &e),
         }
-    }
+    };
     if let Err(e) = tx.commit().await {
         return fail_all(group, &e);
     }
@@ -1237,6 +1247,171 @@ async fn commit_group(pool: &SqlitePool, root: &Path, group: Vec<PendingCommit>)
         };
         let _ = c.reply.send(answer);
     }
+}
+
+/// Whether two writes of the group are to the same object.
+fn repeats_a_key(group: &[PendingCommit]) -> bool {
+    let mut seen = HashSet::with_capacity(group.len());
+    !group
+        .iter()
+        .all(|c| seen.insert((c.bucket.as_str(), c.key.as_str())))
+}
+
+/// What [`commit_one`] yields for one object: its own outcome, or a failed statement.
+type Outcome = Result<(ObjectInfo, Vec<String>)>;
+
+/// Keys per multi-row statement (SQLite's default limit is 32,766 variables).
+const KEYS_PER_STATEMENT: usize = 500;
+
+/// The group's new objects (no key twice) in a few statements however many they
+/// are: each one's checks (bucket, precondition) first, then one `DELETE … RETURNING`
+/// of the rows they replace (and one of those rows' extents) and one multi-row
+/// `INSERT` (and one of the extents) per bucket and 500 keys. Every statement costs a
+/// round trip to SQLite's connection thread, so a group of small objects is a
+/// handful of them instead of two per object.
+async fn commit_batch(
+    tx: &mut Transaction<'_, Sqlite>,
+    group: &[PendingCommit],
+) -> Result<Vec<Outcome>, DiskError> {
+    let mut outcomes: Vec<Option<Outcome>> = (0..group.len()).map(|_| None).collect();
+    let mut buckets = HashSet::new();
+    let mut writes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, c) in group.iter().enumerate() {
+        if c.staged.content.is_none() {
+            outcomes[i] = Some(Err(DiskError::Corrupt(
+                "a staged body was committed twice".into(),
+            )));
+            continue;
+        }
+        if !buckets.contains(c.bucket.as_str()) {
+            match require_bucket_in(tx, &c.bucket).await {
+                Ok(()) => buckets.insert(c.bucket.as_str()),
+                Err(DiskError::NoSuchBucket) => {
+                    outcomes[i] = Some(Err(DiskError::NoSuchBucket));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        if c.if_none_match && object_exists_in(tx, &c.bucket, &c.key).await? {
+            outcomes[i] = Some(Err(DiskError::Precondition("the object already exists")));
+            continue;
+        }
+        writes.entry(c.bucket.as_str()).or_default().push(i);
+    }
+    let modified = SystemTime::now();
+    for (bucket, indexes) in writes {
+        for chunk in indexes.chunks(KEYS_PER_STATEMENT) {
+            let mut old = drop_objects_in(tx, bucket, chunk.iter().map(|&i| &group[i])).await?;
+            insert_objects_in(tx, bucket, chunk.iter().map(|&i| &group[i]), modified).await?;
+            for &i in chunk {
+                let c = &group[i];
+                let info = ObjectInfo {
+                    key: c.key.clone(),
+                    size: c.staged.size,
+                    etag: c.staged.md5_hex(),
+                    modified,
+                    attrs: c.attrs.clone(),
+                    sums: c.sums.clone(),
+                };
+                outcomes[i] = Some(Ok((info, old.remove(c.key.as_str()).unwrap_or_default())));
+            }
+        }
+    }
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.expect("every object has an outcome"))
+        .collect())
+}
+
+/// Drops the rows of `commits`' keys in `bucket`; the files each pointed at, by key.
+async fn drop_objects_in<'a>(
+    tx: &mut Transaction<'_, Sqlite>,
+    bucket: &str,
+    commits: impl Iterator<Item = &'a PendingCommit> + Clone,
+) -> Result<std::collections::HashMap<String, Vec<String>>> {
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM objects WHERE bucket = ");
+    q.push_bind(bucket).push(" AND key IN (");
+    let mut keys = q.separated(", ");
+    for c in commits {
+        keys.push_bind(c.key.as_str());
+    }
+    keys.push_unseparated(") RETURNING key, body IS NULL");
+    let dropped: Vec<(String, bool)> = q.build_query_as().fetch_all(&mut **tx).await?;
+    let in_files: Vec<&str> = dropped
+        .iter()
+        .filter(|(_, in_files)| *in_files)
+        .map(|(key, _)| key.as_str())
+        .collect();
+    let mut old: std::collections::HashMap<String, Vec<String>> = Default::default();
+    if in_files.is_empty() {
+        return Ok(old);
+    }
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM extents WHERE bucket = ");
+    q.push_bind(bucket).push(" AND key IN (");
+    let mut keys = q.separated(", ");
+    for key in in_files {
+        keys.push_bind(key);
+    }
+    keys.push_unseparated(") RETURNING key, file");
+    let files: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+    for (key, file) in files {
+        old.entry(key).or_default().push(file);
+    }
+    Ok(old)
+}
+
+/// Inserts the rows of `commits` (checked, their keys free) in `bucket`.
+async fn insert_objects_in<'a>(
+    tx: &mut Transaction<'_, Sqlite>,
+    bucket: &str,
+    commits: impl Iterator<Item = &'a PendingCommit> + Clone,
+    modified: SystemTime,
+) -> Result<()> {
+    let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+        "INSERT INTO objects (bucket, key, size, etag, modified, attrs, checksum, body) ",
+    );
+    q.push_values(commits.clone(), |mut row, c| {
+        let body = match &c.staged.content {
+            Some(Content::Inline(bytes)) => Some(bytes.as_ref()),
+            _ => None,
+        };
+        row.push_bind(bucket)
+            .push_bind(c.key.as_str())
+            .push_bind(to_i64(c.staged.size))
+            .push_bind(c.staged.md5_hex())
+            .push_bind(millis(modified))
+            .push_bind(json(&c.attrs))
+            .push_bind(json(&c.sums))
+            .push_bind(body);
+    });
+    q.build().execute(&mut **tx).await?;
+    let extents: Vec<(&str, usize, &Extent)> = commits
+        .filter_map(|c| match &c.staged.content {
+            Some(Content::Extents(extents)) => Some((c.key.as_str(), extents)),
+            _ => None,
+        })
+        .flat_map(|(key, extents)| {
+            extents
+                .iter()
+                .enumerate()
+                .map(move |(seq, e)| (key, seq, e))
+        })
+        .collect();
+    for chunk in extents.chunks(KEYS_PER_STATEMENT) {
+        let mut q = sqlx::QueryBuilder::<Sqlite>::new(
+            "INSERT INTO extents (bucket, key, seq, file, size) ",
+        );
+        q.push_values(chunk, |mut row, (key, seq, e)| {
+            row.push_bind(bucket)
+                .push_bind(*key)
+                .push_bind(i64::try_from(*seq).unwrap_or(i64::MAX))
+                .push_bind(e.file.as_str())
+                .push_bind(to_i64(e.size));
+        });
+        q.build().execute(&mut **tx).await?;
+    }
+    Ok(())
 }
 
 /// One new object in the group's transaction: its own outcome (a missing bucket or a
@@ -1717,6 +1892,58 @@ mod tests {
         // Only the committed big bodies have files: the refused ones were removed.
         let big_committed = (0..64).filter(|i| i % 2 == 1 && i % 8 != 0).count();
         assert_eq!(data_files(disk.root()), big_committed);
+    }
+
+    #[tokio::test]
+    async fn a_group_replaces_objects_and_removes_their_old_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = disk(dir.path(), 16).await;
+        // Old objects: even ones inline, odd ones in files.
+        for i in 0..16u8 {
+            let old = if i % 2 == 0 { vec![i; 4] } else { vec![i; 64] };
+            put(&disk, &format!("k{i}"), &old).await;
+        }
+        assert_eq!(data_files(disk.root()), 8);
+        // Rewritten at once (one group, or a few): inline <-> file both ways, and
+        // "k0" twice in the same burst (the last one to commit wins).
+        let writes = (0..18u8).map(|i| {
+            let disk = disk.clone();
+            async move {
+                let (key, body) = match i {
+                    16 | 17 => ("k0".to_owned(), vec![100 + i; 40]),
+                    i if i % 4 < 2 => (format!("k{i}"), vec![i + 50; 3]),
+                    i => (format!("k{i}"), vec![i + 50; 90]),
+                };
+                let staged = disk.stage_bytes(&body).await.unwrap();
+                disk.commit_object(
+                    "b",
+                    &key,
+                    staged,
+                    &Attrs::default(),
+                    &Sums::default(),
+                    false,
+                )
+                .await
+                .unwrap();
+                (key, body)
+            }
+        });
+        let written = futures::future::join_all(writes).await;
+        for (key, body) in &written {
+            if key != "k0" {
+                assert_eq!(&read_all(&disk, "b", key).await.unwrap(), body, "{key}");
+            }
+        }
+        let k0 = read_all(&disk, "b", "k0").await.unwrap();
+        assert!(
+            written.iter().any(|(k, b)| k == "k0" && *b == k0),
+            "k0 holds one of its writes"
+        );
+        // Only the current big bodies have files: every replaced one was removed.
+        let big_now = (1..16u8).filter(|i| i % 4 >= 2).count() + usize::from(k0.len() > 16);
+        assert_eq!(data_files(disk.root()), big_now);
+        let listed = disk.list("b", "", "", 1000).await.unwrap();
+        assert_eq!(listed.len(), 16);
     }
 
     #[test]

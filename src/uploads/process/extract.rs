@@ -2,7 +2,8 @@
 //! the `intake-archive` crate, off the async executor; before the scan), report
 //! how many files it holds (`extracting_file`, after the scan), and stream its entries, one blocking thread
 //! inflating them as the savers ask for more: small ones into memory, within the node's
-//! byte budget (`memory_budget`), the others into temp files.
+//! byte budget (`memory_budget`), the others into temp files, at most
+//! `save_concurrency` of those at once per job.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +22,9 @@ use intake_archive::{EntryInfo, ExtractError, ExtractLimits, ExtractedFile, Safe
 
 /// Where an inflated entry's bytes are.
 pub enum Body {
-    /// A temp file, removed once the entry is saved.
-    File(PathBuf),
+    /// A temp file, removed once the entry is saved; holds one of the job's temp
+    /// file slots until dropped.
+    File(PathBuf, OwnedSemaphorePermit),
     /// In memory, holding its room in the node's budget until dropped.
     Memory(Bytes, OwnedSemaphorePermit),
 }
@@ -80,6 +82,8 @@ pub struct Placement {
     pub memory_entry_max: u64,
     /// The node's room for entries in memory, in bytes.
     pub memory: Arc<Semaphore>,
+    /// The job's temp file slots: entries in temp files not yet saved.
+    pub files: Arc<Semaphore>,
 }
 
 /// Inflates every entry on a blocking thread, at most `depth` ahead of the
@@ -112,10 +116,14 @@ pub fn stream(
                     .extract_into(&entry, &mut bytes)
                     .map(|f| (entry, f, Body::Memory(Bytes::from(bytes), permit)))
             } else {
+                let Ok(slot) = runtime.block_on(Arc::clone(&placement.files).acquire_owned())
+                else {
+                    break;
+                };
                 let dest = placement.tmp.join(format!("entry-{}", entry.index));
                 archive
                     .extract_to(&entry, &dest)
-                    .map(|f| (entry, f, Body::File(dest)))
+                    .map(|f| (entry, f, Body::File(dest, slot)))
             };
             let failed = result.is_err();
             if tx.blocking_send(result).is_err() || failed {

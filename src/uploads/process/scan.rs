@@ -86,7 +86,7 @@ pub async fn entry(
         return Ok(None);
     };
     let verdict = match body {
-        Body::File(path) => scanner.scan_file(path).await,
+        Body::File(path, _) => scanner.scan_file(path).await,
         Body::Memory(bytes, _) => scanner.scan_bytes(name, bytes).await,
     };
     match verdict {

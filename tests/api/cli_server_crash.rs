@@ -16,9 +16,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::process::{
-    class_with_document_field, create_admin, free_port, serve, upload_client,
-};
+use crate::helpers::process::{Served, serve, upload_client};
 
 const EMAIL: &str = "crash@example.com";
 const PASSWORD: &str = "correct horse battery";
@@ -82,13 +80,14 @@ impl Cutter {
 
 #[tokio::test]
 async fn a_server_killed_after_settling_still_gives_the_client_its_outcome() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let (http, s3) = (free_port(), free_port());
-    create_admin(&data, http, s3, EMAIL, PASSWORD);
-    let mut server = serve(&data, http, s3).await;
-    let target = class_with_document_field(http, EMAIL, PASSWORD).await;
+    let Served {
+        dir,
+        data,
+        http,
+        s3,
+        mut server,
+        target,
+    } = Served::start(EMAIL, PASSWORD).await;
 
     let cutter = Cutter::start(format!("127.0.0.1:{http}").parse().unwrap()).await;
     let file = dir.path().join("batch.zip");

@@ -17,9 +17,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqlitePool;
 
-use crate::helpers::process::{
-    class_with_document_field, create_admin, free_port, serve, upload_client,
-};
+use crate::helpers::process::{Served, serve, upload_client};
 
 const EMAIL: &str = "kill@example.com";
 const PASSWORD: &str = "correct horse battery";
@@ -107,13 +105,14 @@ async fn wait_for_saving(data: &Path, at_least: i64) -> i64 {
 
 #[tokio::test]
 async fn a_kill_while_saving_leaves_every_record_readable_with_its_sha256() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let (http, s3) = (free_port(), free_port());
-    create_admin(&data, http, s3, EMAIL, PASSWORD);
-    let mut server = serve(&data, http, s3).await;
-    let target = class_with_document_field(http, EMAIL, PASSWORD).await;
+    let Served {
+        dir,
+        data,
+        http,
+        s3,
+        mut server,
+        target,
+    } = Served::start(EMAIL, PASSWORD).await;
     let entries = entries();
     let file = dir.path().join("batch.zip");
     write_zip(&file, &entries);

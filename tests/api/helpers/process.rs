@@ -135,3 +135,41 @@ pub fn upload_client(
         .spawn()
         .unwrap()
 }
+
+/// A served data dir with a config admin and a class to upload into.
+pub struct Served {
+    /// Holds the data dir and whatever else the test writes beside it.
+    pub dir: tempfile::TempDir,
+    /// The data dir.
+    pub data: std::path::PathBuf,
+    /// The HTTP port.
+    pub http: u16,
+    /// The embedded S3 port.
+    pub s3: u16,
+    /// The running `intake serve`.
+    pub server: tokio::process::Child,
+    /// The class and its document field.
+    pub target: (i64, i64),
+}
+
+impl Served {
+    /// A fresh data dir, `email` made a config admin, the server started on it and a
+    /// class with a document field created.
+    pub async fn start(email: &str, password: &str) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let (http, s3) = (free_port(), free_port());
+        create_admin(&data, http, s3, email, password);
+        let server = serve(&data, http, s3).await;
+        let target = class_with_document_field(http, email, password).await;
+        Served {
+            dir,
+            data,
+            http,
+            s3,
+            server,
+            target,
+        }
+    }
+}

@@ -80,17 +80,11 @@ impl Cutter {
 
 #[tokio::test]
 async fn a_server_killed_after_settling_still_gives_the_client_its_outcome() {
-    let Served {
-        dir,
-        data,
-        http,
-        s3,
-        mut server,
-        target,
-    } = Served::start(EMAIL, PASSWORD).await;
+    let mut node = Served::start(EMAIL, PASSWORD).await;
+    let (dir, data, http) = (node.dir.path(), node.data.clone(), node.http);
 
     let cutter = Cutter::start(format!("127.0.0.1:{http}").parse().unwrap()).await;
-    let file = dir.path().join("batch.zip");
+    let file = dir.join("batch.zip");
     std::fs::write(
         &file,
         testkit::zip_of(&[("a.txt", b"a"), ("b.txt", b"b"), ("c.txt", b"c")]),
@@ -99,8 +93,8 @@ async fn a_server_killed_after_settling_still_gives_the_client_its_outcome() {
     let client = upload_client(
         &file,
         &format!("http://{}", cutter.addr),
-        target,
-        &dir.path().join("state"),
+        node.target,
+        &dir.join("state"),
         (EMAIL, PASSWORD),
     );
 
@@ -134,9 +128,9 @@ async fn a_server_killed_after_settling_still_gives_the_client_its_outcome() {
     };
 
     // Crash, and come back on the same address and data.
-    server.start_kill().unwrap();
-    server.wait().await.unwrap();
-    let _server = serve(&data, http, s3).await;
+    node.server.start_kill().unwrap();
+    node.server.wait().await.unwrap();
+    let _server = serve(&data, http, node.s3).await;
     cutter.down.store(false, Ordering::SeqCst);
 
     let out = client.wait_with_output().await.unwrap();

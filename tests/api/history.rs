@@ -1060,15 +1060,19 @@ async fn admin_cli_creates_and_revokes_api_keys() {
     let dir = tempfile::tempdir().unwrap();
     let settings = test_settings(dir.path()).await;
     let database_url = settings.database.url.clone();
-    let cli = |args: &[&str]| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_intake"));
+    // Awaited, not blocking: the server below runs on this test's one thread, and a
+    // CLI waiting on the write lock of a transaction that server is in the middle of
+    // would wait for it forever if the thread were blocked ("database is locked"
+    // after the busy timeout).
+    let cli = async |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"));
         cmd.args(args)
             .env("INTAKE_DATA_DIR", dir.path())
             .env("INTAKE_LOG", "error");
         if let Some(url) = &database_url {
             cmd.env("INTAKE_DATABASE_URL", url.expose_secret());
         }
-        let out = cmd.output().unwrap();
+        let out = cmd.output().await.unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -1076,7 +1080,7 @@ async fn admin_cli_creates_and_revokes_api_keys() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
-    let out = cli(&["admin", "create-api-key", "--label", "ingest"]);
+    let out = cli(&["admin", "create-api-key", "--label", "ingest"]).await;
     // Exactly one JSON object on one line, with exactly one field.
     assert_eq!(out.lines().count(), 1, "{out}");
     let body: Value = serde_json::from_str(&out).unwrap();
@@ -1093,8 +1097,10 @@ async fn admin_cli_creates_and_revokes_api_keys() {
     assert_detail(r, 400, "Unauthorized Client.").await;
 
     assert_eq!(
-        serde_json::from_str::<Value>(&cli(&["admin", "revoke-api-key", "--label", "ingest"]))
-            .unwrap(),
+        serde_json::from_str::<Value>(
+            &cli(&["admin", "revoke-api-key", "--label", "ingest"]).await
+        )
+        .unwrap(),
         json!({ "revoked": 1 })
     );
     state.history.forget_cached();

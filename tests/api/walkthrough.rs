@@ -12,8 +12,10 @@ async fn readme_walkthrough() {
     let app = TestApp::spawn().await;
     // `intake admin create-user` against the same database and data dir.
     let settings = app.state.settings.clone();
-    let admin = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_intake"))
+    // Awaited, not blocking: the app runs on this test's one thread, and the command
+    // may wait for a write lock the app holds.
+    let admin = async |extra: &[&str]| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_intake"))
             .args(["admin", "create-user", "--email", "admin@example.com"])
             .args(["--password", "s3cret-pass"])
             .args(extra)
@@ -26,9 +28,10 @@ async fn readme_walkthrough() {
                     .map(|u| ("INTAKE_DATABASE_URL", u.expose_secret().to_string())),
             )
             .output()
+            .await
             .unwrap()
     };
-    let out = admin(&["--account-type", "super_admin"]);
+    let out = admin(&["--account-type", "super_admin"]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -75,7 +78,7 @@ async fn readme_walkthrough() {
     assert!(uuid::Uuid::parse_str(&ticket).is_ok());
 
     // The same user again is refused with a clear message.
-    let out = admin(&[]);
+    let out = admin(&[]).await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }

@@ -1182,7 +1182,7 @@ const MAX_GROUP: usize = 256;
 
 /// Group commit: takes every new object waiting (up to [`MAX_GROUP`]) and commits
 /// them in one transaction (one refused write, e.g. a failed precondition, does not
-/// fail the others: see [`commit_one`]), so concurrent writers share one sync of the
+/// fail the others: see [`commit_batch`]), so concurrent writers share one sync of the
 /// index instead of queueing for one each. Each writer is answered only
 /// after the group's commit is synced.
 async fn group_commits(
@@ -1214,25 +1214,17 @@ async fn commit_group(pool: &SqlitePool, root: &Path, group: Vec<PendingCommit>)
         Err(e) => return fail_all(group, &e),
     };
     // A statement that fails half-way through dooms the group: nothing of it is
-    // committed (the transaction rolls back when dropped).
-    let outcomes = if repeats_a_key(&group) {
-        // In arrival order, one at a time: the later write of a key replaces the
-        // earlier, as if each had committed alone.
-        let mut outcomes = Vec::with_capacity(group.len());
-        let mut buckets = HashSet::new();
-        for c in &group {
-            match commit_one(&mut tx, c, &mut buckets).await {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(e) => return fail_all(group, &e),
-            }
-        }
-        outcomes
-    } else {
-        match commit_batch(&mut tx, &group).await {
-            Ok(outcomes) => outcomes,
+    // committed (the transaction rolls back when dropped). A key written twice starts
+    // a new batch, so the later write replaces the earlier, as if each had committed
+    // alone.
+    let mut outcomes = Vec::with_capacity(group.len());
+    let mut buckets = HashSet::new();
+    for run in runs_without_repeats(&group) {
+        match commit_batch(&mut tx, &group[run], &mut buckets).await {
+            Ok(batch) => outcomes.extend(batch),
             Err(e) => return fail_all(group, &e),
         }
-    };
+    }
     if let Err(e) = tx.commit().await {
         return fail_all(group, &e);
     }
@@ -1249,32 +1241,43 @@ async fn commit_group(pool: &SqlitePool, root: &Path, group: Vec<PendingCommit>)
     }
 }
 
-/// Whether two writes of the group are to the same object.
-fn repeats_a_key(group: &[PendingCommit]) -> bool {
-    let mut seen = HashSet::with_capacity(group.len());
-    !group
-        .iter()
-        .all(|c| seen.insert((c.bucket.as_str(), c.key.as_str())))
+/// The group cut, in arrival order, into runs in which no object is written twice.
+fn runs_without_repeats(group: &[PendingCommit]) -> Vec<std::ops::Range<usize>> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut seen = HashSet::new();
+    for (i, c) in group.iter().enumerate() {
+        if !seen.insert((c.bucket.as_str(), c.key.as_str())) {
+            runs.push(start..i);
+            start = i;
+            seen.clear();
+            seen.insert((c.bucket.as_str(), c.key.as_str()));
+        }
+    }
+    runs.push(start..group.len());
+    runs
 }
 
-/// What [`commit_one`] yields for one object: its own outcome, or a failed statement.
+/// One object's own outcome in its group: committed (its info and the files of the
+/// object it replaced, to remove after the commit), or refused alone.
 type Outcome = Result<(ObjectInfo, Vec<String>)>;
 
 /// Keys per multi-row statement (SQLite's default limit is 32,766 variables).
 const KEYS_PER_STATEMENT: usize = 500;
 
-/// The group's new objects (no key twice) in a few statements however many they
-/// are: each one's checks (bucket, precondition) first, then one `DELETE … RETURNING`
-/// of the rows they replace (and one of those rows' extents) and one multi-row
-/// `INSERT` (and one of the extents) per bucket and 500 keys. Every statement costs a
-/// round trip to SQLite's connection thread, so a group of small objects is a
-/// handful of them instead of two per object.
-async fn commit_batch(
+/// New objects (no key twice) in a few statements however many they are: each one's
+/// checks (bucket, precondition) first, which refuse it alone and before anything is
+/// written (so no savepoint), then one `DELETE … RETURNING` of the rows they replace
+/// (and one of those rows' extents) and one multi-row `INSERT` (and one of the
+/// extents) per bucket and 500 keys. Every statement costs a round trip to SQLite's
+/// connection thread, so a group of small objects is a handful of them instead of
+/// two per object. The outer error is a failed statement, which dooms the group.
+async fn commit_batch<'g>(
     tx: &mut Transaction<'_, Sqlite>,
-    group: &[PendingCommit],
+    group: &'g [PendingCommit],
+    buckets: &mut HashSet<&'g str>,
 ) -> Result<Vec<Outcome>, DiskError> {
     let mut outcomes: Vec<Option<Outcome>> = (0..group.len()).map(|_| None).collect();
-    let mut buckets = HashSet::new();
     let mut writes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, c) in group.iter().enumerate() {
         if c.staged.content.is_none() {
@@ -1328,7 +1331,7 @@ async fn commit_batch(
 async fn drop_objects_in<'a>(
     tx: &mut Transaction<'_, Sqlite>,
     bucket: &str,
-    commits: impl Iterator<Item = &'a PendingCommit> + Clone,
+    commits: impl Iterator<Item = &'a PendingCommit>,
 ) -> Result<std::collections::HashMap<String, Vec<String>>> {
     let mut q = sqlx::QueryBuilder::<Sqlite>::new("DELETE FROM objects WHERE bucket = ");
     q.push_bind(bucket).push(" AND key IN (");
@@ -1412,50 +1415,6 @@ async fn insert_objects_in<'a>(
         q.build().execute(&mut **tx).await?;
     }
     Ok(())
-}
-
-/// One new object in the group's transaction: its own outcome (a missing bucket or a
-/// failed precondition, found before it writes anything), or (outer error) a failed
-/// statement, which dooms the group: nothing of it is committed. No savepoint: the
-/// checks that refuse one object come before its writes, so a refusal leaves nothing
-/// to undo, and an object then costs two statements (three with a replaced file).
-async fn commit_one(
-    tx: &mut Transaction<'_, Sqlite>,
-    c: &PendingCommit,
-    buckets: &mut HashSet<String>,
-) -> Result<Result<(ObjectInfo, Vec<String>)>, DiskError> {
-    let Some(content) = c.staged.content.as_ref() else {
-        return Ok(Err(DiskError::Corrupt(
-            "a staged body was committed twice".into(),
-        )));
-    };
-    if !buckets.contains(&c.bucket) {
-        match require_bucket_in(tx, &c.bucket).await {
-            Ok(()) => buckets.insert(c.bucket.clone()),
-            Err(DiskError::NoSuchBucket) => return Ok(Err(DiskError::NoSuchBucket)),
-            Err(e) => return Err(e),
-        };
-    }
-    if c.if_none_match && object_exists_in(tx, &c.bucket, &c.key).await? {
-        return Ok(Err(DiskError::Precondition("the object already exists")));
-    }
-    let modified = SystemTime::now();
-    let etag = c.staged.md5_hex();
-    let old = drop_object_in(tx, &c.bucket, &c.key).await?;
-    let size = c.staged.size;
-    insert_object_in(
-        tx, &c.bucket, &c.key, size, &etag, modified, &c.attrs, &c.sums, content,
-    )
-    .await?;
-    let info = ObjectInfo {
-        key: c.key.clone(),
-        size,
-        etag,
-        modified,
-        attrs: c.attrs.clone(),
-        sums: c.sums.clone(),
-    };
-    Ok(Ok((info, old)))
 }
 
 async fn require_bucket_in(tx: &mut Transaction<'_, Sqlite>, bucket: &str) -> Result<()> {

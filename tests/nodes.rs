@@ -6,8 +6,9 @@
 //! gets the state replayed and follows the job to its end on the survivor.
 //! Asserted: exactly N records, the upload settled, no temp dir left after the
 //! killed node restarts, the takeover within its bound (20 s after kill -9, 2 s
-//! after SIGTERM) as the client sees it. `kill_loop` (ignored; run by hand or
-//! .ci/run with INTAKE_KILLS=50) repeats kills at random points.
+//! after SIGTERM) as the client sees it. `kill_loop` (ignored by `cargo test`; .ci/run
+//! runs it on Garage with INTAKE_KILLS=5, and by hand with more) repeats kills at
+//! random points.
 //!
 //! Needs PostgreSQL (`INTAKE_TEST_POSTGRES_URL`); clamd is used when
 //! `INTAKE_TEST_CLAMD_ADDR` is set.

@@ -5,13 +5,11 @@
 //! the classic record holds is either its ZIP64 marker (only with a ZIP64 end record)
 //! or the same value as the ZIP64 record.
 
-use std::fs::File;
-
-use crate::ExtractError;
 use crate::format::{
     EOCD_LEN, EOCD_SEARCH_WINDOW, EOCD_SIG, EOCD64_LOCATOR_LEN, EOCD64_LOCATOR_SIG, EOCD64_MIN_LEN,
     EOCD64_SIG, contains_signature, le_u16, le_u32, le_u64, read_at,
 };
+use crate::{ArchiveSource, ExtractError};
 
 const MARKER_16: u64 = 0xFFFF;
 const MARKER_32: u64 = 0xFFFF_FFFF;
@@ -39,12 +37,13 @@ struct Classic {
     directory_offset: u64,
 }
 
-/// Reads and checks the end records of the file.
-pub(crate) fn read_end(file: &File, file_len: u64) -> Result<End, ExtractError> {
-    let start = file_len.saturating_sub(EOCD_SEARCH_WINDOW);
+/// Reads and checks the end records of the source.
+pub(crate) fn read_end(source: &dyn ArchiveSource) -> Result<End, ExtractError> {
+    let len = source.len();
+    let start = len.saturating_sub(EOCD_SEARCH_WINDOW);
     // At most EOCD_SEARCH_WINDOW bytes.
-    let mut tail = vec![0u8; (file_len - start) as usize];
-    read_at(file, start, &mut tail, "end of the archive")?;
+    let mut tail = vec![0u8; (len - start) as usize];
+    read_at(source, start, &mut tail, "end of the archive")?;
     let at = find_end_record(&tail, start)?;
     let comment = &tail[at + EOCD_LEN..];
     if contains_signature(comment) {
@@ -65,11 +64,11 @@ pub(crate) fn read_end(file: &File, file_len: u64) -> Result<End, ExtractError> 
     let locator_at = eocd_at.checked_sub(EOCD64_LOCATOR_LEN);
     let mut locator_sig = [0u8; 4];
     if let Some(locator_at) = locator_at {
-        read_at(file, locator_at, &mut locator_sig, "ZIP64 locator")?;
+        read_at(source, locator_at, &mut locator_sig, "ZIP64 locator")?;
     }
     let end = match locator_at {
         Some(locator_at) if u32::from_le_bytes(locator_sig) == EOCD64_LOCATOR_SIG => {
-            let (record_at, wide) = read_zip64_end(file, locator_at)?;
+            let (record_at, wide) = read_zip64_end(source, locator_at)?;
             agree_with_zip64(&classic, &wide)?;
             end_from(&wide, record_at)?
         }
@@ -110,9 +109,12 @@ fn find_end_record(tail: &[u8], start: u64) -> Result<usize, ExtractError> {
 
 /// Reads the ZIP64 locator at `locator_at` and the ZIP64 end record it points at,
 /// which must end exactly where the locator starts.
-fn read_zip64_end(file: &File, locator_at: u64) -> Result<(u64, Classic), ExtractError> {
+fn read_zip64_end(
+    source: &dyn ArchiveSource,
+    locator_at: u64,
+) -> Result<(u64, Classic), ExtractError> {
     let mut locator = [0u8; EOCD64_LOCATOR_LEN as usize];
-    read_at(file, locator_at, &mut locator, "ZIP64 locator")?;
+    read_at(source, locator_at, &mut locator, "ZIP64 locator")?;
     if le_u32(&locator, 4) != 0 || le_u32(&locator, 16) > 1 {
         return Err(zip64_end("its locator names another disk"));
     }
@@ -123,7 +125,7 @@ fn read_zip64_end(file: &File, locator_at: u64) -> Result<(u64, Classic), Extrac
         ));
     }
     let mut r = [0u8; EOCD64_MIN_LEN as usize];
-    read_at(file, record_at, &mut r, "ZIP64 end of central directory")?;
+    read_at(source, record_at, &mut r, "ZIP64 end of central directory")?;
     if le_u32(&r, 0) != EOCD64_SIG {
         return Err(zip64_end(
             "there is no ZIP64 end record where its locator points",

@@ -1,8 +1,9 @@
-//! The one error type of the crate: every refusal with its stable code, and disk errors.
+//! The one error type of the crate: every refusal with its stable code, and I/O errors.
 
 use std::io;
 
-/// Why an archive or entry was refused, or a local disk failure.
+/// Why an archive or entry was refused, or an I/O failure (of the archive's source or
+/// of the output).
 ///
 /// Every variant but [`ExtractError::Io`] is final: the same upload will be refused
 /// again, so it must not be retried. Each has a stable code ([`ExtractError::code`])
@@ -233,7 +234,8 @@ pub enum ExtractError {
         /// The name the caller passed.
         name: String,
     },
-    /// Reading the archive or writing the output failed on the local disk. Retryable.
+    /// Reading the archive from its [`ArchiveSource`](crate::ArchiveSource) (a local
+    /// disk, an object store) or writing the output failed. Retryable.
     #[error("local disk error while {context}: {source}")]
     Io {
         /// What was being done.
@@ -277,7 +279,7 @@ impl ExtractError {
         }
     }
 
-    /// Whether retrying cannot help: true for every refusal, false for disk errors.
+    /// Whether retrying cannot help: true for every refusal, false for I/O errors.
     pub fn is_final(&self) -> bool {
         !matches!(self, Self::Io { .. })
     }

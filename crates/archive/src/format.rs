@@ -1,11 +1,9 @@
 //! The ZIP format's fixed numbers (signatures, record lengths, flags, methods) and the
 //! little-endian and positional reads every check is built from.
 
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 
-use crate::ExtractError;
+use crate::{ArchiveSource, ExtractError};
 
 pub(crate) const LOCAL_SIG: u32 = 0x0403_4b50;
 pub(crate) const CENTRAL_SIG: u32 = 0x0201_4b50;
@@ -32,15 +30,16 @@ pub(crate) const METHOD_DEFLATE: u16 = 8;
 /// WinZip AES marks entries with this pseudo compression method.
 pub(crate) const METHOD_AES: u16 = 99;
 
-/// Reads exactly `buf.len()` bytes at `offset` without moving any file cursor. Running
-/// off the end means the archive lies about its layout, not that the disk failed.
+/// Reads exactly `buf.len()` bytes at `offset` of the source (no cursor to move).
+/// Running off the end means the archive lies about its layout, not that the source
+/// failed.
 pub(crate) fn read_at(
-    file: &File,
+    source: &dyn ArchiveSource,
     offset: u64,
     buf: &mut [u8],
     what: &str,
 ) -> Result<(), ExtractError> {
-    match file.read_exact_at(buf, offset) {
+    match source.read_exact_at(buf, offset) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(ExtractError::invalid(format!(
             "the {what} at offset {offset} runs past the end of the file"

@@ -3,13 +3,11 @@
 //! must say what the central directory says, so readers that walk local headers and
 //! readers that use the central directory see the same archive.
 
-use std::fs::File;
-
-use crate::ExtractError;
 use crate::format::{
     DATA_DESCRIPTOR_FLAG, ENCRYPTION_FLAGS, LOCAL_HEADER_LEN, LOCAL_SIG, le_u16, le_u32, read_at,
 };
 use crate::validate::Scanned;
+use crate::{ArchiveSource, ExtractError};
 
 /// What an entry's local file header says.
 struct LocalHeader {
@@ -28,7 +26,7 @@ type Extent = (u64, u64, usize);
 /// entry or reach into the central directory, then local/central disagreements.
 pub(crate) fn check_local_headers(
     scanned: &[Scanned],
-    headers: &File,
+    headers: &dyn ArchiveSource,
     directory_start: u64,
 ) -> Result<(), ExtractError> {
     let mut extents = Vec::with_capacity(scanned.len());
@@ -51,7 +49,7 @@ pub(crate) fn check_local_headers(
 fn read_local_header(
     s: &Scanned,
     at: usize,
-    headers: &File,
+    headers: &dyn ArchiveSource,
     directory_start: u64,
 ) -> Result<(Extent, Option<LocalHeader>), ExtractError> {
     let into_directory = || ExtractError::Overlap {

@@ -10,14 +10,14 @@
 //! walks local headers from the start, one that searches for the end record, and one
 //! that follows the directory all find the same entries at the same places.
 
-use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 
-use crate::ExtractError;
 use crate::end::{End, read_end};
 use crate::extra::{self, Markers};
 use crate::format::{CENTRAL_HEADER_LEN, CENTRAL_SIG, contains_signature, le_u16, le_u32};
 use crate::local::check_local;
+use crate::source::SourceCursor;
+use crate::{ArchiveSource, ExtractError};
 
 /// General purpose flag bit 11: the name (and comment) are UTF-8.
 const UTF8_FLAG: u16 = 0x0800;
@@ -48,9 +48,9 @@ impl Central {
 }
 
 /// Checks the whole archive against the canonical-archive rule.
-pub(crate) fn check_layout(file: &File, file_len: u64) -> Result<(), ExtractError> {
-    let end = read_end(file, file_len)?;
-    let mut directory = DirectoryReader::new(file, &end)?;
+pub(crate) fn check_layout(source: &dyn ArchiveSource) -> Result<(), ExtractError> {
+    let end = read_end(source)?;
+    let mut directory = DirectoryReader::new(source, &end);
     // Where the next local header must start: entries are contiguous from offset 0.
     let mut expected = 0u64;
     let mut previous: Option<String> = None;
@@ -65,7 +65,7 @@ pub(crate) fn check_layout(file: &File, file_len: u64) -> Result<(), ExtractErro
                 ),
             });
         }
-        expected = check_local(file, &central, expected, previous.as_deref(), &end)?;
+        expected = check_local(source, &central, expected, previous.as_deref(), &end)?;
         previous = Some(central.display_name());
     }
     if count != end.entries {
@@ -86,25 +86,20 @@ pub(crate) fn check_layout(file: &File, file_len: u64) -> Result<(), ExtractErro
 }
 
 /// Reads the central directory's headers in order, up to where it must end.
-struct DirectoryReader {
-    reader: BufReader<File>,
+struct DirectoryReader<'a> {
+    reader: BufReader<SourceCursor<&'a dyn ArchiveSource>>,
     at: u64,
     end: u64,
 }
 
-impl DirectoryReader {
-    fn new(file: &File, end: &End) -> Result<Self, ExtractError> {
-        let mut handle = file
-            .try_clone()
-            .map_err(|e| ExtractError::io("opening the archive", e))?;
-        handle
-            .seek(SeekFrom::Start(end.directory_offset))
-            .map_err(|e| ExtractError::io("reading the central directory", e))?;
-        Ok(Self {
-            reader: BufReader::with_capacity(DIRECTORY_BUFFER_BYTES, handle),
+impl<'a> DirectoryReader<'a> {
+    fn new(source: &'a dyn ArchiveSource, end: &End) -> Self {
+        let cursor = SourceCursor::new(source, end.directory_offset);
+        Self {
+            reader: BufReader::with_capacity(DIRECTORY_BUFFER_BYTES, cursor),
             at: end.directory_offset,
             end: end.directory_end,
-        })
+        }
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<(), ExtractError> {
@@ -114,9 +109,18 @@ impl DirectoryReader {
                 self.at
             )));
         }
-        self.reader
-            .read_exact(buf)
-            .map_err(|e| ExtractError::io("reading the central directory", e))?;
+        self.reader.read_exact(buf).map_err(|e| {
+            // As `format::read_at`: the source ending early is a short archive, not a
+            // failing source.
+            if e.kind() == io::ErrorKind::UnexpectedEof {
+                ExtractError::invalid(format!(
+                    "the central directory header at offset {} runs past the end of the file",
+                    self.at
+                ))
+            } else {
+                ExtractError::io("reading the central directory", e)
+            }
+        })?;
         self.at += buf.len() as u64;
         Ok(())
     }

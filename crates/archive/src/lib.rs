@@ -1,6 +1,12 @@
 //! Safe extraction of untrusted ZIP uploads: every file in the archive becomes one record.
 //!
-//! [`SafeArchive::open`] validates the whole archive before anything is extracted and
+//! The archive is read from any [`ArchiveSource`]: a fixed length and positional
+//! reads, so it can stay where it is (a local file, a [`FileSource`]; bytes in memory,
+//! a `Vec<u8>`; an object store served by ranged reads) instead of being copied to a
+//! local file first. [`SafeArchive::from_source`] takes any source,
+//! [`SafeArchive::open`] a file by its path.
+//!
+//! [`SafeArchive::from_source`] validates the whole archive before anything is extracted and
 //! refuses it outright on any sign of a hostile or ambiguous archive: unsafe names,
 //! links and other non-regular entries, names that collide once Unicode normalisation
 //! and case are ignored, encryption, compression methods other than stored/deflate,
@@ -21,17 +27,23 @@
 //!
 //! The `zip` crate then parses the central directory and inflates; this crate does not
 //! trust its view alone and requires it to agree with its own reading of the headers
-//! (positional reads on a second handle).
+//! (positional reads of the same source, which move no cursor the crate relies on).
 //!
 //! The modules follow the checks in the order they run: `directory` (declared entry
 //! counts), `layout` with `end`, `local` and `extra` (the canonical-archive rule),
 //! `validate` (each entry's type, method and sizes), `names` (name safety, canonical
 //! names, duplicates), `headers` (the crate's view against the headers), then `inflate`
 //! (streaming extraction, counting, hashing). `archive` ties them together behind
-//! [`SafeArchive`].
+//! [`SafeArchive`]; `source` holds [`ArchiveSource`] and the `Read + Seek` view of a
+//! source the `zip` crate reads through.
 //!
-//! Everything here blocks (file I/O, inflating, hashing): async callers run it in
-//! `tokio::task::spawn_blocking`. Unix only, for the positional reads.
+//! A source's read errors are told apart from a corrupt archive: a read past its end
+//! (`UnexpectedEof`) refuses the archive as truncated, any other read error is an
+//! [`ExtractError::Io`], retryable.
+//!
+//! Everything here blocks (source reads, inflating, hashing): async callers run it in
+//! `tokio::task::spawn_blocking`, and a source backed by async I/O blocks on it in
+//! `read_exact_at`. Unix only, for the positional reads of files.
 
 mod archive;
 mod directory;
@@ -45,6 +57,7 @@ mod layout;
 mod limits;
 mod local;
 mod names;
+mod source;
 mod validate;
 
 #[cfg(test)]
@@ -55,3 +68,4 @@ pub mod testkit;
 pub use archive::{EntryInfo, ExtractedFile, SafeArchive};
 pub use error::ExtractError;
 pub use limits::{ExtractLimits, MAX_NAME_BYTES, RATIO_FLOOR_BYTES};
+pub use source::{ArchiveSource, FileSource};

@@ -3,9 +3,6 @@
 //! when flagged, a data descriptor that agrees too. Returns where the next entry must
 //! begin.
 
-use std::fs::File;
-
-use crate::ExtractError;
 use crate::end::End;
 use crate::extra::{self, Markers};
 use crate::format::{
@@ -13,6 +10,7 @@ use crate::format::{
     contains_signature, le_u16, le_u32, le_u64, read_at,
 };
 use crate::layout::Central;
+use crate::{ArchiveSource, ExtractError};
 
 /// Chunk in which stored data is scanned for a descriptor signature.
 const SCAN_BYTES: usize = 64 * 1024;
@@ -31,7 +29,7 @@ struct Local {
 /// Checks entry `central`, whose local header must start at `expected`, right after
 /// `previous` (the entry before it, if any). Returns the offset just past the entry.
 pub(crate) fn check_local(
-    file: &File,
+    source: &dyn ArchiveSource,
     central: &Central,
     expected: u64,
     previous: Option<&str>,
@@ -53,7 +51,7 @@ pub(crate) fn check_local(
             end: central.local_offset,
         });
     }
-    let local = read_local(file, central, &name, end.directory_offset)?;
+    let local = read_local(source, central, &name, end.directory_offset)?;
     let data_end = local
         .data_start
         .checked_add(central.compressed_size)
@@ -63,9 +61,16 @@ pub(crate) fn check_local(
         return Ok(data_end);
     }
     if central.method == METHOD_STORED {
-        check_stored_data(file, &name, local.data_start, data_end)?;
+        check_stored_data(source, &name, local.data_start, data_end)?;
     }
-    check_descriptor(file, central, &local, &name, data_end, end.directory_offset)
+    check_descriptor(
+        source,
+        central,
+        &local,
+        &name,
+        data_end,
+        end.directory_offset,
+    )
 }
 
 fn into_directory(name: &str) -> ExtractError {
@@ -77,7 +82,7 @@ fn into_directory(name: &str) -> ExtractError {
 
 /// Reads the local header and compares it with the central one.
 fn read_local(
-    file: &File,
+    source: &dyn ArchiveSource,
     central: &Central,
     name: &str,
     directory_offset: u64,
@@ -91,7 +96,7 @@ fn read_local(
         return Err(into_directory(name));
     }
     let mut fixed = [0u8; LOCAL_HEADER_LEN as usize];
-    read_at(file, at, &mut fixed, "local file header")?;
+    read_at(source, at, &mut fixed, "local file header")?;
     if le_u32(&fixed, 0) != LOCAL_SIG {
         return Err(mismatch(format!(
             "there is no local file header at offset {at}"
@@ -105,7 +110,7 @@ fn read_local(
     }
     let mut variable = vec![0u8; (name_len + extra_len) as usize];
     read_at(
-        file,
+        source,
         at + LOCAL_HEADER_LEN,
         &mut variable,
         "local file name",
@@ -220,7 +225,12 @@ fn compare_values(local: &Local, central: &Central, name: &str) -> Result<(), Ex
 
 /// A stored entry with a data descriptor can only be read from a stream by searching
 /// for the descriptor's signature, so the data must not contain one.
-fn check_stored_data(file: &File, name: &str, start: u64, end: u64) -> Result<(), ExtractError> {
+fn check_stored_data(
+    source: &dyn ArchiveSource,
+    name: &str,
+    start: u64,
+    end: u64,
+) -> Result<(), ExtractError> {
     let sig = DESCRIPTOR_SIG.to_le_bytes();
     let mut buf = vec![0u8; SCAN_BYTES + 3];
     let mut at = start;
@@ -228,7 +238,7 @@ fn check_stored_data(file: &File, name: &str, start: u64, end: u64) -> Result<()
     // across chunk boundaries.
     while at < end {
         let len = ((end - at) as usize).min(buf.len());
-        read_at(file, at, &mut buf[..len], "entry data")?;
+        read_at(source, at, &mut buf[..len], "entry data")?;
         if buf[..len].windows(4).any(|w| w == sig) {
             return Err(ExtractError::DataDescriptor {
                 name: name.to_owned(),
@@ -247,7 +257,7 @@ fn check_stored_data(file: &File, name: &str, start: u64, end: u64) -> Result<()
 /// The data descriptor right after the data: signature, then CRC-32 and sizes equal to
 /// the central header's (sizes 8 bytes wide when the local header uses ZIP64).
 fn check_descriptor(
-    file: &File,
+    source: &dyn ArchiveSource,
     central: &Central,
     local: &Local,
     name: &str,
@@ -264,7 +274,7 @@ fn check_descriptor(
         return Err(bad("it runs into the central directory"));
     }
     let mut d = [0u8; 24];
-    read_at(file, data_end, &mut d[..len as usize], "data descriptor")?;
+    read_at(source, data_end, &mut d[..len as usize], "data descriptor")?;
     if le_u32(&d, 0) != DESCRIPTOR_SIG {
         return Err(bad(
             "there is no data descriptor signature right after the data",

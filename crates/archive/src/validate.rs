@@ -2,7 +2,6 @@
 //! by hand, the two readings compared, then its type, encryption, method and declared
 //! sizes checked against the limits.
 
-use std::fs::File;
 use std::io::{Read, Seek};
 
 use zip::ZipArchive;
@@ -12,7 +11,7 @@ use crate::format::{ENCRYPTION_FLAGS, METHOD_AES, METHOD_DEFLATE, METHOD_STORED}
 use crate::headers::check_local_headers;
 use crate::limits::ratio_exceeded;
 use crate::names::{base_name, check_canonical, check_duplicates, check_path};
-use crate::{EntryInfo, ExtractError, ExtractLimits};
+use crate::{ArchiveSource, EntryInfo, ExtractError, ExtractLimits};
 
 const S_IFMT: u32 = 0o170_000;
 const S_IFSOCK: u32 = 0o140_000;
@@ -41,7 +40,7 @@ pub(crate) struct Scanned {
 /// Validates every entry; returns the regular files in archive order.
 pub(crate) fn validate<R: Read + Seek>(
     archive: &ZipArchive<R>,
-    headers: &File,
+    headers: &dyn ArchiveSource,
     limits: &ExtractLimits,
 ) -> Result<Vec<EntryInfo>, ExtractError> {
     // The crate keys entries by name, so byte-identical names collapse into one there
@@ -84,7 +83,7 @@ pub(crate) fn validate<R: Read + Seek>(
 /// refuses the archive if the two readings disagree.
 fn scan_entry<R: Read + Seek>(
     archive: &ZipArchive<R>,
-    headers: &File,
+    headers: &dyn ArchiveSource,
     index: usize,
 ) -> Result<Scanned, ExtractError> {
     let entry = archive

@@ -11,8 +11,9 @@
 use std::fs::{self, File};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-use intake_archive::{ExtractLimits, SafeArchive};
+use intake_archive::{ExtractError, ExtractLimits, SafeArchive};
 
 /// Regular files with their bytes, sorted by name.
 pub type View = Vec<(String, Vec<u8>)>;
@@ -48,18 +49,49 @@ pub fn have_readers() -> bool {
     found.iter().all(|&f| f)
 }
 
-/// The archive as this crate sees it, or the refusal's code.
+/// The archive as this crate sees it, or the refusal's code. Read from the file, and
+/// again from its bytes in memory (extracting into memory), which must give the same.
 pub fn our_view(path: &Path) -> Result<View, String> {
-    let mut archive = SafeArchive::open(path, ExtractLimits::default())
-        .map_err(|e| format!("{}: {e}", e.code()))?;
+    let from_file = file_view(path);
+    let bytes = fs::read(path).expect("read the archive");
+    let from_memory = memory_view(bytes);
+    assert!(
+        from_memory == from_file,
+        "{}: read from memory: {:?}, from the file: {:?}",
+        path.display(),
+        from_memory.as_ref().map(summary),
+        from_file.as_ref().map(summary)
+    );
+    from_file
+}
+
+fn shown(e: ExtractError) -> String {
+    format!("{}: {e}", e.code())
+}
+
+/// `SafeArchive::open` on the file, each entry extracted to a file.
+fn file_view(path: &Path) -> Result<View, String> {
+    let mut archive = SafeArchive::open(path, ExtractLimits::default()).map_err(shown)?;
     let out = tempfile::tempdir().expect("temp dir");
     let mut view = View::new();
     for (i, entry) in archive.entries().to_vec().iter().enumerate() {
         let dest = out.path().join(i.to_string());
-        archive
-            .extract_to(entry, &dest)
-            .map_err(|e| format!("{}: {e}", e.code()))?;
+        archive.extract_to(entry, &dest).map_err(shown)?;
         view.push((entry.name.clone(), fs::read(&dest).expect("read extracted")));
+    }
+    view.sort();
+    Ok(view)
+}
+
+/// `SafeArchive::from_source` on the bytes, each entry extracted into memory.
+fn memory_view(bytes: Vec<u8>) -> Result<View, String> {
+    let mut archive =
+        SafeArchive::from_source(Arc::new(bytes), ExtractLimits::default()).map_err(shown)?;
+    let mut view = View::new();
+    for entry in archive.entries().to_vec() {
+        let mut data = Vec::new();
+        archive.extract_into(&entry, &mut data).map_err(shown)?;
+        view.push((entry.name, data));
     }
     view.sort();
     Ok(view)

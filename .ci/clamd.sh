@@ -89,7 +89,17 @@ fi
 RUN_USER=clamav
 id -u "$RUN_USER" >/dev/null 2>&1 || RUN_USER=root
 
-mkdir -p "$CONF_DIR" "$DB_DIR" "$LOG_DIR" "$RUN_DIR"
+# clamd spools every INSTREAM (and every file it takes out of an archive) to its
+# temporary directory before scanning it: on a disk that is a file created and
+# removed per scan, which capped clamd at about 2,000 small scans/s here, against
+# 5,000-5,600/s on tmpfs (docs/OPERATIONS.md, "clamd"). RAM-backed, so it can hold
+# up to MaxThreads x StreamMaxLength at once.
+TMP_DIR=/var/tmp/intake-clamav
+if [[ -d /dev/shm && -w /dev/shm ]]; then
+    TMP_DIR=/dev/shm/intake-clamav
+fi
+
+mkdir -p "$CONF_DIR" "$DB_DIR" "$LOG_DIR" "$RUN_DIR" "$TMP_DIR"
 
 # The standard 68-byte EICAR test string, hex-encoded for an .ndb body signature.
 EICAR='X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*'
@@ -108,6 +118,7 @@ LogFile $LOG_DIR/clamd.log
 LogTime yes
 LogFileMaxSize 20M
 DatabaseDirectory $DB_DIR
+TemporaryDirectory $TMP_DIR
 TCPSocket $PORT
 TCPAddr $HOST
 LocalSocket $SOCKET
@@ -133,7 +144,7 @@ SelfCheck 0
 CONF
 mv "$CONF.tmp" "$CONF"
 
-chown -R "$RUN_USER" "$DB_DIR" "$LOG_DIR" "$RUN_DIR"
+chown -R "$RUN_USER" "$DB_DIR" "$LOG_DIR" "$RUN_DIR" "$TMP_DIR"
 
 start_ns=$(date +%s%N)
 running_pid=""

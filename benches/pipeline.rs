@@ -4,7 +4,8 @@
 //! Prints files/s, MB/s and the peak RSS of the process during processing (the
 //! high-water mark is reset just before `upload_complete`), and the ratio to the I/O
 //! floor measured right after on the same store: the archive read once and objects of
-//! the same sizes written with the same concurrency, no processing.
+//! the same sizes written with the same concurrency, no processing. Dirty pages are
+//! written out (`sync`) before each timed part.
 //!
 //! `-- refused` times the refusal of a 120,000-entry archive (over the default
 //! limit of entries) from `upload_complete` to its `ERR_ARCHIVE_TOO_MANY_ENTRIES`.
@@ -280,6 +281,7 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> Vec<u64>, refusal: Opt
     };
     let upload_secs = upload_started.elapsed().as_secs_f64();
 
+    settle();
     reset_peak_rss();
     let started = Instant::now();
     ws.send(Message::Text(complete.to_string().into()))
@@ -324,7 +326,8 @@ async fn run_case(name: &str, make: impl FnOnce(&Path) -> Vec<u64>, refusal: Opt
         } else {
             1
         };
-    let floor = io_floor(&state, archive_key, &sizes, concurrency, dir.path()).await;
+    settle();
+    let floor = io_floor(&state, archive_key, &sizes, concurrency).await;
     println!(
         "{name}: {files} files, {:.1} MB inflated ({:.1} MB zip); upload {:.2} s; upload_complete → success {:.2} s: {:.0} files/s, {:.1} MB/s; {messages} messages; peak RSS {:.1} MiB; I/O floor {:.2} s, ratio {:.2}",
         bytes as f64 / 1e6,
@@ -359,22 +362,38 @@ async fn postgres_database() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+/// Writes every dirty page out (`sync`), so that neither timed part pays for the
+/// write-back of the one before it (the upload, the pipeline's own objects).
+fn settle() {
+    let synced = std::process::Command::new("sync").status();
+    assert!(synced.is_ok_and(|s| s.success()), "sync failed");
+}
+
 /// The I/O floor of a case, measured on the same store right after it: GET the
-/// archive once and PUT objects of the same sizes with the same concurrency, through
+/// archive once (into nothing, as the pipeline reads it: by ranges, with the same
+/// read-ahead) and PUT objects of the same sizes with the same concurrency, through
 /// the store the pipeline writes to, with no processing. Seconds.
 async fn io_floor(
     state: &intake::state::AppState,
     archive_key: &str,
     sizes: &[u64],
     concurrency: usize,
-    dir: &Path,
 ) -> f64 {
     let largest = sizes.iter().copied().max().unwrap_or(0) as usize;
     let body = bytes::Bytes::from(vec![0x5au8; largest]);
     let store = &state.store;
     let started = Instant::now();
-    let copy = dir.join("floor.zip");
-    store.get_to_file(archive_key, &copy).await.unwrap();
+    let archive = intake::store::RangedObject::open(std::sync::Arc::clone(store), archive_key)
+        .await
+        .unwrap()
+        .expect("the archive");
+    let read = tokio::io::copy(
+        &mut std::sync::Arc::new(archive).reader(),
+        &mut tokio::io::sink(),
+    )
+    .await
+    .unwrap();
+    assert!(read > 0);
     futures::stream::iter(sizes.iter().enumerate())
         .map(|(i, &size)| {
             let body = body.slice(..size as usize);
@@ -390,7 +409,6 @@ async fn io_floor(
         .await;
     let secs = started.elapsed().as_secs_f64();
     store.delete_prefix("floor/").await.unwrap();
-    let _ = std::fs::remove_file(&copy);
     secs
 }
 

@@ -104,9 +104,21 @@ pub trait Scanner: Send + Sync {
     /// Scans `bytes` (an entry held in memory; `name` is for logs and errors only).
     async fn scan_bytes(&self, name: &str, bytes: &[u8]) -> Result<Verdict, ScanError>;
 
+    /// Scans the stream `open` gives (called again for each attempt: a stream
+    /// cannot be rewound), `size` bytes long; `name` is for logs and errors only.
+    async fn scan_reader(
+        &self,
+        name: &str,
+        size: u64,
+        open: OpenReader<'_>,
+    ) -> Result<Verdict, ScanError>;
+
     /// Checks that the scanner is up and answering.
     async fn ping(&self) -> Result<(), ScanError>;
 }
+
+/// A stream to scan, from its start, each time it is called.
+pub type OpenReader<'a> = &'a (dyn Fn() -> Box<dyn AsyncRead + Unpin + Send> + Send + Sync);
 
 /// Where clamd listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,13 +285,14 @@ struct Session {
 enum Source<'a> {
     File(&'a Path),
     Bytes(&'a str, &'a [u8]),
+    Reader(&'a str, u64, OpenReader<'a>),
 }
 
 impl Source<'_> {
     fn name(&self) -> String {
         match self {
             Self::File(path) => path.display().to_string(),
-            Self::Bytes(name, _) => (*name).to_owned(),
+            Self::Bytes(name, _) | Self::Reader(name, ..) => (*name).to_owned(),
         }
     }
 
@@ -299,6 +312,7 @@ impl Source<'_> {
                 Ok((Box::new(file), size))
             }
             Self::Bytes(_, bytes) => Ok((Box::new(*bytes), bytes.len() as u64)),
+            Self::Reader(_, size, open) => Ok((open(), *size)),
         }
     }
 }
@@ -521,6 +535,15 @@ impl Scanner for ClamdScanner {
 
     async fn scan_bytes(&self, name: &str, bytes: &[u8]) -> Result<Verdict, ScanError> {
         self.scan_source(Source::Bytes(name, bytes)).await
+    }
+
+    async fn scan_reader(
+        &self,
+        name: &str,
+        size: u64,
+        open: OpenReader<'_>,
+    ) -> Result<Verdict, ScanError> {
+        self.scan_source(Source::Reader(name, size, open)).await
     }
 
     async fn ping(&self) -> Result<(), ScanError> {

@@ -1,10 +1,11 @@
 //! The object store against a real embedded S3 endpoint: presigned URLs are
 //! exercised with a plain HTTP client, as a browser would.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use intake::store::{EmbeddedS3, ObjectStore, S3Config, S3Store};
+use intake::store::{EmbeddedS3, ObjectStore, RangedObject, S3Config, S3Store};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, ETAG};
 use tempfile::TempDir;
@@ -630,6 +631,12 @@ async fn checksum_bound_urls_refuse_altered_bytes() -> anyhow::Result<()> {
 #[tokio::test]
 #[ignore = "needs a Garage server (.ci/run starts one and runs this)"]
 async fn checksum_bound_urls_refuse_altered_bytes_on_garage() -> anyhow::Result<()> {
+    let (store, prefix) = garage().await?;
+    checksum_checks(&store, &reqwest::Client::new(), &prefix).await
+}
+
+/// The Garage bucket `.ci/garage.sh` describes, and a prefix of this test's own.
+async fn garage() -> anyhow::Result<(S3Store, String)> {
     let var = |k: &str| std::env::var(format!("INTAKE_TEST_S3_{k}")).expect(k);
     let store = S3Store::connect(&S3Config {
         endpoint: Some(var("ENDPOINT")),
@@ -642,7 +649,7 @@ async fn checksum_bound_urls_refuse_altered_bytes_on_garage() -> anyhow::Result<
     })
     .await?;
     let prefix = format!("t-{}", uuid::Uuid::new_v4().simple());
-    checksum_checks(&store, &reqwest::Client::new(), &prefix).await
+    Ok((store, prefix))
 }
 
 /// 400 `BadDigest` (S3, the embedded store) or `InvalidDigest` (Garage).
@@ -839,4 +846,118 @@ async fn direct_calls_and_the_endpoint_see_the_same_objects() -> anyhow::Result<
     assert!(!h.dir.path().join("x").exists());
     assert!(direct.delete_prefix("").await.is_err());
     Ok(())
+}
+
+/// Ranged GETs and [`RangedObject`] on `store`: exact bytes across a multipart
+/// object's part boundary and a block boundary, empty and out-of-range reads, the
+/// stream for the antivirus, and reads pinned to the version that was opened.
+async fn ranged_reads(store: Arc<dyn ObjectStore>, prefix: &str) -> anyhow::Result<()> {
+    let key = format!("{prefix}/ranged.zip");
+    // Two parts: 5 MiB, then the rest; RangedObject blocks are 1 MiB.
+    let data = pattern(5 * MIB + 777_777, 9);
+    let upload = store.create_multipart(&key, "application/zip").await?;
+    let http = reqwest::Client::new();
+    let mut parts = Vec::new();
+    for (number, chunk) in [(1, &data[..5 * MIB]), (2, &data[5 * MIB..])] {
+        let url = store
+            .presign_part(&key, &upload, number, chunk.len() as u64, HOUR)
+            .await?;
+        let resp = http.put(&url).body(chunk.to_vec()).send().await?;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let etag = resp.headers().get(ETAG).expect("ETag").to_str()?.to_owned();
+        parts.push((number, etag));
+    }
+    store.complete_multipart(&key, &upload, &parts).await?;
+    let etag = store.head(&key).await?.expect("head").etag;
+
+    for (start, len) in [
+        (0, 1),
+        (5 * MIB as u64 - 10, 20),
+        (MIB as u64 - 3, 2 * MIB as u64 + 6),
+        (data.len() as u64 - 5, 5),
+    ] {
+        let got = store.get_range(&key, start, len, etag.as_deref()).await?;
+        let (s, e) = (start as usize, (start + len) as usize);
+        assert_eq!(got.as_ref(), &data[s..e], "bytes={start}+{len}");
+    }
+    assert!(store.get_range(&key, 3, 0, None).await?.is_empty());
+
+    let object = Arc::new(
+        RangedObject::open(Arc::clone(&store), &key)
+            .await?
+            .expect("the object exists"),
+    );
+    assert_eq!(object.len(), data.len() as u64);
+    let reader = Arc::clone(&object);
+    let expected = data.clone();
+    tokio::task::spawn_blocking(move || {
+        // Forward, backward, across blocks and parts, and past the end.
+        for (offset, len) in [
+            (0usize, 100usize),
+            (MIB - 50, 100),
+            (10, 64 * 1024),
+            (5 * MIB - 1, 2),
+            (2 * MIB, 3 * MIB + 700_000),
+            (expected.len() - 1, 1),
+        ] {
+            let mut buf = vec![0u8; len];
+            reader.read_exact_at(&mut buf, offset as u64).unwrap();
+            assert_eq!(buf, &expected[offset..offset + len], "{offset}+{len}");
+        }
+        let mut past = [0u8; 2];
+        let e = reader
+            .read_exact_at(&mut past, expected.len() as u64 - 1)
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof);
+    })
+    .await?;
+    let mut streamed = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut object.reader(), &mut streamed).await?;
+    assert!(streamed == data, "the stream differs from the object");
+    assert!(object.take_failure().is_none());
+
+    // Replaced after it was opened: a pinned read fails, retryably, and says why.
+    store
+        .put_bytes(
+            &key,
+            Bytes::from_static(b"another version"),
+            "application/zip",
+        )
+        .await?;
+    let changed = store
+        .get_range(&key, 0, 4, etag.as_deref())
+        .await
+        .unwrap_err();
+    assert!(changed.is_transient(), "{changed}");
+    assert!(changed.to_string().contains("changed"), "{changed}");
+    let mut streamed = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut object.reader(), &mut streamed).await;
+    assert!(read.is_err(), "a stream of the old version must fail");
+    assert!(object.take_failure().is_some_and(|e| e.is_transient()));
+    store.delete(&key).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranged_reads_over_the_endpoint_and_direct() -> anyhow::Result<()> {
+    let h = Harness::start().await?;
+    let over_http: Arc<dyn ObjectStore> =
+        Arc::new(S3Store::connect(&config(&h.s3, "uploads")).await?);
+    ranged_reads(over_http, "http").await?;
+    let direct: Arc<dyn ObjectStore> = Arc::new(
+        h.s3.direct(
+            S3Store::connect(&config(&h.s3, "uploads")).await?,
+            "uploads",
+        )
+        .await?,
+    );
+    ranged_reads(direct, "direct").await
+}
+
+/// [`ranged_reads`] against Garage (see the test above for the variables).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Garage server (.ci/run starts one and runs this)"]
+async fn ranged_reads_on_garage() -> anyhow::Result<()> {
+    let (store, prefix) = garage().await?;
+    ranged_reads(Arc::new(store), &prefix).await
 }

@@ -103,6 +103,46 @@ impl StoreError {
         }
     }
 
+    /// A copy of a failure shared by several readers: the same variant and fields (a
+    /// local I/O error keeps its kind and text).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::NotFound { op, target } => Self::NotFound {
+                op,
+                target: target.clone(),
+            },
+            Self::Rejected {
+                op,
+                target,
+                status,
+                code,
+                message,
+            } => Self::Rejected {
+                op,
+                target: target.clone(),
+                status: *status,
+                code: code.clone(),
+                message: message.clone(),
+            },
+            Self::Transient { op, target, detail } => Self::Transient {
+                op,
+                target: target.clone(),
+                detail: detail.clone(),
+            },
+            Self::Other { op, target, detail } => Self::Other {
+                op,
+                target: target.clone(),
+                detail: detail.clone(),
+            },
+            Self::Io { op, path, source } => Self::Io {
+                op,
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            Self::Invalid(why) => Self::Invalid(why.clone()),
+        }
+    }
+
     pub(crate) fn transient(op: &'static str, target: &str, detail: impl Into<String>) -> Self {
         Self::Transient {
             op,

@@ -12,6 +12,7 @@
 mod embedded;
 mod error;
 mod presign;
+mod ranged;
 mod s3;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use bytes::Bytes;
 
 pub use embedded::{DirectStore, EmbeddedS3};
 pub use error::{Result, StoreError};
+pub use ranged::RangedObject;
 pub use s3::S3Store;
 
 /// How to reach a bucket on an S3-compatible store.
@@ -219,6 +221,13 @@ pub trait ObjectStore: Send + Sync {
 
     /// Size, type and ETag of `key`, or `None` when it does not exist.
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// Exactly `len` bytes of `key` from `start` (a ranged GET). With `etag` (as
+    /// [`ObjectStore::head`] returns it) the read fails, as a transient failure,
+    /// unless the object is still that version: the reads of one pass over an
+    /// object never mix two versions of it, and the pass starts again.
+    async fn get_range(&self, key: &str, start: u64, len: u64, etag: Option<&str>)
+    -> Result<Bytes>;
 
     /// Streams `key` into a new file at `path` (replacing it) with bounded
     /// memory and returns the number of bytes written. On error the file is

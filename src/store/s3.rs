@@ -516,6 +516,19 @@ impl S3Store {
     }
 }
 
+/// A pinned read of an object that has been replaced since (412): the pass over it
+/// starts again, on the new version.
+pub(crate) fn changed_is_transient(e: StoreError, key: &str) -> StoreError {
+    match e {
+        StoreError::Rejected { status: 412, .. } => StoreError::transient(
+            "GetObject",
+            key,
+            "the object changed while it was being read",
+        ),
+        e => e,
+    }
+}
+
 #[async_trait]
 impl ObjectStore for S3Store {
     async fn presign_put(
@@ -785,6 +798,44 @@ impl ObjectStore for S3Store {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        etag: Option<&str>,
+    ) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let last = start + len - 1;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={start}-{last}"))
+            .set_if_match(etag.map(str::to_owned))
+            .send()
+            .await
+            .or_store("GetObject", key)
+            .map_err(|e| changed_is_transient(e, key))?;
+        let data = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| body_error(key, &e))?
+            .into_bytes();
+        if data.len() as u64 != len {
+            return Err(StoreError::transient(
+                "GetObject",
+                key,
+                format!("bytes={start}-{last} answered {} bytes", data.len()),
+            ));
+        }
+        Ok(data)
     }
 
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64> {

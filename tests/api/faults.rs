@@ -15,7 +15,7 @@ use futures::channel::mpsc;
 use futures::{SinkExt, StreamExt};
 use intake::db::uploads::UploadFileRow;
 use intake::domain::{AccountType, FileState};
-use intake::scan::{ScanError, Scanner, Verdict};
+use intake::scan::{OpenReader, ScanError, Scanner, Verdict};
 use intake::store::{ObjectMeta, ObjectStore, StoreError};
 use intake::uploads::Uploads;
 use intake::uploads::worker::Worker;
@@ -75,6 +75,9 @@ impl ObjectStore for FailingStore {
     }
     async fn list_parts(&self, k: &str, u: &str) -> StoreResult<Vec<(i32, String, u64)>> {
         self.inner.list_parts(k, u).await
+    }
+    async fn get_range(&self, k: &str, s: u64, n: u64, e: Option<&str>) -> StoreResult<Bytes> {
+        self.inner.get_range(k, s, n, e).await
     }
     async fn abort_multipart(&self, k: &str, u: &str) -> StoreResult<()> {
         self.inner.abort_multipart(k, u).await
@@ -142,6 +145,18 @@ impl Scanner for FakeScanner {
                 }
             }
         }
+    }
+    async fn scan_reader(
+        &self,
+        name: &str,
+        _size: u64,
+        open: OpenReader<'_>,
+    ) -> Result<Verdict, ScanError> {
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut open(), &mut bytes)
+            .await
+            .unwrap();
+        self.scan_bytes(name, &bytes).await
     }
     async fn ping(&self) -> Result<(), ScanError> {
         Ok(())

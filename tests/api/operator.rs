@@ -157,7 +157,8 @@ async fn metrics_are_scraped_and_parsed() {
     );
     // The pipeline: steps, bytes, files and records.
     for step in [
-        "fetch",
+        "open",
+        "validate",
         "antivirus_scan",
         "extracting_file",
         "saving_files",

@@ -458,6 +458,11 @@ impl S3 for Backend {
             .read(&input.bucket, &input.key, input.range)
             .await
             .map_err(s3_err)?;
+        if let Some(ETagCondition::ETag(etag)) = &input.if_match
+            && !ETag::Strong(info.etag.clone()).strong_cmp(etag)
+        {
+            return Err(s3_error!(PreconditionFailed, "ETag does not match"));
+        }
         let content_range = range.as_ref().map(|r| {
             format!(
                 "bytes {}-{}/{}",

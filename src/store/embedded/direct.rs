@@ -262,6 +262,52 @@ impl ObjectStore for DirectStore {
         }))
     }
 
+    async fn get_range(
+        &self,
+        key: &str,
+        start: u64,
+        len: u64,
+        etag: Option<&str>,
+    ) -> Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let range = s3s::dto::Range::Int {
+            first: start,
+            last: Some(start + len - 1),
+        };
+        let (info, _, mut body) = self
+            .disk
+            .read(&self.bucket, key, Some(range))
+            .await
+            .map_err(|e| store_err("GetObject", key, e))?;
+        if etag.is_some_and(|want| want != quoted(&info.etag)) {
+            return Err(StoreError::transient(
+                "GetObject",
+                key,
+                "the object changed while it was being read",
+            ));
+        }
+        let mut out = bytes::BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+        while let Some(chunk) = body.next().await {
+            let chunk =
+                chunk.map_err(|e| StoreError::transient("GetObject", key, e.to_string()))?;
+            out.extend_from_slice(&chunk);
+        }
+        if out.len() as u64 != len {
+            return Err(StoreError::transient(
+                "GetObject",
+                key,
+                format!(
+                    "bytes={start}-{} answered {} bytes",
+                    start + len - 1,
+                    out.len()
+                ),
+            ));
+        }
+        Ok(out.freeze())
+    }
+
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64> {
         let (info, _, mut body) = self
             .disk

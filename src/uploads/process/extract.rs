@@ -1,11 +1,12 @@
 //! Open the archive with every safety check on its directory (the validator in
-//! the `intake-archive` crate, off the async executor; before the scan), report
+//! the `intake-archive` crate, reading the object by ranges off the async executor;
+//! before the scan), report
 //! how many files it holds (`extracting_file`, after the scan), and stream its entries, one blocking thread
 //! inflating them as the savers ask for more: small ones into memory, within the node's
 //! byte budget (`memory_budget`), the others into temp files, at most
 //! `save_concurrency` of those at once per job.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,9 +17,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use super::super::Uploads;
 use super::super::failure::PipelineFailure;
 use super::super::monitor::Monitor;
+use super::verify::read_failure;
 use crate::config::ArchiveSettings;
 use crate::domain::{AvStatus, Step};
-use intake_archive::{EntryInfo, ExtractError, ExtractLimits, ExtractedFile, SafeArchive};
+use crate::store::RangedObject;
+use intake_archive::{
+    ArchiveSource, EntryInfo, ExtractError, ExtractLimits, ExtractedFile, SafeArchive,
+};
 
 /// Where an inflated entry's bytes are.
 pub enum Body {
@@ -42,13 +47,18 @@ pub fn limits(settings: &ArchiveSettings) -> ExtractLimits {
     }
 }
 
-/// Opens and validates the archive at `path`: every structural check (limits,
-/// names, layout, encryption, ratios) on its directory and headers, before any
-/// scan, so a refused archive costs milliseconds with or without clamd.
-pub async fn validate(up: &Uploads, path: &Path) -> Result<SafeArchive, PipelineFailure> {
+/// Opens and validates the archive in the store: every structural check (limits,
+/// names, layout, encryption, ratios) on its directory and headers, read by ranges,
+/// before any scan, so a refused archive costs milliseconds with or without clamd.
+pub async fn validate(
+    up: &Uploads,
+    object: &Arc<RangedObject>,
+) -> Result<SafeArchive, PipelineFailure> {
     let limits = limits(&up.settings.archive);
-    let path = path.to_path_buf();
-    Ok(tokio::task::spawn_blocking(move || SafeArchive::open(&path, limits)).await??)
+    let source: Arc<dyn ArchiveSource> = Arc::clone(object) as Arc<dyn ArchiveSource>;
+    tokio::task::spawn_blocking(move || SafeArchive::from_source(source, limits))
+        .await?
+        .map_err(|e| read_failure(object, e))
 }
 
 /// Reports the validated archive's file count (`extracting_file`), after its scan.

@@ -1,7 +1,8 @@
 //! The body of a `process_upload_file` job, one file per step in the order the
-//! client sees them: [`verify`] fetches the archive as uploaded, [`extract`] validates
-//! its structure with every safety check (before any scan: a refused archive costs
-//! milliseconds), [`scan`] runs the antivirus on it, [`extract`] reports it, [`save`] extracts,
+//! client sees them: [`verify`] opens the archive as uploaded, in the store (it is
+//! read there by ranges, never copied), [`extract`] validates its structure with
+//! every safety check (before any scan: a refused archive costs milliseconds),
+//! [`scan`] streams it to the antivirus, [`extract`] reports it, [`save`] extracts,
 //! scans and stores each file (`saving_files`), and [`records`] creates one record
 //! per file (`creating_records`). Every step is safe to run again: object keys are
 //! deterministic and records are unique per (file, entry).
@@ -34,15 +35,14 @@ pub async fn run(
     let tmp_root = &up.settings.tmp_dir;
     std::fs::create_dir_all(tmp_root).map_err(PipelineFailure::io)?;
     let tmp = tempfile::TempDir::with_prefix_in("job-", tmp_root).map_err(PipelineFailure::io)?;
-    let archive_path = tmp.path().join("archive.zip");
 
     monitor.monitoring(scan::STEP, scan::started(up)).await?;
-    timed("fetch", verify::fetch(up, file, &archive_path)).await?;
+    let object = timed("open", verify::open(up, file)).await?;
     // Structure first: a refused archive never ties up the scanner.
-    let archive = timed("validate", extract::validate(up, &archive_path)).await?;
+    let archive = timed("validate", extract::validate(up, &object)).await?;
     let av_status = timed(
         Step::AntivirusScan.as_str(),
-        scan::archive(up, file, &archive_path, monitor),
+        scan::archive(up, file, &object, monitor),
     )
     .await?;
     timed(
@@ -53,7 +53,7 @@ pub async fn run(
     let total = archive.entries().len() as u64;
     let saved = match timed(
         Step::SavingFiles.as_str(),
-        save::all(up, file, archive, tmp.path(), monitor),
+        save::all(up, file, &object, archive, tmp.path(), monitor),
     )
     .await
     {

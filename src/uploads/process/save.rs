@@ -12,9 +12,11 @@ use super::super::Uploads;
 use super::super::failure::PipelineFailure;
 use super::super::monitor::Monitor;
 use super::extract::{self, Body, Extracted};
+use super::verify::read_failure;
 use super::{files_prefix, scan};
 use crate::db::uploads::UploadFileRow;
 use crate::domain::Step;
+use crate::store::RangedObject;
 use intake_archive::{EntryInfo, ExtractedFile, SafeArchive};
 
 /// The step this stage reports under.
@@ -46,6 +48,7 @@ enum Outcome {
 pub async fn all(
     up: &Uploads,
     file: &UploadFileRow,
+    object: &RangedObject,
     archive: SafeArchive,
     tmp: &Path,
     monitor: &mut Monitor<'_>,
@@ -65,7 +68,10 @@ pub async fn all(
     let mut saving = items
         .map(|item| {
             let prefix = prefix.as_str();
-            async move { one(up, prefix, item.map_err(PipelineFailure::from)?).await }
+            async move {
+                let item = item.map_err(|e| read_failure(object, e))?;
+                one(up, prefix, item).await
+            }
         })
         .buffer_unordered(concurrency);
     let mut saved = Vec::with_capacity(total as usize);

@@ -3,7 +3,7 @@
 //! upload is quarantined: the archive moves under `quarantine/` and every file
 //! already saved from it is deleted.
 
-use std::path::Path;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -15,6 +15,7 @@ use super::files_prefix;
 use crate::db::uploads::UploadFileRow;
 use crate::domain::{AvStatus, Step};
 use crate::scan::{ScanError, Verdict};
+use crate::store::RangedObject;
 
 /// The step this stage reports under.
 pub const STEP: Step = Step::AntivirusScan;
@@ -43,17 +44,24 @@ fn inconclusive(signature: &str) -> bool {
     signature.starts_with("Heuristics.Limits.Exceeded")
 }
 
-/// Scans the archive at `path`; returns the av-status it leaves.
+/// Scans the archive, streamed from the store into clamd; returns the av-status it
+/// leaves.
 pub async fn archive(
     up: &Uploads,
     file: &UploadFileRow,
-    path: &Path,
+    object: &Arc<RangedObject>,
     monitor: &mut Monitor<'_>,
 ) -> Result<AvStatus, PipelineFailure> {
     let Some(scanner) = &up.scanner else {
         return Ok(AvStatus::Skipped);
     };
-    let verdict = match scanner.scan_file(path).await {
+    let open = || object.reader();
+    let scanned = scanner.scan_reader(object.key(), object.len(), &open).await;
+    if let Some(store) = object.take_failure() {
+        // Reading the archive failed, not clamd.
+        return Err(PipelineFailure::from_store(store));
+    }
+    let verdict = match scanned {
         Ok(v) => Some(v),
         // Too big to stream whole: each file is scanned on its own.
         Err(ScanError::SizeLimitExceeded) => None,

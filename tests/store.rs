@@ -930,6 +930,14 @@ async fn ranged_reads(store: Arc<dyn ObjectStore>, prefix: &str) -> anyhow::Resu
         .unwrap_err();
     assert!(changed.is_transient(), "{changed}");
     assert!(changed.to_string().contains("changed"), "{changed}");
+    // Past the end of the new version: still "changed" (the precondition comes
+    // before the range), not an invalid range.
+    let past = store
+        .get_range(&key, 2 * MIB as u64, 10, etag.as_deref())
+        .await
+        .unwrap_err();
+    assert!(past.is_transient(), "{past}");
+    assert!(past.to_string().contains("changed"), "{past}");
     let mut streamed = Vec::new();
     let read = tokio::io::AsyncReadExt::read_to_end(&mut object.reader(), &mut streamed).await;
     assert!(read.is_err(), "a stream of the old version must fail");

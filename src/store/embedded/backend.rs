@@ -453,11 +453,21 @@ impl S3 for Backend {
         req: S3Request<GetObjectInput>,
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let input = req.input;
-        let (info, range, body) = self
-            .disk
-            .read(&input.bucket, &input.key, input.range)
-            .await
-            .map_err(s3_err)?;
+        let read = self.disk.read(&input.bucket, &input.key, input.range).await;
+        if let (Err(DiskError::InvalidRange), Some(ETagCondition::ETag(etag))) =
+            (&read, &input.if_match)
+        {
+            // The precondition comes before the range (RFC 9110, 13.2.2).
+            let now = self
+                .disk
+                .head(&input.bucket, &input.key)
+                .await
+                .map_err(s3_err)?;
+            if now.is_none_or(|o| !ETag::Strong(o.etag).strong_cmp(etag)) {
+                return Err(s3_error!(PreconditionFailed, "ETag does not match"));
+            }
+        }
+        let (info, range, body) = read.map_err(s3_err)?;
         if let Some(ETagCondition::ETag(etag)) = &input.if_match
             && !ETag::Strong(info.etag.clone()).strong_cmp(etag)
         {

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 
+use bytes::Bytes;
+
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
@@ -141,6 +143,29 @@ impl StoreError {
             },
             Self::Invalid(why) => Self::Invalid(why.clone()),
         }
+    }
+
+    /// A pinned read of `key` whose object was replaced since it was opened: the pass
+    /// over it starts again, on the new version.
+    pub(crate) fn changed(key: &str) -> Self {
+        Self::transient(
+            "GetObject",
+            key,
+            "the object changed while it was being read",
+        )
+    }
+
+    /// `data`, if it is all of the `len` bytes from `start` of `key` that a ranged GET
+    /// asked for (a short body is a broken transfer, retried).
+    pub(crate) fn exact_range(key: &str, start: u64, len: u64, data: Bytes) -> Result<Bytes> {
+        if data.len() as u64 == len {
+            return Ok(data);
+        }
+        Err(Self::transient(
+            "GetObject",
+            key,
+            format!("bytes={start}+{len} answered {} bytes", data.len()),
+        ))
     }
 
     pub(crate) fn transient(op: &'static str, target: &str, detail: impl Into<String>) -> Self {

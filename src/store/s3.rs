@@ -520,11 +520,7 @@ impl S3Store {
 /// starts again, on the new version.
 pub(crate) fn changed_is_transient(e: StoreError, key: &str) -> StoreError {
     match e {
-        StoreError::Rejected { status: 412, .. } => StoreError::transient(
-            "GetObject",
-            key,
-            "the object changed while it was being read",
-        ),
+        StoreError::Rejected { status: 412, .. } => StoreError::changed(key),
         e => e,
     }
 }
@@ -828,14 +824,7 @@ impl ObjectStore for S3Store {
             .await
             .map_err(|e| body_error(key, &e))?
             .into_bytes();
-        if data.len() as u64 != len {
-            return Err(StoreError::transient(
-                "GetObject",
-                key,
-                format!("bytes={start}-{last} answered {} bytes", data.len()),
-            ));
-        }
-        Ok(data)
+        StoreError::exact_range(key, start, len, data)
     }
 
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64> {

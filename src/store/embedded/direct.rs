@@ -276,27 +276,20 @@ impl ObjectStore for DirectStore {
             first: start,
             last: Some(start + len - 1),
         };
-        let changed = || {
-            StoreError::transient(
-                "GetObject",
-                key,
-                "the object changed while it was being read",
-            )
-        };
         let (info, _, mut body) = match self.disk.read(&self.bucket, key, Some(range)).await {
             // The precondition comes before the range (RFC 9110, 13.2.2): a range
             // past the end of a replaced object is the replacement's fault.
             Err(DiskError::InvalidRange) if etag.is_some() => {
                 let now = self.disk.head(&self.bucket, key).await;
                 if now.is_ok_and(|o| o.map(|o| quoted(&o.etag)).as_deref() != etag) {
-                    return Err(changed());
+                    return Err(StoreError::changed(key));
                 }
                 return Err(store_err("GetObject", key, DiskError::InvalidRange));
             }
             read => read.map_err(|e| store_err("GetObject", key, e))?,
         };
         if etag.is_some_and(|want| want != quoted(&info.etag)) {
-            return Err(changed());
+            return Err(StoreError::changed(key));
         }
         let mut out = bytes::BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
         while let Some(chunk) = body.next().await {
@@ -304,18 +297,7 @@ impl ObjectStore for DirectStore {
                 chunk.map_err(|e| StoreError::transient("GetObject", key, e.to_string()))?;
             out.extend_from_slice(&chunk);
         }
-        if out.len() as u64 != len {
-            return Err(StoreError::transient(
-                "GetObject",
-                key,
-                format!(
-                    "bytes={start}-{} answered {} bytes",
-                    start + len - 1,
-                    out.len()
-                ),
-            ));
-        }
-        Ok(out.freeze())
+        StoreError::exact_range(key, start, len, out.freeze())
     }
 
     async fn get_to_file(&self, key: &str, path: &Path) -> Result<u64> {
